@@ -1,0 +1,34 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+// The VMM links statically and avoids Foundation on the run path: a per-VM process
+// should start in a few ms and stay under ~5 MiB (see shared docs, swift-costs.md).
+let package = Package(
+    name: "pvmm",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "pvmm", targets: ["pvmm"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-system", from: "1.4.0"),
+    ],
+    targets: [
+        // Thin ioctl wrappers: a value or -errno, no logic.
+        .target(name: "CKVM"),
+        // Constants shared with the guest kernel (compiled into guests/pvos too).
+        .target(name: "PVMMABI"),
+        .target(name: "GuestMemory", dependencies: [.product(name: "SystemPackage", package: "swift-system")]),
+        .target(name: "KVM", dependencies: ["CKVM", .product(name: "SystemPackage", package: "swift-system")]),
+        .target(name: "Boot", dependencies: ["GuestMemory", "PVMMABI"]),
+        .target(name: "Devices", dependencies: ["GuestMemory", "PVMMABI"]),
+        .target(name: "VMM", dependencies: ["KVM", "GuestMemory", "Boot", "Devices", "PVMMABI"]),
+        .executableTarget(
+            name: "pvmm",
+            dependencies: ["VMM", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+        ),
+        .testTarget(name: "BootTests", dependencies: ["Boot", "GuestMemory", "PVMMABI"]),
+        .testTarget(name: "DevicesTests", dependencies: ["Devices", "GuestMemory"]),
+        .testTarget(name: "IntegrationTests", dependencies: ["VMM", "KVM", "PVMMABI"]),
+    ]
+)

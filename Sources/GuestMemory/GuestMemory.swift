@@ -1,0 +1,151 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+import SystemPackage
+
+/// Why a guest-memory access was refused. Every case names the offending guest range.
+public enum GuestMemoryError: Error, Equatable, Sendable {
+    /// [address, address+length) is not entirely inside one RAM region.
+    case outOfRange(address: UInt64, length: UInt64)
+    /// address + length overflows 64 bits.
+    case overflow(address: UInt64, length: UInt64)
+    /// The requested RAM size cannot be laid out (zero, unaligned or too large).
+    case badSize(UInt64)
+    /// mmap of the backing store failed.
+    case mapFailed(Errno)
+}
+
+/// One contiguous range of guest-physical RAM and where it lives in this process.
+public struct GuestRegion: Sendable, Equatable {
+    public let guestBase: UInt64
+    public let size: UInt64
+    /// Host virtual address of `guestBase` (for KVM_SET_USER_MEMORY_REGION only).
+    public let hostAddress: UInt
+    public var guestEnd: UInt64 { guestBase + size }
+}
+
+/// Guest RAM: one anonymous shared mapping, split around the MMIO hole below 4 GiB.
+///
+/// This is the only type that does pointer arithmetic on guest memory. Every access is
+/// checked with overflow-safe arithmetic against the RAM regions and fails with a
+/// `GuestMemoryError` instead of touching host memory outside the mapping.
+///
+/// `@unchecked Sendable`: the mapping is immutable after init; the bytes inside are shared
+/// with the guest, which writes them concurrently anyway, so no lock could make them
+/// consistent. Callers treat guest bytes as untrusted input.
+public final class GuestMemory: @unchecked Sendable {
+    public let regions: [GuestRegion]
+    public let size: UInt64
+    private let base: UnsafeMutableRawPointer
+
+    public static let pageSize: UInt64 = 4096
+
+    /// Maps `size` bytes of RAM. RAM fills [0, holeStart) first and continues at `holeEnd`.
+    public init(size: UInt64, holeStart: UInt64 = 0xC000_0000, holeEnd: UInt64 = 0x1_0000_0000) throws(GuestMemoryError) {
+        guard size > 0, size % (2 << 20) == 0, size <= (1 << 46), holeStart <= holeEnd else { throw .badSize(size) }
+        let p = mmap(nil, Int(size), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0)
+        guard let p, p != MAP_FAILED else { throw .mapFailed(Errno(rawValue: errno)) }
+        // Guest RAM holds no secrets of ours but must not be dumped or inherited by children.
+        _ = madvise(p, Int(size), MADV_DONTFORK)
+        base = p
+        self.size = size
+        let low = min(size, holeStart)
+        var r = [GuestRegion(guestBase: 0, size: low, hostAddress: UInt(bitPattern: p))]
+        if size > low {
+            r.append(GuestRegion(guestBase: holeEnd, size: size - low, hostAddress: UInt(bitPattern: p + Int(low))))
+        }
+        regions = r
+    }
+
+    deinit { munmap(base, Int(size)) }
+
+    /// The highest guest-physical address of RAM, exclusive.
+    public var ramEnd: UInt64 { regions[regions.count - 1].guestEnd }
+
+    /// True when [address, address+length) lies inside one RAM region.
+    public func contains(_ address: UInt64, length: UInt64) -> Bool {
+        (try? offset(of: address, length: length)) != nil
+    }
+
+    /// Offset into the backing mapping of [address, address+length), or an error.
+    @inline(__always)
+    func offset(of address: UInt64, length: UInt64) throws(GuestMemoryError) -> Int {
+        let (end, o) = address.addingReportingOverflow(length)
+        if o { throw .overflow(address: address, length: length) }
+        var hostOffset: UInt64 = 0
+        for r in regions {
+            if address >= r.guestBase && end <= r.guestEnd {
+                return Int(hostOffset + (address - r.guestBase))
+            }
+            hostOffset += r.size
+        }
+        throw .outOfRange(address: address, length: length)
+    }
+
+    /// Calls `body` with the host bytes of [address, address+length). The pointer must not
+    /// escape: it is valid only while this GuestMemory lives.
+    @inline(__always)
+    public func withBytes<R>(at address: UInt64, length: Int,
+                             _ body: (UnsafeMutableRawBufferPointer) throws(GuestMemoryError) -> R) throws(GuestMemoryError) -> R {
+        guard length >= 0 else { throw .outOfRange(address: address, length: UInt64(bitPattern: Int64(length))) }
+        let off = try offset(of: address, length: UInt64(length))
+        return try body(UnsafeMutableRawBufferPointer(start: base + off, count: length))
+    }
+
+    // MARK: Scalars (little-endian, unaligned allowed)
+
+    @inline(__always)
+    public func read<T: FixedWidthInteger>(_: T.Type = T.self, at address: UInt64) throws(GuestMemoryError) -> T {
+        let off = try offset(of: address, length: UInt64(MemoryLayout<T>.size))
+        return T(littleEndian: (base + off).loadUnaligned(as: T.self))
+    }
+
+    @inline(__always)
+    public func write<T: FixedWidthInteger>(_ value: T, at address: UInt64) throws(GuestMemoryError) {
+        let off = try offset(of: address, length: UInt64(MemoryLayout<T>.size))
+        (base + off).storeBytes(of: value.littleEndian, as: T.self)
+    }
+
+    // MARK: Byte ranges
+
+    public func write(bytes: UnsafeRawBufferPointer, at address: UInt64) throws(GuestMemoryError) {
+        let off = try offset(of: address, length: UInt64(bytes.count))
+        if let src = bytes.baseAddress { (base + off).copyMemory(from: src, byteCount: bytes.count) }
+    }
+
+    public func write(_ bytes: [UInt8], at address: UInt64) throws(GuestMemoryError) {
+        let off = try offset(of: address, length: UInt64(bytes.count))
+        bytes.withUnsafeBytes { if let src = $0.baseAddress { (base + off).copyMemory(from: src, byteCount: $0.count) } }
+    }
+
+    public func read(into buffer: UnsafeMutableRawBufferPointer, at address: UInt64) throws(GuestMemoryError) {
+        let off = try offset(of: address, length: UInt64(buffer.count))
+        if let dst = buffer.baseAddress { dst.copyMemory(from: base + off, byteCount: buffer.count) }
+    }
+
+    public func readBytes(at address: UInt64, count: Int) throws(GuestMemoryError) -> [UInt8] {
+        guard count >= 0 else { throw .outOfRange(address: address, length: 0) }
+        let off = try offset(of: address, length: UInt64(count))
+        return [UInt8](UnsafeRawBufferPointer(start: base + off, count: count))
+    }
+
+    public func fill(_ byte: UInt8, at address: UInt64, count: UInt64) throws(GuestMemoryError) {
+        let off = try offset(of: address, length: count)
+        memset(base + off, Int32(byte), Int(count))
+    }
+
+    /// Reads a NUL-terminated string of at most `max` bytes (without the NUL).
+    public func readCString(at address: UInt64, max: Int) throws(GuestMemoryError) -> [UInt8] {
+        var out: [UInt8] = []
+        var a = address
+        while out.count < max {
+            let b: UInt8 = try read(at: a)
+            if b == 0 { break }
+            out.append(b)
+            a &+= 1
+        }
+        return out
+    }
+}
