@@ -25,7 +25,7 @@ let package = Package(
         .target(name: "VMM", dependencies: ["KVM", "GuestMemory", "Boot", "Devices", "PVMMABI"]),
         .executableTarget(
             name: "pvmm",
-            dependencies: ["VMM", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+            dependencies: ["VMM", "CKVM", .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
         .testTarget(name: "BootTests", dependencies: ["Boot", "GuestMemory", "PVMMABI"]),
         .testTarget(name: "DevicesTests", dependencies: ["Devices", "GuestMemory"]),

@@ -44,7 +44,7 @@ public final class GuestMemory: @unchecked Sendable {
 
     /// Maps `size` bytes of RAM. RAM fills [0, holeStart) first and continues at `holeEnd`.
     public init(size: UInt64, holeStart: UInt64 = 0xC000_0000, holeEnd: UInt64 = 0x1_0000_0000) throws(GuestMemoryError) {
-        guard size > 0, size % (2 << 20) == 0, size <= (1 << 46), holeStart <= holeEnd else { throw .badSize(size) }
+        guard size > 0, size % GuestMemory.pageSize == 0, size <= (1 << 46), holeStart <= holeEnd else { throw .badSize(size) }
         let p = mmap(nil, Int(size), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0)
         guard let p, p != MAP_FAILED else { throw .mapFailed(Errno(rawValue: errno)) }
         // Guest RAM holds no secrets of ours but must not be dumped or inherited by children.

@@ -1,0 +1,39 @@
+import Boot
+import GuestMemory
+import KVM
+
+/// Why a VM could not be built or run.
+public enum VMMError: Error, CustomStringConvertible, Sendable {
+    /// A config field (a `pvmm run` flag, a JSON field) is unusable; `field` names it.
+    case invalidConfig(field: String, message: String)
+    /// The kernel file could not be read.
+    case kernelUnreadable(path: String, message: String)
+    /// The kernel file is not something we can boot.
+    case badKernel(path: String, error: BootError)
+    /// /dev/kvm is missing, not permitted or unusable.
+    case kvmUnavailable(message: String)
+    /// A KVM ioctl failed while building or running the VM (a pvmm or host problem).
+    case kvm(KVMError)
+    case memory(GuestMemoryError)
+    case thread(String)
+
+    /// Problems in what the user gave us: `pvmm run` exits with status 2 for these.
+    public var isUsageError: Bool {
+        switch self {
+        case .invalidConfig, .kernelUnreadable, .badKernel, .kvmUnavailable: true
+        case .kvm, .memory, .thread: false
+        }
+    }
+
+    public var description: String {
+        switch self {
+        case let .invalidConfig(field, message): "--\(field): \(message)"
+        case let .kernelUnreadable(path, message): "kernel \(path): \(message)"
+        case let .badKernel(path, error): "kernel \(path): \(error)"
+        case let .kvmUnavailable(message): message
+        case let .kvm(e): "KVM: \(e)"
+        case let .memory(e): "guest memory: \(e)"
+        case let .thread(m): m
+        }
+    }
+}

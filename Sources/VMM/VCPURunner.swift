@@ -1,0 +1,119 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import CKVM
+import Devices
+import KVM
+
+/// One vCPU and the plain thread that runs it.
+///
+/// The loop below is the hot path: no `await`, no Foundation, no allocation per exit.
+/// `@unchecked Sendable`: handed to exactly one thread; `thread` is written by `start()`
+/// before `wait()`/kicks read it, and `vm` is set before the thread starts.
+final class VCPUContext: @unchecked Sendable {
+    let vcpu: VCPU
+    let kicker: VCPUKicker
+    var thread: pthread_t?
+    unowned(unsafe) var vm: VM! = nil
+
+    init(vcpu: consuming VCPU) {
+        kicker = vcpu.kicker
+        self.vcpu = vcpu
+    }
+
+    /// How long a halted vCPU sleeps when nothing wakes it. Without an in-kernel irqchip
+    /// nothing can interrupt a HLT, so HLT means "idle until input or this long".
+    static let haltTimeoutMs: Int32 = 10
+
+    func threadMain() {
+        _ = ckvm_set_thread_name("vcpu\(vcpu.id)")
+        let exit = loop()
+        vm.finish(exit)
+    }
+
+    func loop() -> VMExit {
+        let vm = self.vm!
+        let bus = vm.bus, stats = vm.stats
+        while true {
+            let exit: VCPUExit
+            do { exit = try vcpu.run() } catch { return .failed("\(error)") }
+            switch exit {
+            case .ioOut(let a):
+                stats.pio.add()
+                for i in 0..<a.count {
+                    let one = UnsafeRawBufferPointer(rebasing: a.data[(i * a.size)..<((i + 1) * a.size)])
+                    switch bus.write(port: a.port, from: one) {
+                    case .none: continue
+                    case .powerOff(let status): return .poweredOff(status: status)
+                    case .reset: return .reset
+                    }
+                }
+            case .ioIn(let a):
+                stats.pio.add()
+                for i in 0..<a.count {
+                    bus.read(port: a.port, into: UnsafeMutableRawBufferPointer(rebasing: a.data[(i * a.size)..<((i + 1) * a.size)]))
+                }
+            case .mmioRead(let a):
+                // No MMIO devices yet: unclaimed reads float high, as on a PC bus.
+                stats.mmio.add()
+                for i in a.data.indices { a.data[i] = 0xFF }
+            case .mmioWrite:
+                stats.mmio.add()
+            case .hlt:
+                stats.hlt.add()
+                if vm.serial.pendingInput == 0 { vm.wake.wait(timeoutMs: Self.haltTimeoutMs) }
+            case .interrupted:
+                stats.interrupted.add()
+                // Clear the kick first, then read the flags: a kick landing in between
+                // leaves immediate_exit set and brings us straight back here.
+                vcpu.clearImmediateExit()
+                if let end = parkIfNeeded() { return end }
+            case .shutdown:
+                return crash("triple fault (KVM_EXIT_SHUTDOWN)")
+            case .internalError(let sub, let data):
+                let what = sub == 1 ? "emulation failure" : "KVM internal error, suberror \(sub)"
+                return crash("\(what); data: \(data.map { "0x" + $0.hex(1) }.joined(separator: " "))")
+            case .failEntry(let reason):
+                return crash("KVM entry failed, hardware reason 0x\(reason.hex(1))")
+            case .exception(let v, let e):
+                return crash("unhandled exception \(v), error code 0x\(e.hex(1))")
+            case .systemEvent(let type):
+                // KVM_SYSTEM_EVENT_SHUTDOWN = 1, RESET = 2, CRASH = 3.
+                if type == 3 { return crash("guest crash event") }
+                return type == 2 ? .reset : .poweredOff(status: 0)
+            case .unknown(let reason):
+                return crash("unexpected exit reason \(reason)")
+            }
+        }
+    }
+
+    /// Handles stop and pause requests after a kick. Returns a reason to leave the loop.
+    func parkIfNeeded() -> VMExit? {
+        let vm = self.vm!
+        var counted = false
+        while true {
+            let (stopping, paused) = vm.lifecycle.withLock { l in
+                if l.stopping { return (true, false) }
+                if l.paused && !counted { l.parked += 1; counted = true }
+                if !l.paused && counted { l.parked -= 1; counted = false }
+                return (false, l.paused)
+            }
+            if stopping { return vm.lifecycle.withLock { $0.exit } ?? .stopped }
+            if !paused { return nil }
+            vm.wake.wait(timeoutMs: 100)
+        }
+    }
+
+    func crash(_ reason: String) -> VMExit {
+        let regs: String
+        var rip: UInt64 = 0
+        do {
+            let r = try vcpu.registers(), s = try vcpu.specialRegisters()
+            rip = r.rip
+            regs = describe(regs: r, sregs: s)
+        } catch {
+            regs = "(registers unavailable: \(error))"
+        }
+        return .crashed(CrashReport(reason: "vCPU \(vcpu.id): \(reason)", rip: rip, registers: regs))
+    }
+}

@@ -1,0 +1,120 @@
+import CKVM
+import VMM
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The terminal side of `pvmm run`: raw mode while the VM runs, and a thread that feeds
+/// stdin to the guest console. Raw mode is restored on every way out: normal exit,
+/// errors, and fatal signals (the handler restores, then re-raises).
+final class Terminal: @unchecked Sendable {
+    // @unchecked: `saved` is written once before the reader thread and handlers exist.
+    static let ctrlA: UInt8 = 0x01
+
+    let isTTY: Bool
+
+    private init(isTTY: Bool) { self.isTTY = isTTY }
+
+    static func attach(to vm: VM) -> Terminal {
+        let t = Terminal(isTTY: isatty(STDIN_FILENO) == 1)
+        if t.isTTY { enterRawMode() }
+        let box = Unmanaged.passRetained(ReaderContext(vm: vm, escapes: t.isTTY)).toOpaque()
+        var tid = pthread_t()
+        if pthread_create(&tid, nil, { arg in
+            Unmanaged<ReaderContext>.fromOpaque(arg!).takeRetainedValue().run()
+            return nil
+        }, box) == 0 {
+            pthread_detach(tid)
+        } else {
+            Unmanaged<ReaderContext>.fromOpaque(box).release()
+        }
+        return t
+    }
+
+    func restore() { if isTTY { Terminal.restoreSaved() } }
+
+    // MARK: raw mode (global: signal handlers must reach it)
+
+    nonisolated(unsafe) static var saved = termios()
+    nonisolated(unsafe) static var haveSaved = false
+
+    static func enterRawMode() {
+        guard tcgetattr(STDIN_FILENO, &saved) == 0 else { return }
+        haveSaved = true
+        var raw = saved
+        cfmakeraw(&raw)
+        // Keep output post-processing so the guest's "\r\n" and ours look right.
+        raw.c_oflag |= tcflag_t(OPOST)
+        tcsetattr(STDIN_FILENO, TCSANOW, &raw)
+        for sig in [SIGTERM, SIGHUP, SIGINT, SIGQUIT] {
+            signal(sig) { s in
+                Terminal.restoreSaved()
+                signal(s, SIG_DFL)
+                raise(s)
+            }
+        }
+    }
+
+    static func restoreSaved() {
+        if haveSaved { tcsetattr(STDIN_FILENO, TCSANOW, &saved) }
+    }
+}
+
+/// Reads stdin and hands it to the VM, never dropping bytes: when the guest's console
+/// buffer is full it waits and offers the rest again.
+private final class ReaderContext: @unchecked Sendable {
+    // @unchecked: owned by the reader thread alone after creation.
+    let vm: VM
+    let escapes: Bool
+    var sawCtrlA = false
+
+    init(vm: VM, escapes: Bool) {
+        self.vm = vm
+        self.escapes = escapes
+    }
+
+    func run() {
+        _ = ckvm_set_thread_name("console-in")
+        var buf = [UInt8](repeating: 0, count: 4096)
+        var out = [UInt8]()
+        out.reserveCapacity(4096)
+        while true {
+            let n = buf.withUnsafeMutableBytes { read(STDIN_FILENO, $0.baseAddress, $0.count) }
+            if n == 0 { return } // EOF: the guest just gets no more input
+            if n < 0 {
+                if errno == EINTR || errno == EAGAIN { continue }
+                return
+            }
+            out.removeAll(keepingCapacity: true)
+            for b in buf[..<n] {
+                if !escapes { out.append(b); continue }
+                if sawCtrlA {
+                    sawCtrlA = false
+                    if b == UInt8(ascii: "x") || b == UInt8(ascii: "X") {
+                        feed(out)
+                        vm.stop()
+                        return
+                    }
+                    out.append(Terminal.ctrlA)
+                    if b != Terminal.ctrlA { out.append(b) }
+                } else if b == Terminal.ctrlA {
+                    sawCtrlA = true
+                } else {
+                    out.append(b)
+                }
+            }
+            feed(out)
+        }
+    }
+
+    func feed(_ bytes: [UInt8]) {
+        var off = 0
+        bytes.withUnsafeBytes { all in
+            while off < all.count {
+                let n = vm.sendConsoleInput(UnsafeRawBufferPointer(rebasing: all[off...]))
+                off += n
+                if n == 0 { usleep(1000) }
+            }
+        }
+    }
+}
