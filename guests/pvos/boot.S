@@ -1,0 +1,277 @@
+/* pvos boot: ELF notes, the two entries, GDT/TSS/IDT, trap stubs, exception fixups.
+ * Everything here is platform-neutral; PVM specifics live in Platform.swift/platform.S. */
+
+#define SEL_CODE 0x08
+#define SEL_DATA 0x10
+#define SEL_TSS  0x18
+#define PTE_FLAGS 0x07          /* P RW U/S: PVM needs U/S=1 at every level */
+#define PDE_2M    0x87          /* P RW U/S PS */
+#define PDE_UC    0x18          /* PWT PCD for the MMIO GiB (3..4 GiB) */
+#define STACK_SIZE 0x10000
+#define IST_SIZE   0x4000
+
+/* ---- ELF notes: one PT_NOTE segment, 4-byte aligned ---- */
+	.section .note.pvos, "a", @note
+	.balign 4
+	.long 4, 8, 18                 /* "Xen", XEN_ELFNOTE_PHYS32_ENTRY, u64 desc */
+	.asciz "Xen"
+	.quad pvos_entry32
+	.balign 4
+	.long 5, 8, 1                  /* "PVMM", entry64, u64 desc */
+	.asciz "PVMM"
+	.balign 4
+	.quad pvos_entry64
+
+/* ---- PVH entry: 32-bit protected mode, paging off, EBX = hvm_start_info ---- */
+	.section .text.boot, "ax"
+	.code32
+	.globl pvos_entry32
+pvos_entry32:
+	cli
+	cld
+	lgdt gdt_ptr                   /* 32-bit lgdt reads limit + low 4 bytes of base */
+	mov $SEL_DATA, %eax
+	mov %eax, %ds
+	mov %eax, %es
+	mov %eax, %ss
+	mov %eax, %fs
+	mov %eax, %gs
+	/* Identity map 0..4 GiB with 2 MiB pages in the kernel's own tables. */
+	mov $pvos_boot_pml4, %edi
+	mov $(6 * 1024), %ecx
+	xor %eax, %eax
+	rep stosl
+	movl $(pvos_boot_pdpt + PTE_FLAGS), pvos_boot_pml4
+	mov $pvos_boot_pdpt, %edi
+	mov $(pvos_boot_pd + PTE_FLAGS), %eax
+	mov $4, %ecx
+1:	mov %eax, (%edi)
+	add $8, %edi
+	add $0x1000, %eax
+	loop 1b
+	mov $pvos_boot_pd, %edi
+	mov $PDE_2M, %eax
+	mov $1536, %ecx
+2:	mov %eax, (%edi)
+	add $8, %edi
+	add $0x200000, %eax
+	loop 2b
+	or $PDE_UC, %eax
+	mov $512, %ecx
+3:	mov %eax, (%edi)
+	add $8, %edi
+	add $0x200000, %eax
+	loop 3b
+	mov $pvos_boot_pml4, %eax
+	mov %eax, %cr3
+	mov $0x620, %eax               /* PAE OSFXSR OSXMMEXCPT */
+	mov %eax, %cr4
+	mov $0xC0000080, %ecx
+	rdmsr
+	or $0x100, %eax                /* EFER.LME */
+	wrmsr
+	mov $0x80050033, %eax          /* PG AM WP NE ET MP PE */
+	mov %eax, %cr0
+	ljmp $SEL_CODE, $1f
+	.code64
+1:	mov %ebx, %r15d                /* upper halves are undefined after the switch */
+	jmp common64
+
+/* ---- pvmm entry: long mode, VMM identity map, RBX = RSI = start info ---- */
+	.globl pvos_entry64
+pvos_entry64:
+	cld
+	mov %rbx, %r15
+	/* fall through */
+
+/* Common 64-bit path. r15 = start info. Segment registers already hold
+ * SEL_DATA-compatible flat descriptors; only TR and IDTR change. */
+common64:
+	rdtsc
+	shl $32, %rdx
+	or %rdx, %rax
+	mov %rax, %r14
+	/* TSS: IST1 #DF, IST2 #PF, IST3 NMI/#MC, IST4 other exceptions, IST5 interrupts. */
+	lea pvos_tss(%rip), %rdi
+	xor %eax, %eax
+	mov $104, %ecx
+	rep stosb
+	lea pvos_tss(%rip), %rdi
+	lea ist_stacks(%rip), %rax
+	mov $5, %ecx
+	lea 36(%rdi), %rdx
+4:	add $IST_SIZE, %rax
+	mov %rax, (%rdx)
+	add $8, %rdx
+	loop 4b
+	movw $104, 102(%rdi)           /* I/O bitmap base beyond the limit: none */
+	mov %rdi, %rax                 /* 16-byte TSS descriptor from the base */
+	mov %rax, %rcx
+	and $0xffffff, %ecx
+	shl $16, %rcx
+	mov %rax, %rdx
+	shr $24, %rdx
+	shl $56, %rdx
+	or %rdx, %rcx
+	movabs $0x0000890000000067, %rdx
+	or %rdx, %rcx
+	lea gdt(%rip), %rdx
+	mov %rcx, SEL_TSS(%rdx)
+	shr $32, %rax
+	mov %rax, SEL_TSS+8(%rdx)
+	lgdt gdt_ptr(%rip)
+	mov $SEL_TSS, %eax
+	ltr %ax
+	/* IDT: gate v -> trap_stubs + 16*v, interrupt gate, DPL 0, IST per vector. */
+	lea pvos_idt(%rip), %rdi
+	lea trap_stubs(%rip), %rsi
+	lea ist_of_vector(%rip), %r8
+	xor %ecx, %ecx
+5:	mov %rsi, %rax
+	movzwl %ax, %edx
+	or $(SEL_CODE << 16), %edx
+	mov %rax, %r9
+	shr $16, %r9
+	shl $48, %r9
+	or %r9, %rdx
+	mov $5, %r10d
+	cmp $32, %ecx
+	jae 6f
+	movzbl (%r8, %rcx), %r10d
+6:	shl $32, %r10
+	or %r10, %rdx
+	movabs $0x00008E0000000000, %r9
+	or %r9, %rdx
+	mov %rdx, (%rdi)
+	shr $32, %rax
+	mov %rax, 8(%rdi)
+	add $16, %rdi
+	add $16, %rsi
+	inc %ecx
+	cmp $256, %ecx
+	jb 5b
+	lidt idt_ptr(%rip)
+	/* Zero .bss, then run Swift on the kernel stack. */
+	lea __bss_start(%rip), %rdi
+	lea __bss_end(%rip), %rcx
+	sub %rdi, %rcx
+	xor %eax, %eax
+	rep stosb
+	mov %r14, pvos_boot_tsc(%rip)
+	lea kernel_stack_top(%rip), %rsp
+	mov %r15, %rdi
+	call pvos_main
+7:	hlt
+	jmp 7b
+
+/* ---- Trap stubs: 256 x 16 bytes; each pushes (error, vector) uniformly ---- */
+	.balign 16
+trap_stubs:
+	.set vec, 0
+	.rept 256
+	.balign 16
+	.if vec == 8 || (vec >= 10 && vec <= 14) || vec == 17 || vec == 21 || vec == 29 || vec == 30
+	.else
+	push $0
+	.endif
+	push $vec
+	jmp trap_common
+	.set vec, vec + 1
+	.endr
+
+/* Stack: vector, error, rip, cs, rflags, rsp, ss. */
+trap_common:
+	cmpq $32, (%rsp)
+	jae irq_entry
+	push %rax
+	push %rcx
+	push %rdx
+	mov 40(%rsp), %rax             /* faulting RIP */
+	lea __fixup_start(%rip), %rcx
+	lea __fixup_end(%rip), %rdx
+1:	cmp %rdx, %rcx
+	jae 3f
+	cmp (%rcx), %rax
+	je 2f
+	add $16, %rcx
+	jmp 1b
+2:	mov 8(%rcx), %rax              /* expected fault: resume at the fixup address */
+	mov %rax, 40(%rsp)
+	pop %rdx
+	pop %rcx
+	pop %rax
+	add $16, %rsp
+	iretq
+3:	pop %rdx
+	pop %rcx
+	pop %rax
+	push %rax
+	push %rbx
+	push %rcx
+	push %rdx
+	push %rsi
+	push %rdi
+	push %rbp
+	push %r8
+	push %r9
+	push %r10
+	push %r11
+	push %r12
+	push %r13
+	push %r14
+	push %r15
+	mov %rsp, %rdi                 /* frame: r15..rax, vector, error, rip, cs, rflags, rsp, ss */
+	and $-16, %rsp
+	call pvos_exception            /* never returns */
+4:	hlt
+	jmp 4b
+
+/* No interrupt controller is programmed yet: count and drop. No Swift here, so no
+ * SSE state to preserve. */
+irq_entry:
+	incq pvos_irq_count(%rip)
+	add $16, %rsp
+	iretq
+
+	.section .rodata.boot, "a"
+ist_of_vector:                  /* IST index for vectors 0..31 */
+	.byte 4, 4, 3, 4, 4, 4, 4, 4, 1, 4, 4, 4, 4, 4, 2, 4
+	.byte 4, 4, 3, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4
+
+	.section .data.boot, "aw"
+	.balign 16
+gdt:
+	.quad 0
+	.quad 0x00af9b000000ffff        /* 0x08 code64 */
+	.quad 0x00cf93000000ffff        /* 0x10 data (flat, also valid in 32-bit mode) */
+	.quad 0, 0                      /* 0x18 TSS, filled at boot */
+gdt_end:
+	.balign 8
+	.word 0
+gdt_ptr:
+	.word gdt_end - gdt - 1
+	.quad gdt
+	.word 0, 0, 0
+idt_ptr:
+	.word 256 * 16 - 1
+	.quad pvos_idt
+
+	.section .bss.boot, "aw", @nobits
+	.balign 8
+	.globl pvos_boot_tsc, pvos_irq_count
+pvos_boot_tsc:	.quad 0
+pvos_irq_count:	.quad 0
+
+/* Not zeroed at boot (stacks, tables that are fully written before use). */
+	.section .noinit, "aw", @nobits
+	.balign 4096
+pvos_boot_pml4:	.skip 4096
+pvos_boot_pdpt:	.skip 4096
+pvos_boot_pd:	.skip 4 * 4096
+pvos_idt:	.skip 4096
+	.globl pvos_vif_page
+pvos_vif_page:	.skip 4096
+pvos_tss:	.skip 4096
+ist_stacks:	.skip 5 * IST_SIZE
+kernel_stack:	.skip STACK_SIZE
+kernel_stack_top:

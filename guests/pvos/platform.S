@@ -1,0 +1,189 @@
+/* Instruction helpers for Swift (System V ABI). Faulting probes register an
+ * entry in .fixup: {faulting RIP, resume RIP}; trap_common consults it. */
+
+	.text
+	.code64
+
+.macro FUNC name
+	.section .text.\name, "ax"
+	.globl \name
+	.type \name, @function
+\name:
+.endm
+
+.macro FIXUP fault, resume
+	.pushsection .fixup, "a"
+	.quad \fault, \resume
+	.popsection
+.endm
+
+FUNC pvos_inb
+	mov %edi, %edx
+	in %dx, %al
+	movzbl %al, %eax
+	ret
+
+FUNC pvos_outb
+	mov %edi, %edx
+	mov %esi, %eax
+	out %al, %dx
+	ret
+
+FUNC pvos_inl
+	mov %edi, %edx
+	in %dx, %eax
+	ret
+
+FUNC pvos_outl
+	mov %edi, %edx
+	mov %esi, %eax
+	out %eax, %dx
+	ret
+
+/* int pvos_rdmsr_safe(u32 msr, u64 *value): 1 if read, 0 if it raised #GP. */
+FUNC pvos_rdmsr_safe
+	mov %edi, %ecx
+1:	rdmsr
+	shl $32, %rdx
+	or %rdx, %rax
+	mov %rax, (%rsi)
+	mov $1, %eax
+	ret
+2:	xor %eax, %eax
+	ret
+	FIXUP 1b, 2b
+
+/* int pvos_wrmsr_safe(u32 msr, u64 value) */
+FUNC pvos_wrmsr_safe
+	mov %edi, %ecx
+	mov %rsi, %rax
+	mov %rsi, %rdx
+	shr $32, %rdx
+1:	wrmsr
+	mov $1, %eax
+	ret
+2:	xor %eax, %eax
+	ret
+	FIXUP 1b, 2b
+
+/* void pvos_cpuid(u32 leaf, u32 subleaf, u32 out[4]) */
+FUNC pvos_cpuid
+	push %rbx
+	mov %edi, %eax
+	mov %esi, %ecx
+	mov %rdx, %r8
+	cpuid
+	mov %eax, (%r8)
+	mov %ebx, 4(%r8)
+	mov %ecx, 8(%r8)
+	mov %edx, 12(%r8)
+	pop %rbx
+	ret
+
+FUNC pvos_rdtsc
+	rdtsc
+	shl $32, %rdx
+	or %rdx, %rax
+	ret
+
+FUNC pvos_read_cr2
+	mov %cr2, %rax
+	ret
+
+FUNC pvos_hlt
+	hlt
+	ret
+
+FUNC pvos_pause
+	pause
+	ret
+
+FUNC pvos_cli
+	cli
+	ret
+
+FUNC pvos_sti
+	sti
+	ret
+
+/* Volatile accesses the optimizer must not drop or merge. */
+FUNC pvos_write8
+	mov %sil, (%rdi)
+	ret
+
+FUNC pvos_read64
+	mov (%rdi), %rax
+	ret
+
+FUNC pvos_vif_page_addr
+	lea pvos_vif_page(%rip), %rax
+	ret
+
+FUNC pvos_boot_tsc_value
+	mov pvos_boot_tsc(%rip), %rax
+	ret
+
+/* [start, end) of the loaded image including stacks and tables. */
+FUNC pvos_image_start
+	lea __kernel_start(%rip), %rax
+	ret
+
+FUNC pvos_image_end
+	lea __kernel_end(%rip), %rax
+	ret
+
+/* The C memory primitives Embedded Swift links against. */
+FUNC memset
+	mov %rdi, %r8
+	mov %esi, %eax
+	mov %rdx, %rcx
+	rep stosb
+	mov %r8, %rax
+	ret
+
+FUNC memcpy
+	mov %rdi, %rax
+	mov %rdx, %rcx
+	rep movsb
+	ret
+
+FUNC memmove
+	mov %rdi, %rax
+	mov %rdx, %rcx
+	cmp %rsi, %rdi
+	jbe 1f
+	lea -1(%rdi, %rdx), %rdi       /* overlapping forward move: copy backwards */
+	lea -1(%rsi, %rdx), %rsi
+	std
+	rep movsb
+	cld
+	ret
+1:	rep movsb
+	ret
+
+FUNC memcmp
+	xor %eax, %eax
+	test %rdx, %rdx
+	jz 2f
+1:	movzbl (%rdi), %eax
+	movzbl (%rsi), %ecx
+	sub %ecx, %eax
+	jnz 2f
+	inc %rdi
+	inc %rsi
+	dec %rdx
+	jnz 1b
+2:	ret
+
+/* Static table for the page allocator's free ranges (needed before any heap). */
+FUNC pvos_range_table
+	lea range_table(%rip), %rax
+	ret
+	.section .bss.ranges, "aw", @nobits
+	.balign 16
+range_table:
+	.skip 64 * 16
+
+/* free(): Swift reserves the symbol name, so forward to the Swift heap. */
+FUNC free
+	jmp pvos_free
