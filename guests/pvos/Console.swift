@@ -7,26 +7,23 @@ enum Console {
     static var atLineStart = true
     static var lastWasCR = false    // swallow the LF of a CR LF pair
     static let maxLine = 256
-
-    static var fifo = false
+    static var fifo = false         // 16-byte FIFOs on
 
     static func initialize() {
         outb(base + 1, 0x00)        // IER: polled, no interrupts
         outb(base + 3, 0x03)        // LCR: 8N1
-        enableFIFOIfIdle()
-    }
-
-    /// Turning the FIFO on clears the receiver (QEMU does so on any FE change), so it
-    /// waits until no input is pending: piped input is often there before boot. Until
-    /// then output checks LSR before every byte.
-    static func enableFIFOIfIdle() {
-        guard !fifo, inb(base + 5) & 0x01 == 0 else { return }
-        outb(base + 2, 0xC7)        // FCR: enable and clear FIFOs, RX trigger 14
-        fifo = true
-        txRoom = 0
-        // If a byte slipped in and was cleared, QEMU stops reading its input until RBR
-        // is read: an (empty) read makes it resume.
-        if inb(base + 5) & 0x01 == 0 { _ = inb(base) }
+        // Turning the FIFO on clears the receiver (a real 16550 and QEMU do; pvmm keeps
+        // queued input). Piped input is often waiting already: then stay in 1-byte mode.
+        if Platform.underPVMM {
+            outb(base + 2, 0xC7)    // FCR: enable and clear FIFOs, RX trigger 14
+            fifo = true
+        } else if inb(base + 5) & 0x01 == 0 {
+            outb(base + 2, 0xC7)
+            fifo = true
+            // A byte that slipped in just before was cleared, and QEMU then stops
+            // feeding input until RBR is read: read the (empty) RBR once.
+            if inb(base + 5) & 0x01 == 0 { _ = inb(base) }
+        }
     }
 
     private static func putRaw(_ byte: UInt8) {
@@ -38,18 +35,18 @@ enum Console {
         txRoom -= 1
     }
 
-    static func put(_ byte: UInt8) {
+    @inline(never) static func put(_ byte: UInt8) {
         if byte == 10 { putRaw(13) }
         putRaw(byte)
         atLineStart = byte == 10
     }
 
-    static func write(_ s: StaticString) {
+    @inline(never) static func write(_ s: StaticString) {
         let p = s.utf8Start
         for i in 0..<s.utf8CodeUnitCount { put(p[i]) }
     }
 
-    static func write(_ bytes: [UInt8]) {
+    @inline(never) static func write(_ bytes: [UInt8]) {
         for b in bytes { put(b) }
     }
 
@@ -90,11 +87,7 @@ enum Console {
     static func readLine() -> [UInt8] {
         var line: [UInt8] = []
         while true {
-            guard let c = readByte() else {
-                enableFIFOIfIdle()
-                Platform.idle()
-                continue
-            }
+            guard let c = readByte() else { Platform.idle(); continue }
             if c == 10 && lastWasCR { lastWasCR = false; continue }
             lastWasCR = c == 13
             switch c {

@@ -1,5 +1,5 @@
 // Physical memory: 4 KiB pages handed out from free ranges (bump) plus a free list of
-// returned pages, and a small size-class heap on top for Embedded Swift's allocations.
+// returned blocks, and a small size-class heap on top for Embedded Swift's allocations.
 // Pages are never touched until used: on PVM a first touch costs ~15 us.
 
 @_extern(c, "pvos_range_table") func rangeTable() -> UnsafeMutablePointer<UInt64>
@@ -15,14 +15,15 @@ let pageSize: UInt64 = 4096
 enum Pages {
     static let maxRanges = 64
     static var count = 0               // ranges are [start, end) pairs in rangeTable()
-    static var freeList: UInt64 = 0    // singly linked through the first word of each page
+    static var freeList: UInt64 = 0    // returned blocks, linked through their first page
     static var totalRAM: UInt64 = 0    // bytes of type-1 RAM in the memory map
     static var freeBytes: UInt64 { var n: UInt64 = 0; let r = rangeTable(); for i in 0..<count { n += r[2 * i + 1] - r[2 * i] }; return n }
 
     static func addRAM(_ start: UInt64, _ length: UInt64) {
         totalRAM += length
         let s = max((start + pageSize - 1) & ~(pageSize - 1), BootLayout.reservedEnd)
-        let e = (start &+ length) & ~(pageSize - 1)
+        // Only the first 4 GiB are mapped by both entries' identity maps.
+        let e = min((start &+ length) & ~(pageSize - 1), BootLayout.minIdentityMap)
         guard s < e, count < maxRanges else { return }
         let r = rangeTable()
         r[2 * count] = s
@@ -58,12 +59,23 @@ enum Pages {
         }
     }
 
-    /// `n` contiguous pages, or 0.
+    /// `n` contiguous pages, or 0. First fit among returned blocks, then the ranges.
     static func allocate(_ n: UInt64 = 1) -> UInt64 {
-        if n == 1 && freeList != 0 {
-            let p = freeList
-            freeList = word(p).pointee
-            return p
+        var previous: UInt64 = 0
+        var block = freeList
+        while block != 0 {
+            let next = word(block).pointee
+            let pages = word(block + 8)
+            if pages.pointee == n {
+                if previous == 0 { freeList = next } else { word(previous).pointee = next }
+                return block
+            }
+            if pages.pointee > n {              // take the tail; the header stays put
+                pages.pointee -= n
+                return block + pages.pointee * pageSize
+            }
+            previous = block
+            block = next
         }
         let r = rangeTable()
         for i in 0..<count where r[2 * i + 1] - r[2 * i] >= n * pageSize {
@@ -74,12 +86,25 @@ enum Pages {
         return 0
     }
 
+    /// Returns a block to the address-ordered free list (its first page records
+    /// {next, pages}), merging it with free neighbours against fragmentation.
     static func release(_ address: UInt64, _ n: UInt64 = 1) {
-        for k in 0..<n {
-            let p = address + k * pageSize
-            word(p).pointee = freeList
-            freeList = p
+        var previous: UInt64 = 0
+        var next = freeList
+        while next != 0 && next < address { previous = next; next = word(next).pointee }
+        var pages = n
+        if next != 0 && address + pages * pageSize == next {
+            pages += word(next + 8).pointee
+            next = word(next).pointee
         }
+        if previous != 0 && previous + word(previous + 8).pointee * pageSize == address {
+            word(previous + 8).pointee += pages
+            word(previous).pointee = next
+            return
+        }
+        word(address).pointee = next
+        word(address + 8).pointee = pages
+        if previous == 0 { freeList = address } else { word(previous).pointee = address }
     }
 }
 

@@ -37,7 +37,7 @@ enum Platform {
     static var kind = PlatformKind.hardware
     static var vif: UInt64 = 0          // VIF page address when kind == .pvmNative
     static var cr2InVIF = false
-    static var hltSafe = false          // under pvmm, HLT sleeps until input
+    static var underPVMM = false        // pvmm's sysctl port answered
     static var tscKHz: UInt64 = 2_000_000
     static var tscSource: StaticString = "assumed"
     static var interruptsOn = false     // kept here: PVM frames don't show VIF.if
@@ -53,7 +53,7 @@ enum Platform {
             if reg != 0 {
                 vif = reg & ~0xFFF
                 // The VMM registered it; make sure CR2 is published too.
-                if reg & wanted != wanted && wrmsrSafe(PVM.msrVIF, vif | wanted) == 0 { vif = 0 }
+                if reg & PVM.vifPublishCR2 == 0 && wrmsrSafe(PVM.msrVIF, vif | wanted) == 0 { vif = 0 }
             } else if !noVIF {
                 let page = vifPageAddress()
                 write8(page + UInt64(PVM.vifIF), 0)
@@ -70,7 +70,7 @@ enum Platform {
             kind = .hardware
             detectTSC()
         }
-        hltSafe = inl(SysCtl.port) == SysCtl.signature
+        underPVMM = inl(SysCtl.port) == SysCtl.signature
     }
 
     /// Without PVM: the hypervisor timing leaf, then CPUID 0x15/0x16, else 2 GHz.
@@ -126,9 +126,10 @@ enum Platform {
         cr2InVIF ? read64(vif + UInt64(PVM.vifCR2)) : readCR2()
     }
 
-    /// Waits a little for outside input: HLT only where the VMM wakes us without interrupts.
+    /// Waits a little for outside input. pvmm turns HLT into a short sleep that input
+    /// ends; elsewhere, with no interrupts set up, HLT would never return.
     static func idle() {
-        if hltSafe { hlt() } else { cpuPause() }
+        if underPVMM { hlt() } else { cpuPause() }
     }
 
     /// Milliseconds since the kernel's first instruction.

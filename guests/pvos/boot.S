@@ -22,11 +22,28 @@
 	.balign 4
 	.quad pvos_entry64
 
+/* Four consecutive 2 MiB PDEs from eax at edi (no stack here; unrolled because each
+ * instruction is emulated until the VIF is registered). */
+.macro FILL4_PDE
+	mov %eax, (%edi)
+	add $0x200000, %eax
+	mov %eax, 8(%edi)
+	add $0x200000, %eax
+	mov %eax, 16(%edi)
+	add $0x200000, %eax
+	mov %eax, 24(%edi)
+	add $0x200000, %eax
+	add $32, %edi
+.endm
+
 /* ---- PVH entry: 32-bit protected mode, paging off, EBX = hvm_start_info ---- */
 	.section .text.boot, "ax"
 	.code32
 	.globl pvos_entry32
 pvos_entry32:
+	rdtsc                          /* boot time: kept in esi:ebp until long mode */
+	mov %eax, %ebp
+	mov %edx, %esi
 	cli
 	cld
 	lgdt gdt_ptr                   /* 32-bit lgdt reads limit + low 4 bytes of base */
@@ -36,11 +53,9 @@ pvos_entry32:
 	mov %eax, %ss
 	mov %eax, %fs
 	mov %eax, %gs
-	/* Identity map 0..4 GiB with 2 MiB pages in the kernel's own tables. */
-	mov $pvos_boot_pml4, %edi
-	mov $(6 * 1024), %ecx
-	xor %eax, %eax
-	rep stosl
+	/* Identity map 0..4 GiB with 2 MiB pages in the kernel's own tables. They are
+	 * NOBITS, so the loader zero-filled them (ELF p_memsz semantics); zeroing them
+	 * again would cost ~3 ms here, where every instruction is still emulated. */
 	movl $(pvos_boot_pdpt + PTE_FLAGS), pvos_boot_pml4
 	mov $pvos_boot_pdpt, %edi
 	mov $(pvos_boot_pd + PTE_FLAGS), %eax
@@ -51,16 +66,12 @@ pvos_entry32:
 	loop 1b
 	mov $pvos_boot_pd, %edi
 	mov $PDE_2M, %eax
-	mov $1536, %ecx
-2:	mov %eax, (%edi)
-	add $8, %edi
-	add $0x200000, %eax
+	mov $(1536 / 4), %ecx
+2:	FILL4_PDE
 	loop 2b
 	or $PDE_UC, %eax
-	mov $512, %ecx
-3:	mov %eax, (%edi)
-	add $8, %edi
-	add $0x200000, %eax
+	mov $(512 / 4), %ecx
+3:	FILL4_PDE
 	loop 3b
 	mov $pvos_boot_pml4, %eax
 	mov %eax, %cr3
@@ -75,22 +86,25 @@ pvos_entry32:
 	ljmp $SEL_CODE, $1f
 	.code64
 1:	mov %ebx, %r15d                /* upper halves are undefined after the switch */
+	mov %ebp, %r14d
+	shl $32, %rsi
+	or %rsi, %r14
 	jmp common64
 
 /* ---- pvmm entry: long mode, VMM identity map, RBX = RSI = start info ---- */
 	.globl pvos_entry64
 pvos_entry64:
-	cld
-	mov %rbx, %r15
-	/* fall through */
-
-/* Common 64-bit path. r15 = start info. Segment registers already hold
- * SEL_DATA-compatible flat descriptors; only TR and IDTR change. */
-common64:
 	rdtsc
 	shl $32, %rdx
 	or %rdx, %rax
 	mov %rax, %r14
+	cld
+	mov %rbx, %r15
+	/* fall through */
+
+/* Common 64-bit path. r15 = start info, r14 = boot TSC. Segment registers already
+ * hold SEL_DATA-compatible flat descriptors; only TR and IDTR change. */
+common64:
 	/* TSS: IST1 #DF, IST2 #PF, IST3 NMI/#MC, IST4 other exceptions, IST5 interrupts. */
 	lea pvos_tss(%rip), %rdi
 	xor %eax, %eax
@@ -122,34 +136,33 @@ common64:
 	lgdt gdt_ptr(%rip)
 	mov $SEL_TSS, %eax
 	ltr %ax
-	/* IDT: gate v -> trap_stubs + 16*v, interrupt gate, DPL 0, IST per vector. */
-	lea pvos_idt(%rip), %rdi
-	lea trap_stubs(%rip), %rsi
-	lea ist_of_vector(%rip), %r8
-	xor %ecx, %ecx
-5:	mov %rsi, %rax
+	/* IDT: gate v -> trap_stubs + 16*v, interrupt gate, DPL 0, IST5; then the
+	 * exception vectors get their own IST. The stubs never cross a 64 KiB boundary
+	 * (linker.ld checks), so gate v's low quad is gate 0's + 16*v. Few
+	 * instructions: before the VIF exists each one is emulated (~1 us). */
+	lea trap_stubs(%rip), %rax
 	movzwl %ax, %edx
 	or $(SEL_CODE << 16), %edx
 	mov %rax, %r9
 	shr $16, %r9
 	shl $48, %r9
 	or %r9, %rdx
-	mov $5, %r10d
-	cmp $32, %ecx
-	jae 6f
-	movzbl (%r8, %rcx), %r10d
-6:	shl $32, %r10
-	or %r10, %rdx
-	movabs $0x00008E0000000000, %r9
+	movabs $0x00008E0500000000, %r9
 	or %r9, %rdx
-	mov %rdx, (%rdi)
 	shr $32, %rax
+	lea pvos_idt(%rip), %rdi
+	mov $256, %ecx
+5:	mov %rdx, (%rdi)
 	mov %rax, 8(%rdi)
+	add $16, %rdx
 	add $16, %rdi
-	add $16, %rsi
-	inc %ecx
-	cmp $256, %ecx
-	jb 5b
+	loop 5b
+	lea pvos_idt+4(%rip), %rdi
+	lea ist_of_vector(%rip), %rsi
+	mov $32, %ecx
+6:	movsb                          /* IST byte of gate v */
+	add $15, %rdi
+	loop 6b
 	lidt idt_ptr(%rip)
 	/* Zero .bss, then run Swift on the kernel stack. */
 	lea __bss_start(%rip), %rdi
@@ -166,6 +179,7 @@ common64:
 
 /* ---- Trap stubs: 256 x 16 bytes; each pushes (error, vector) uniformly ---- */
 	.balign 16
+	.globl trap_stubs, trap_stubs_end
 trap_stubs:
 	.set vec, 0
 	.rept 256
@@ -178,6 +192,7 @@ trap_stubs:
 	jmp trap_common
 	.set vec, vec + 1
 	.endr
+trap_stubs_end:
 
 /* Stack: vector, error, rip, cs, rflags, rsp, ss. */
 trap_common:
