@@ -33,7 +33,7 @@ enum Kernel {
         var start = 0
         while start < text.count {
             var end = start
-            while end < text.count && text[end] != 32 { end += 1 }
+            while end < text.count && text[end] != 32 && text[end] != 9 { end += 1 }
             if matches(UnsafeBufferPointer(rebasing: text[start..<end]), word) { return true }
             start = end + 1
         }

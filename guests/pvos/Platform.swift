@@ -51,17 +51,16 @@ enum Platform {
             _ = rdmsrSafe(PVM.msrVIF, &reg)
             let wanted = PVM.vifModeValid | PVM.vifPublishCR2
             if reg != 0 {
-                vif = reg & ~0xFFF
                 // The VMM registered it; make sure CR2 is published too.
-                if reg & PVM.vifPublishCR2 == 0 && wrmsrSafe(PVM.msrVIF, vif | wanted) == 0 { vif = 0 }
+                vif = reg & ~0xFFF
+                cr2InVIF = reg & PVM.vifPublishCR2 != 0 || wrmsrSafe(PVM.msrVIF, vif | wanted) == 1
             } else if !noVIF {
                 let page = vifPageAddress()
                 write8(page + UInt64(PVM.vifIF), 0)
                 write8(page + UInt64(PVM.vifPending), 0)
-                if wrmsrSafe(PVM.msrVIF, page | wanted) == 1 { vif = page }
+                if wrmsrSafe(PVM.msrVIF, page | wanted) == 1 { vif = page; cr2InVIF = true }
             }
             kind = vif != 0 ? .pvmNative : .pvmEmulated
-            cr2InVIF = vif != 0
             if rdmsrSafe(PVM.msrTSCkHz, &value) == 1 && value != 0 {
                 tscKHz = value
                 tscSource = "pvm-msr"
@@ -75,8 +74,8 @@ enum Platform {
 
     /// Without PVM: the hypervisor timing leaf, then CPUID 0x15/0x16, else 2 GHz.
     private static func detectTSC() {
-        let hv = cpuid(0x4000_0000)
-        if hv.eax >= 0x4000_0010 {
+        let hypervisor = cpuid(1).ecx & (1 << 31) != 0
+        if hypervisor && cpuid(0x4000_0000).eax >= 0x4000_0010 {
             let t = cpuid(0x4000_0010)
             if t.eax != 0 { tscKHz = UInt64(t.eax); tscSource = "cpuid-hv"; return }
         }

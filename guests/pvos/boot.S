@@ -277,7 +277,8 @@ idt_ptr:
 pvos_boot_tsc:	.quad 0
 pvos_irq_count:	.quad 0
 
-/* Not zeroed at boot (stacks, tables that are fully written before use). */
+/* Not zeroed by the kernel: stacks and tables written in full before use, and the
+ * boot page tables, which rely on the loader's zero fill of NOBITS memory. */
 	.section .noinit, "aw", @nobits
 	.balign 4096
 pvos_boot_pml4:	.skip 4096
