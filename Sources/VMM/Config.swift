@@ -48,3 +48,40 @@ public struct VMConfig: Codable, Sendable, Equatable {
         }
     }
 }
+
+extension VMConfig {
+    /// The config as `pvmm-vmm` arguments: how `pvmm run` (and later the daemon) hands a
+    /// VM definition to its VMM process without pulling a JSON codec into that process.
+    public var arguments: [String] {
+        ["--kernel", kernel, "--cmdline", cmdline, "--memory", String(memoryMiB), "--cpus", String(cpus)]
+    }
+
+    /// Parses `arguments`. Every error names the flag.
+    public init(arguments: [String]) throws(VMMError) {
+        var kernel: String?
+        var cmdline = "", memory = 128, cpus = 1
+        var i = 0
+        func value(_ flag: String) throws(VMMError) -> String {
+            guard i + 1 < arguments.count else { throw .invalidConfig(field: flag, message: "missing value") }
+            i += 1
+            return arguments[i]
+        }
+        func number(_ flag: String) throws(VMMError) -> Int {
+            let v = try value(flag)
+            guard let n = Int(v) else { throw .invalidConfig(field: flag, message: "'\(v)' is not a number") }
+            return n
+        }
+        while i < arguments.count {
+            switch arguments[i] {
+            case "--kernel": kernel = try value("kernel")
+            case "--cmdline": cmdline = try value("cmdline")
+            case "--memory": memory = try number("memory")
+            case "--cpus": cpus = try number("cpus")
+            case let other: throw .invalidConfig(field: String(other.drop { $0 == "-" }), message: "unknown option")
+            }
+            i += 1
+        }
+        guard let kernel else { throw .invalidConfig(field: "kernel", message: "missing") }
+        self.init(kernel: kernel, cmdline: cmdline, memoryMiB: memory, cpus: cpus)
+    }
+}

@@ -246,6 +246,6 @@ public final class VM: @unchecked Sendable {
     }
 
     static func hostMemoryMiB() -> Int {
-        Int(sysconf(Int32(_SC_PHYS_PAGES))) * Int(sysconf(Int32(_SC_PAGESIZE))) >> 20
+        (Int(sysconf(Int32(_SC_PHYS_PAGES))) * Int(sysconf(Int32(_SC_PAGESIZE)))) >> 20
     }
 }

@@ -1,5 +1,4 @@
 import ArgumentParser
-import Devices
 import VMM
 #if canImport(Glibc)
 import Glibc
@@ -21,55 +20,56 @@ struct Run: ParsableCommand {
     @Option(name: .long, help: ArgumentHelp("Guest kernel: an ELF64 x86-64 file with a PVH or PVMM entry note. Default: the bundled pvos guest.", valueName: "path"))
     var kernel: String?
 
-    @Option(name: .long, help: ArgumentHelp("Kernel command line passed in the start info.", valueName: "string"))
+    @Option(name: .long, help: ArgumentHelp("Kernel command line passed to the guest in the PVH start info.", valueName: "string"))
     var cmdline: String = ""
 
-    @Option(name: .long, help: ArgumentHelp("Guest RAM in MiB (at least \(VMConfig.minMemoryMiB); at most the host's RAM).", valueName: "MiB"))
+    @Option(name: .long, help: ArgumentHelp("Guest RAM in MiB, from \(VMConfig.minMemoryMiB) to the host's RAM.", valueName: "MiB"))
     var memory: Int = 128
 
     @Option(name: .long, help: ArgumentHelp("Number of vCPUs (only 1 until SMP support lands).", valueName: "n"))
     var cpus: Int = 1
 
     func run() throws {
-        let path = try kernel ?? BundledGuest.locate()
-        let config = VMConfig(kernel: path, cmdline: cmdline, memoryMiB: memory, cpus: cpus)
-        let vm: VM
-        do { vm = try VM(config: config, console: FDSink(fd: STDOUT_FILENO)) }
-        catch { throw UsageError(message: "\(error)", status: error.isUsageError ? 2 : 1) }
-
-        let terminal = Terminal.attach(to: vm)
-        do { try vm.start() } catch {
-            terminal.restore()
-            throw UsageError(message: "\(error)", status: 1)
-        }
-        let exit = vm.wait()
-        terminal.restore()
-        switch exit {
-        case .crashed, .failed: printError("\(exit)\n")
-        default: break
-        }
-        Glibc.exit(exit.exitStatus)
+        let config = VMConfig(kernel: try kernel ?? Executables.bundledGuest(), cmdline: cmdline, memoryMiB: memory, cpus: cpus)
+        // The VM runs in a lean process of its own (see Package.swift): replace this one.
+        try Executables.exec(Executables.sibling("pvmm-vmm"), config.arguments)
     }
 }
 
-/// Finds the bundled guest: next to the pvmm binary (where Scripts/build puts it), or in
-/// the source tree above it (guests/pvos/build/pvos.elf).
-enum BundledGuest {
-    static let name = "pvos.elf"
+/// Files that ship next to the pvmm binary (Scripts/build puts them there).
+enum Executables {
+    static func selfDirectory() -> String? {
+        var buf = [UInt8](repeating: 0, count: 4096)
+        let n = buf.withUnsafeMutableBytes { readlink("/proc/self/exe", $0.baseAddress!.assumingMemoryBound(to: CChar.self), 4095) }
+        guard n > 0, let slash = buf[..<n].lastIndex(of: UInt8(ascii: "/")) else { return nil }
+        return String(decoding: buf[..<slash], as: UTF8.self)
+    }
 
-    static func locate() throws(UsageError) -> String {
-        var buf = [CChar](repeating: 0, count: 4096)
-        let n = readlink("/proc/self/exe", &buf, buf.count - 1)
-        if n > 0 {
-            var dir = String(decoding: buf[..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self)
-            var candidates: [String] = []
-            while let slash = dir.lastIndex(of: "/"), !dir.isEmpty {
-                dir = String(dir[..<slash])
-                candidates.append(dir + "/" + name)
-                candidates.append(dir + "/guests/pvos/build/" + name)
-            }
-            for c in candidates where access(c, R_OK) == 0 { return c }
+    static func sibling(_ name: String) throws(UsageError) -> String {
+        guard let dir = selfDirectory(), access(dir + "/" + name, X_OK) == 0 else {
+            throw UsageError(message: "\(name) is missing next to pvmm (run Scripts/build)", status: 1)
         }
-        throw UsageError(message: "--kernel not given and the bundled guest \(name) was not found next to pvmm or in guests/pvos/build (run Scripts/build)")
+        return dir + "/" + name
+    }
+
+    /// The bundled guest: next to pvmm, or in the source tree above it.
+    static func bundledGuest() throws(UsageError) -> String {
+        let name = "pvos.elf"
+        var dir = selfDirectory() ?? ""
+        var candidates: [String] = []
+        while !dir.isEmpty {
+            candidates.append(dir + "/" + name)
+            candidates.append(dir + "/guests/pvos/build/" + name)
+            guard let slash = dir.lastIndex(of: "/") else { break }
+            dir = String(dir[..<slash])
+        }
+        for c in candidates where access(c, R_OK) == 0 { return c }
+        throw UsageError(message: "--kernel: not given, and the bundled guest \(name) was not found next to pvmm or in guests/pvos/build (run Scripts/build)")
+    }
+
+    static func exec(_ path: String, _ arguments: [String]) throws(UsageError) -> Never {
+        let argv = ([path] + arguments).map { strdup($0) } + [nil]
+        execv(path, argv)
+        throw UsageError(message: "cannot run \(path): \(String(cString: strerror(errno)))", status: 1)
     }
 }

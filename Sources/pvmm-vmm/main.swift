@@ -1,0 +1,34 @@
+// pvmm-vmm: one VM's VMM process. `pvmm run` execs it with the VM definition as
+// arguments (VMConfig.arguments); it runs the VM with the console on stdin/stdout and
+// exits with the VM's status. Deliberately free of ArgumentParser and Foundation.
+import Devices
+import VMM
+#if canImport(Glibc)
+import Glibc
+#endif
+
+func fail(_ message: String, status: Int32) -> Never {
+    writeError("pvmm: \(message)\n")
+    exit(status)
+}
+
+let config: VMConfig
+do { config = try VMConfig(arguments: Array(CommandLine.arguments.dropFirst())) }
+catch { fail("\(error)", status: 2) }
+
+let vm: VM
+do { vm = try VM(config: config, console: FDSink(fd: STDOUT_FILENO)) }
+catch { fail("\(error)", status: error.isUsageError ? 2 : 1) }
+
+let terminal = Terminal.attach(to: vm)
+do { try vm.start() } catch {
+    terminal.restore()
+    fail("\(error)", status: 1)
+}
+let end = vm.wait()
+terminal.restore()
+switch end {
+case .crashed, .failed: writeError("\(end)\n")
+default: break
+}
+exit(end.exitStatus)
