@@ -22,6 +22,8 @@ let package = Package(
         .target(name: "GuestMemory", dependencies: [.product(name: "SystemPackage", package: "swift-system")]),
         .target(name: "KVM", dependencies: ["CKVM", .product(name: "SystemPackage", package: "swift-system")]),
         .target(name: "Boot", dependencies: ["GuestMemory", "PVMMABI"]),
+        // The virtio spec as pure code: split queues, chains, MMIO registers. No threads, no KVM.
+        .target(name: "Virtio", dependencies: ["GuestMemory"]),
         .target(name: "Devices", dependencies: ["GuestMemory", "PVMMABI"]),
         .target(name: "VMM", dependencies: ["KVM", "GuestMemory", "Boot", "Devices", "PVMMABI"]),
         // The user-facing CLI. `pvmm run` validates its flags, then execs pvmm-vmm.
@@ -39,6 +41,7 @@ let package = Package(
         ),
         .testTarget(name: "BootTests", dependencies: ["Boot", "GuestMemory", "PVMMABI"]),
         .testTarget(name: "DevicesTests", dependencies: ["Devices", "GuestMemory"]),
+        .testTarget(name: "VirtioTests", dependencies: ["Virtio", "GuestMemory"]),
         .testTarget(name: "IntegrationTests", dependencies: ["VMM", "KVM", "PVMMABI"]),
     ]
 )

@@ -1,0 +1,1 @@
+// The virtio spec as pure code (see files in this directory).
