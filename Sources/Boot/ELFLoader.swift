@@ -133,7 +133,8 @@ public struct ELFLoader {
         // Pass 3: copy. Everything was checked, so a failure here is a loader bug.
         for (i, p) in loads {
             do {
-                try mem.write(bytes: f.slice(p.offset, p.filesz), at: p.paddr)
+                // p_offset of an all-bss segment is unchecked (may lie past EOF): no slice.
+                if p.filesz > 0 { try mem.write(bytes: f.slice(p.offset, p.filesz), at: p.paddr) }
                 try mem.fill(0, at: p.paddr + p.filesz, count: p.memsz - p.filesz)
             } catch {
                 throw .guestMemory(what: "segment \(i)", error)

@@ -229,3 +229,33 @@ func kernel(notes: [UInt8], codeAt: UInt64 = 0x20_0000) -> ELFBuilder {
         #expect(BootError.commandLineTooLong(length: 5000, max: 4095).description == "command line too long (5000 bytes, max 4095)")
     }
 }
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The fuzzer's seeds (Fuzz/ELFLoaderFuzz/seeds) must stay valid kernels, or fuzzing
+/// only exercises the header checks.
+@Test func fuzzSeedsLoad() throws {
+    let dir = String(#filePath.dropLast("Tests/BootTests/ELFLoaderTests.swift".count)) + "Fuzz/ELFLoaderFuzz/seeds/"
+    for name in ["pvmm", "pvh4", "both", "dyn"] {
+        let fd = open(dir + name + ".elf", O_RDONLY)
+        try #require(fd >= 0, "cannot open seed \(name)")
+        var bytes = [UInt8](repeating: 0, count: 4096)
+        let n = read(fd, &bytes, bytes.count)
+        close(fd)
+        let mem = try GuestMemory(size: 16 << 20, holeStart: 8 << 20, holeEnd: 12 << 20)
+        let r = loadELF(Array(bytes.prefix(max(n, 0))), mem)
+        #expect(throws: Never.self, "seed \(name)") { try r.get() }
+    }
+}
+
+/// Found by the fuzzer: an all-bss segment whose p_offset lies past the end of the file.
+@Test func bssSegmentWithOffsetPastEOF() throws {
+    var b = kernel(notes: B.pvmmNote(0x20_0000))
+    b.segments.append(ELFBuilder.Segment(type: 1, paddr: 0x50_0000, data: [], memsz: 0x1000, offset: 1 << 40))
+    let mem = smallMemory()
+    try mem.fill(0xCC, at: 0x50_0000, count: 0x1000)
+    #expect(try loadELF(b.build(), mem).get().imageEnd == 0x50_1000)
+    #expect(try mem.readBytes(at: 0x50_0000, count: 0x1000).allSatisfy { $0 == 0 })
+}
