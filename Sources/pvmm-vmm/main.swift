@@ -31,4 +31,9 @@ switch end {
 case .crashed, .failed: writeError("\(end)\n")
 default: break
 }
+// Benchmarks read the exit counts (Scripts/bench-*): exits per unit of work.
+if getenv("PVMM_STATS") != nil {
+    let s = vm.stats
+    writeError("pvmm-stats: exits=\(s.totalExits) pio=\(s.pio.value) mmio=\(s.mmio.value) hlt=\(s.hlt.value) kicks=\(s.interrupted.value)\n")
+}
 exit(end.exitStatus)
