@@ -71,6 +71,8 @@ func translate(_ mem: GuestMemory, _ va: UInt64) throws -> UInt64? {
         let code32 = SegmentState(descriptor: g[5], selector: 0x28)
         #expect(!code32.l && code32.db && code32.type == 0xB && code32.base == 0 && code32.limit == 0xFFFF_FFFF)
         #expect(BootBuilder.gdtLimit == 47)
+        // The exact values docs/boot.md lists.
+        #expect(g == [0, 0x00AF_9B00_0000_FFFF, 0x00CF_9300_0000_FFFF, 0x0000_8B00_3080_0067, 0, 0x00CF_9B00_0000_FFFF])
         // TSS zeroed, I/O bitmap offset beyond the limit.
         #expect(try mem.readBytes(at: BootLayout.tss, count: 0x66).allSatisfy { $0 == 0 })
         #expect(try mem.read(UInt16.self, at: BootLayout.tss + 0x66) == 0x68)

@@ -239,13 +239,9 @@ import Glibc
 @Test func fuzzSeedsLoad() throws {
     let dir = String(#filePath.dropLast("Tests/BootTests/ELFLoaderTests.swift".count)) + "Fuzz/ELFLoaderFuzz/seeds/"
     for name in ["pvmm", "pvh4", "both", "dyn"] {
-        let fd = open(dir + name + ".elf", O_RDONLY)
-        try #require(fd >= 0, "cannot open seed \(name)")
-        var bytes = [UInt8](repeating: 0, count: 4096)
-        let n = read(fd, &bytes, bytes.count)
-        close(fd)
+        let bytes = try #require(readFile(dir + name + ".elf"), "cannot read seed \(name)")
         let mem = try GuestMemory(size: 16 << 20, holeStart: 8 << 20, holeEnd: 12 << 20)
-        let r = loadELF(Array(bytes.prefix(max(n, 0))), mem)
+        let r = loadELF(bytes, mem)
         #expect(throws: Never.self, "seed \(name)") { try r.get() }
     }
 }
@@ -258,4 +254,31 @@ import Glibc
     try mem.fill(0xCC, at: 0x50_0000, count: 0x1000)
     #expect(try loadELF(b.build(), mem).get().imageEnd == 0x50_1000)
     #expect(try mem.readBytes(at: 0x50_0000, count: 0x1000).allSatisfy { $0 == 0 })
+}
+
+/// Reads a whole file (no Foundation); nil when it does not exist.
+func readFile(_ path: String) -> [UInt8]? {
+    let fd = open(path, O_RDONLY)
+    guard fd >= 0 else { return nil }
+    defer { close(fd) }
+    var out: [UInt8] = []
+    var chunk = [UInt8](repeating: 0, count: 1 << 16)
+    while true {
+        let n = read(fd, &chunk, chunk.count)
+        if n <= 0 { return out }
+        out += chunk[0..<n]
+    }
+}
+
+let pvosPath = String(#filePath.dropLast("Tests/BootTests/ELFLoaderTests.swift".count)) + "guests/pvos/build/pvos.elf"
+
+/// The real guest, when guests/pvos/build.sh has been run: both of its notes parse.
+@Test(.enabled(if: readFile(pvosPath) != nil, "pvos not built")) func pvosKernel() throws {
+    let image = try #require(readFile(pvosPath))
+    let mem = smallMemory()
+    let k = try loadELF(image, mem).get()
+    #expect(k.entryKind == .pvmm64 && k.imageStart == 0x10_0000)
+    #expect(try loadELF(image, smallMemory(), prefer: false).get().entryKind == .pvh32)
+    let (_, s) = try prepareKernel(image, mem, cmdline: Array("console=ttyS0".utf8))
+    #expect(s.rip == k.entry)
 }
