@@ -4,9 +4,8 @@ import PVMMABI
 /// Builds the low-memory boot structures (docs/boot.md has the layout) and the boot
 /// vCPU's initial state for either entry.
 public enum BootBuilder {
-    /// Flat 32-bit code for the PVH entry. Not in PVMMABI.BootSelectors because only the
-    /// VMM uses it (the PVH guest loads its own GDT).
-    public static let code32Selector: UInt16 = 0x28
+    /// Flat 32-bit code for the PVH entry (the PVH guest loads its own GDT at once).
+    public static let code32Selector = BootSelectors.code32
 
     /// GDT at BootLayout.gdt: null, code64, data, TSS (16 bytes), code32.
     public static let gdtEntries: [UInt64] = [

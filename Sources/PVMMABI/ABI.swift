@@ -1,7 +1,7 @@
 // The contract between pvmm and a pvmm-aware guest kernel.
 //
 // This file is compiled into the VMM (target PVMMABI) *and* into the guest kernel
-// (guests/pvos/build.sh passes it to the Embedded Swift compiler), so both sides read
+// (Scripts/build-guest passes it to the Embedded Swift compiler), so both sides read
 // the same numbers. Keep it to plain constants: no Foundation, no existentials, nothing
 // Embedded Swift cannot compile. docs/boot.md explains every value.
 
@@ -53,7 +53,7 @@ public enum BootLayout {
     public static let gdt: UInt64 = 0x3000
     public static let tss: UInt64 = 0x3080
     public static let startInfo: UInt64 = 0x4000
-    public static let memmap: UInt64 = 0x4040       // up to (0x5000-0x4040)/24 entries
+    public static let memmap: UInt64 = 0x4040       // up to 168 entries, before the cmdline
     public static let cmdline: UInt64 = 0x5000
     public static let cmdlineMax = 4096              // including the NUL
     public static let vif: UInt64 = 0x6000           // boot vCPU's VIF page (PVM)
@@ -74,6 +74,7 @@ public enum BootSelectors {
     public static let code64: UInt16 = 0x08
     public static let data: UInt16 = 0x10
     public static let tss: UInt16 = 0x18 // 16-byte system descriptor (0x18 and 0x20)
+    public static let code32: UInt16 = 0x28 // flat 32-bit code, for the PVH entry
 }
 
 /// The pvmm system-control port: a 32-bit `out` of a status powers the VM off and makes
