@@ -1,1 +1,0 @@
-// The virtio spec as pure code (see files in this directory).
