@@ -80,3 +80,56 @@ extension UnsafeMutableRawBufferPointer {
         for i in 0..<Swift.min(count, 8) { self[i] = UInt8(truncatingIfNeeded: value >> (8 * UInt64(i))) }
     }
 }
+
+/// A device in guest-physical MMIO space. `offset` is relative to the device's base;
+/// `data` is the access (1, 2, 4 or 8 bytes).
+public protocol MMIODevice: AnyObject, Sendable {
+    func read(offset: UInt64, into data: UnsafeMutableRawBufferPointer)
+    func write(offset: UInt64, from data: UnsafeRawBufferPointer) -> DeviceAction
+}
+
+/// The MMIO bus: [base, base+length) windows, sorted, non-overlapping.
+public final class MMIOBus: Sendable {
+    public struct Mapping: Sendable {
+        public let base: UInt64
+        public let length: UInt64
+        public let device: any MMIODevice
+        public init(base: UInt64, length: UInt64, device: any MMIODevice) {
+            self.base = base
+            self.length = length
+            self.device = device
+        }
+    }
+
+    public let mappings: [Mapping]
+
+    public enum Error: Swift.Error, Equatable { case overlap(base: UInt64) }
+
+    public init(_ mappings: [Mapping]) throws(Error) {
+        let sorted = mappings.sorted { $0.base < $1.base }
+        for (a, b) in zip(sorted, sorted.dropFirst()) where a.base.addingReportingOverflow(a.length).partialValue > b.base {
+            throw .overlap(base: b.base)
+        }
+        self.mappings = sorted
+    }
+
+    @inline(__always)
+    func find(_ address: UInt64) -> Mapping? {
+        for m in mappings where address >= m.base && address - m.base < m.length { return m }
+        return nil
+    }
+
+    /// Unclaimed reads float high; an access that straddles a window's end is refused.
+    public func read(address: UInt64, into data: UnsafeMutableRawBufferPointer) {
+        guard let m = find(address), address - m.base + UInt64(data.count) <= m.length else {
+            for i in data.indices { data[i] = 0xFF }
+            return
+        }
+        m.device.read(offset: address - m.base, into: data)
+    }
+
+    public func write(address: UInt64, from data: UnsafeRawBufferPointer) -> DeviceAction {
+        guard let m = find(address), address - m.base + UInt64(data.count) <= m.length else { return .none }
+        return m.device.write(offset: address - m.base, from: data)
+    }
+}

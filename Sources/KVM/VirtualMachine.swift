@@ -35,5 +35,28 @@ public struct VirtualMachine: ~Copyable {
         _ = try check(ckvm_irq_line(fd, irq, level ? 1 : 0), "KVM_IRQ_LINE \(irq)")
     }
 
+    /// KVM_IOEVENTFD: a guest write of `length` bytes at MMIO `address` (matching
+    /// `datamatch` when given) signals `fd` in the kernel, with no userspace exit (~7 us
+    /// instead of ~20 us here).
+    public func registerIOEventFD(_ fd: Int32, mmio address: UInt64, length: UInt32, datamatch: UInt64? = nil) throws(KVMError) {
+        let flags = datamatch == nil ? 0 : ckvm_ioeventfd_flag_datamatch()
+        _ = try check(ckvm_ioeventfd(self.fd, address, length, fd, flags, datamatch ?? 0), "KVM_IOEVENTFD 0x\(String(address, radix: 16))")
+    }
+
+    public func unregisterIOEventFD(_ fd: Int32, mmio address: UInt64, length: UInt32, datamatch: UInt64? = nil) throws(KVMError) {
+        let flags = ckvm_ioeventfd_flag_deassign() | (datamatch == nil ? 0 : ckvm_ioeventfd_flag_datamatch())
+        _ = try check(ckvm_ioeventfd(self.fd, address, length, fd, flags, datamatch ?? 0), "KVM_IOEVENTFD deassign")
+    }
+
+    /// KVM_IRQFD: writing `fd` raises `gsi` (an IOAPIC input with the in-kernel irqchip)
+    /// without an ioctl from the writer.
+    public func registerIRQFD(_ fd: Int32, gsi: UInt32) throws(KVMError) {
+        _ = try check(ckvm_irqfd(self.fd, fd, gsi, 0), "KVM_IRQFD gsi \(gsi)")
+    }
+
+    public func unregisterIRQFD(_ fd: Int32, gsi: UInt32) throws(KVMError) {
+        _ = try check(ckvm_irqfd(self.fd, fd, gsi, ckvm_irqfd_flag_deassign()), "KVM_IRQFD deassign")
+    }
+
     public func capability(_ cap: Int32) -> Int32 { max(0, ckvm_check_extension(fd, Int(cap))) }
 }

@@ -21,8 +21,6 @@ public struct VMConfig: Codable, Sendable, Equatable {
     /// The 64-bit entry's identity map covers 64 GiB (BootLayout.maxPageDirectories).
     public static let maxMemoryMiB = 60 * 1024
     public static let maxCmdlineBytes = 4095
-    /// Until the SMP issue lands, a VM has one vCPU.
-    public static let supportedCPUs = 1
 
     /// Checks every field against what this host can do; the error names the field.
     public func validate(hostMemoryMiB: Int, hostMaxVCPUs: Int) throws(VMMError) {
@@ -36,9 +34,6 @@ public struct VMConfig: Codable, Sendable, Equatable {
         }
         if cpus < 1 || cpus > hostMaxVCPUs {
             throw .invalidConfig(field: "cpus", message: "\(cpus) is out of range: KVM on this host allows 1 to \(hostMaxVCPUs) vCPUs")
-        }
-        if cpus > Self.supportedCPUs {
-            throw .invalidConfig(field: "cpus", message: "\(cpus) vCPUs: SMP is not yet supported, use 1")
         }
         if cmdline.utf8.count > Self.maxCmdlineBytes {
             throw .invalidConfig(field: "cmdline", message: "\(cmdline.utf8.count) bytes is too long (at most \(Self.maxCmdlineBytes))")

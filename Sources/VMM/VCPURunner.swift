@@ -33,7 +33,7 @@ final class VCPUContext: @unchecked Sendable {
 
     func loop() -> VMExit {
         let vm = self.vm!
-        let bus = vm.bus, stats = vm.stats
+        let bus = vm.bus, mmio = vm.mmioBus, stats = vm.stats
         while true {
             let exit: VCPUExit
             do { exit = try vcpu.run() } catch { return .failed("\(error)") }
@@ -54,11 +54,15 @@ final class VCPUContext: @unchecked Sendable {
                     bus.read(port: a.port, into: UnsafeMutableRawBufferPointer(rebasing: a.data[(i * a.size)..<((i + 1) * a.size)]))
                 }
             case .mmioRead(let a):
-                // No MMIO devices yet: unclaimed reads float high, as on a PC bus.
                 stats.mmio.add()
-                for i in a.data.indices { a.data[i] = 0xFF }
-            case .mmioWrite:
+                mmio.read(address: a.address, into: a.data)
+            case .mmioWrite(let a):
                 stats.mmio.add()
+                switch mmio.write(address: a.address, from: UnsafeRawBufferPointer(a.data)) {
+                case .none: break
+                case .powerOff(let status): return .poweredOff(status: status)
+                case .reset: return .reset
+                }
             case .hlt:
                 stats.hlt.add()
                 if vm.serial.pendingInput == 0 { vm.wake.wait(timeoutMs: Self.haltTimeoutMs) }
@@ -108,7 +112,7 @@ final class VCPUContext: @unchecked Sendable {
         let regs: String
         var rip: UInt64 = 0
         do {
-            let r = try vcpu.registers(), s = try vcpu.specialRegisters()
+            let (r, s) = try vcpu.syncedRegisters ?? (vcpu.registers(), vcpu.specialRegisters())
             rip = r.rip
             regs = describe(regs: r, sregs: s)
         } catch {

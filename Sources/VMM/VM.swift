@@ -34,6 +34,7 @@ public final class VM: @unchecked Sendable {
     let vcpus: [VCPUContext]
     let serial: Serial8250
     let bus: PortBus
+    let mmioBus: MMIOBus
     let wake: EventFD
 
     struct Lifecycle {
@@ -62,14 +63,21 @@ public final class VM: @unchecked Sendable {
                                       holeStart: BootLayout.mmioHoleStart, holeEnd: BootLayout.mmioHoleEnd) }
         catch { throw .memory(error) }
         do {
+            // The IOAPIC and LAPICs live in the kernel: interrupts, timers, HLT and
+            // INIT/SIPI never need a userspace exit. They must exist before the vCPUs.
+            try vm.createIRQChip()
             for (slot, r) in memory.regions.enumerated() {
                 try vm.setMemoryRegion(slot: UInt32(slot), guestAddress: r.guestBase, size: r.size, hostAddress: r.hostAddress)
             }
         } catch { throw .kvm(error) }
 
         let cmdline = Array(config.cmdline.utf8)
+        let acpi = ACPITables(cpus: config.cpus)
         let booted = image.withUnsafeBytes { [memory] bytes in
-            Result { () throws(BootError) in try BootBuilder.prepare(kernel: bytes, mem: memory, cmdline: cmdline) }
+            Result { () throws(BootError) in
+                try acpi.write(to: memory)
+                return try BootBuilder.prepare(kernel: bytes, mem: memory, cmdline: cmdline, rsdp: acpi.rsdp)
+            }
         }
         let cpuState: InitialCPUState
         switch booted {
@@ -78,22 +86,27 @@ public final class VM: @unchecked Sendable {
         }
 
         wake = try EventFD()
-        serial = Serial8250(sink: console)
+        serial = Serial8250(sink: console, irq: IRQLine(vmFD: vm.fd, irq: Self.com1IRQ))
         do {
             bus = try PortBus([
                 .init(base: LegacyPorts.com1, length: 8, device: serial),
                 .init(base: SysCtl.port, length: 4, device: SystemControl()),
                 .init(base: 0x60, length: 5, device: I8042()),
             ])
-        } catch { throw .thread("port bus: \(error)") }
+            mmioBus = try MMIOBus([])
+        } catch { throw .thread("device buses: \(error)") }
 
         var contexts: [VCPUContext] = []
         var flavour = HostFlavour.hardware
+        let syncRegs = system.capability(KVM_CAP_SYNC_REGS) != 0
         do throws(KVMError) {
             let cpuid = try system.supportedCPUID()
             for id in 0..<config.cpus {
                 let vcpu = try vm.createVCPU(id: id)
                 try vcpu.setCPUID(cpuid)
+                if syncRegs { vcpu.enableSyncRegisters() }
+                // Application processors wait in the in-kernel LAPIC for INIT/SIPI from
+                // the guest (the standard way, so the guest boots the same under QEMU).
                 if id == 0 {
                     flavour = try Self.probeFlavour(vcpu)
                     try Self.setInitialState(vcpu, cpuState)
@@ -166,11 +179,14 @@ public final class VM: @unchecked Sendable {
         }
         guard running else { return }
         kickAll()
-        // vCPUs park within one exit (~20 us) or one HLT wait; bound the wait anyway.
+        // vCPUs park within one kick (~20 us); bound the wait anyway.
         for _ in 0..<2000 {
-            if lifecycle.withLock({ $0.parked == vcpus.count || $0.stopping }) { return }
+            if lifecycle.withLock({ $0.parked == vcpus.count || $0.stopping }) { break }
             usleep(500)
         }
+        // The guest's clock keeps following the host's (no jump back, no lost time on
+        // resume); KVMCLOCK_CTRL marks the pause so its watchdogs don't fire.
+        for ctx in vcpus { ctx.vcpu.notifyClockPaused() }
     }
 
     public func resume() {
@@ -207,6 +223,9 @@ public final class VM: @unchecked Sendable {
     }
 
     // MARK: Building blocks
+
+    /// COM1's ISA interrupt, an IOAPIC input with KVM's in-kernel irqchip.
+    static let com1IRQ: UInt32 = 4
 
     /// PVM accepts the VIF MSR; hardware KVM refuses it. Writing 0 registers nothing.
     static func probeFlavour(_ vcpu: borrowing VCPU) throws(KVMError) -> HostFlavour {
