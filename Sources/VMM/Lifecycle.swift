@@ -1,4 +1,5 @@
 import CKVM
+import Devices
 import KVM
 
 /// How a VM ended.
@@ -51,6 +52,10 @@ public final class VMStats: Sendable {
     public let mmio = AtomicCounter()
     public let hlt = AtomicCounter()
     public let interrupted = AtomicCounter()
+    /// Per virtio device: requests, notifications received, interrupts sent.
+    public let devices: [DeviceStats]
+
+    public init(devices: [DeviceStats] = []) { self.devices = devices }
 
     public var totalExits: UInt64 { pio.value + mmio.value + hlt.value }
 }

@@ -26,7 +26,7 @@ public final class VM: @unchecked Sendable {
     public let config: VMConfig
     public let flavour: HostFlavour
     public let kernel: LoadedKernel
-    public let stats = VMStats()
+    public let stats: VMStats
     public let memory: GuestMemory
 
     let system: KVMSystem
@@ -36,6 +36,10 @@ public final class VM: @unchecked Sendable {
     let bus: PortBus
     let mmioBus: MMIOBus
     let wake: EventFD
+    /// virtio devices in slot order, each with its own thread (VirtioDevices.swift).
+    let virtioDevices: [VirtioDeviceRunner]
+    /// Takes console input once its driver is ready (nil with `--console serial`).
+    let virtioConsole: VirtioConsoleBackend?
 
     struct Lifecycle {
         var started = false
@@ -56,6 +60,7 @@ public final class VM: @unchecked Sendable {
         }
         try config.validate(hostMemoryMiB: Self.hostMemoryMiB(), hostMaxVCPUs: system.maxVCPUs)
         let image = try Self.readKernel(config.kernel, limit: UInt64(config.memoryMiB) << 20)
+        let disks = try Self.openDisks(config.disks)
 
         let vm: VirtualMachine
         do { vm = try system.createVM() } catch { throw .kvm(error) }
@@ -71,7 +76,7 @@ public final class VM: @unchecked Sendable {
             }
         } catch { throw .kvm(error) }
 
-        let cmdline = Array(config.cmdline.utf8)
+        let cmdline = Array(config.kernelCommandLine.utf8)
         let acpi = ACPITables(cpus: config.cpus)
         let booted = image.withUnsafeBytes { [memory] bytes in
             Result { () throws(BootError) in
@@ -87,13 +92,16 @@ public final class VM: @unchecked Sendable {
 
         wake = try EventFD()
         serial = Serial8250(sink: console, irq: IRQLine(vmFD: vm.fd, irq: Self.com1IRQ))
+        (virtioDevices, virtioConsole) = try Self.makeVirtioDevices(config: config, disks: disks, console: console,
+                                                                    memory: memory, vm: vm)
+        stats = VMStats(devices: virtioDevices.map(\.device.stats))
         do {
             bus = try PortBus([
                 .init(base: LegacyPorts.com1, length: 8, device: serial),
                 .init(base: SysCtl.port, length: 4, device: SystemControl()),
                 .init(base: 0x60, length: 5, device: I8042()),
             ])
-            mmioBus = try MMIOBus([])
+            mmioBus = try MMIOBus(virtioDevices.map(\.mapping))
         } catch { throw .thread("device buses: \(error)") }
 
         var contexts: [VCPUContext] = []
@@ -137,6 +145,13 @@ public final class VM: @unchecked Sendable {
             return l.started
         }
         if already { return }
+        // Device threads first: a guest may notify a queue as soon as it runs.
+        for d in virtioDevices {
+            do { try d.loop.start() } catch {
+                finish(.failed("\(error)"))
+                throw error
+            }
+        }
         VCPUKicker.installSignalHandler()
         for ctx in vcpus {
             ctx.vm = self
@@ -156,7 +171,8 @@ public final class VM: @unchecked Sendable {
         }
     }
 
-    /// Blocks until every vCPU thread has ended; returns how the VM ended.
+    /// Blocks until every vCPU thread has ended, then stops the device threads; returns
+    /// how the VM ended.
     public func wait() -> VMExit {
         for ctx in vcpus {
             if let t = ctx.thread {
@@ -164,6 +180,7 @@ public final class VM: @unchecked Sendable {
                 ctx.thread = nil
             }
         }
+        for d in virtioDevices { d.loop.stop() }
         return lifecycle.withLock { $0.exit } ?? .stopped
     }
 
@@ -197,8 +214,11 @@ public final class VM: @unchecked Sendable {
     public var isPaused: Bool { lifecycle.withLock { $0.paused } }
 
     /// Feeds console input to the guest; returns how many bytes were taken (the rest
-    /// should be offered again: the device buffer is full, nothing is dropped).
+    /// should be offered again: the device buffer is full, nothing is dropped). Input goes
+    /// to virtio-console once its driver has set DRIVER_OK with receiveq ready, else to
+    /// the 8250 (early boot, `--console serial`, or after a virtio-console reset).
     public func sendConsoleInput(_ bytes: UnsafeRawBufferPointer) -> Int {
+        if let con = virtioConsole, con.receiveReady { return con.receive(bytes) }
         let n = serial.receive(bytes)
         if n > 0 { wake.signal() }
         return n

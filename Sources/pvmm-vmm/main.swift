@@ -34,6 +34,11 @@ default: break
 // Benchmarks read the exit counts (Scripts/bench-*): exits per unit of work.
 if getenv("PVMM_STATS") != nil {
     let s = vm.stats
-    writeError("pvmm-stats: exits=\(s.totalExits) pio=\(s.pio.value) mmio=\(s.mmio.value) hlt=\(s.hlt.value) kicks=\(s.interrupted.value)\n")
+    // Per virtio device: NAME.requests, NAME.notifications (queue kicks received),
+    // NAME.interrupts (irqfd writes).
+    let devices = s.devices.map {
+        " \($0.name).requests=\($0.requests.value) \($0.name).notifications=\($0.notifications.value) \($0.name).interrupts=\($0.interrupts.value)"
+    }.joined()
+    writeError("pvmm-stats: exits=\(s.totalExits) pio=\(s.pio.value) mmio=\(s.mmio.value) hlt=\(s.hlt.value) kicks=\(s.interrupted.value)\(devices)\n")
 }
 exit(end.exitStatus)

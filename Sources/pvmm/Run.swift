@@ -8,7 +8,8 @@ struct Run: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Boot a VM with its serial console on this terminal.",
         discussion: """
-        The console is the guest's 8250 serial port. When stdin is a terminal it is put in \
+        The console is the guest's 8250 serial port, and a virtio-console once the guest's \
+        driver for it is up (`--console serial` leaves only the 8250). When stdin is a terminal it is put in \
         raw mode (restored on exit) and Ctrl-A x stops the VM (Ctrl-A Ctrl-A sends a Ctrl-A). \
         When stdin is a pipe or file, its bytes are fed to the guest; end of input is harmless.
 
@@ -29,8 +30,27 @@ struct Run: ParsableCommand {
     @Option(name: .long, help: ArgumentHelp("Number of vCPUs (only 1 until SMP support lands).", valueName: "n"))
     var cpus: Int = 1
 
+    @Option(name: .long, help: ArgumentHelp(
+        "A virtio-blk disk backed by a raw image file (repeatable; disk i is blk<i>). `readonly` opens it read-only; `id=NAME` sets the serial the guest reads (at most 20 characters). A writable image is locked against other VMs.",
+        valueName: "path[,readonly][,id=name]"))
+    var disk: [String] = []
+
+    @Option(name: .long, help: ArgumentHelp(
+        "The console device: `virtio` adds a virtio-console that takes over input once the guest's driver is up (the 8250 stays for early boot); `serial` keeps only the 8250.",
+        valueName: "serial|virtio"))
+    var console: String = ConsoleKind.virtio.rawValue
+
     func run() throws {
-        let config = VMConfig(kernel: try kernel ?? Executables.bundledGuest(), cmdline: cmdline, memoryMiB: memory, cpus: cpus)
+        let disks: [DiskConfig]
+        let consoleKind: ConsoleKind
+        do {
+            disks = try disk.map { spec throws(VMMError) in try DiskConfig(argument: spec) }
+            consoleKind = try ConsoleKind(argument: console)
+        } catch {
+            throw UsageError(message: error.description)
+        }
+        let config = VMConfig(kernel: try kernel ?? Executables.bundledGuest(), cmdline: cmdline, memoryMiB: memory, cpus: cpus,
+                              disks: disks, console: consoleKind)
         // The VM runs in a lean process of its own (see Package.swift): replace this one.
         try Executables.exec(Executables.sibling("pvmm-vmm"), config.arguments)
     }

@@ -1,0 +1,113 @@
+import GuestMemory
+import Synchronization
+import Virtio
+
+/// What a backend keeps under its lock: the queues handed over at DRIVER_OK.
+struct BackendQueues {
+    var queues: [SplitQueue?] = []
+    var features: VirtioFeatures = []
+    var active = false
+    /// Set on a DeviceFault or DEVICE_NEEDS_RESET: no queue is touched until reset.
+    var halted = false
+
+    /// Runs `body` on queue `index` if it is served, storing its cursors back.
+    mutating func serve(_ index: Int, _ body: (inout SplitQueue, VirtioFeatures) -> ServeResult) -> ServeResult {
+        guard active, !halted, index >= 0, index < queues.count, var q = queues[index] else { return ServeResult() }
+        let r = body(&q, features)
+        queues[index] = q
+        if r.fault != nil { halted = true }
+        return r
+    }
+}
+
+/// The result of draining one queue.
+struct ServeResult {
+    var requests = 0
+    var interrupt = false
+    var fault: DeviceFault?
+
+    mutating func merge(_ other: ServeResult) {
+        requests += other.requests
+        interrupt = interrupt || other.interrupt
+        if fault == nil { fault = other.fault }
+    }
+}
+
+/// Runs a queue operation, turning its VirtqueueError into a DeviceFault.
+@inline(__always)
+func vq<T>(_ body: () throws(VirtqueueError) -> T) throws(DeviceFault) -> T {
+    do { return try body() } catch { throw .queue(error) }
+}
+
+extension SplitQueue {
+    /// The request loop of §2.7.14 with notification suppression: disable notifications,
+    /// pop and validate every available chain, handle it, return it; re-enable and
+    /// re-check (a buffer made available while notifications were off must not be
+    /// missed). Then one used-buffer notification decision for the whole batch
+    /// (§2.7.7: EVENT_IDX used_event, or VIRTQ_AVAIL_F_NO_INTERRUPT).
+    ///
+    /// `handle` returns the bytes it wrote to the chain's device-writable buffers. On a
+    /// fault the loop stops at once; chains already returned stay returned.
+    mutating func serve(_ handle: (DescriptorChain) throws(DeviceFault) -> UInt32) -> ServeResult {
+        var result = ServeResult()
+        do throws(DeviceFault) {
+            while true {
+                try vq { () throws(VirtqueueError) in try disableNotifications() }
+                while let head = try vq({ () throws(VirtqueueError) in try popAvailable() }) {
+                    let chain = try vq { () throws(VirtqueueError) in try self.chain(head: head) }
+                    let len = try handle(chain)
+                    try vq { () throws(VirtqueueError) in try addUsed(head: head, len: len) }
+                    result.requests += 1
+                }
+                if !(try vq { () throws(VirtqueueError) in try enableNotifications() }) { break }
+            }
+            if result.requests > 0 {
+                result.interrupt = try vq { () throws(VirtqueueError) in try needsNotification() }
+            }
+        } catch {
+            result.fault = error
+            // The driver still gets the chains that completed before the fault.
+            result.interrupt = result.requests > 0
+        }
+        return result
+    }
+}
+
+/// The lock, epoch and halt logic both backends share.
+final class BackendState: Sendable {
+    let state = Mutex(BackendQueues())
+    private let epochValue = Atomic<UInt64>(0)
+
+    var epoch: UInt64 { epochValue.load(ordering: .acquiring) }
+
+    func activate(_ queues: [SplitQueue?], features: VirtioFeatures) {
+        state.withLock { s in
+            s = BackendQueues(queues: queues, features: features, active: true, halted: false)
+            epochValue.wrappingAdd(1, ordering: .releasing)
+        }
+    }
+
+    /// Drops the queues. Waits for an in-flight batch (it holds the lock).
+    func reset() {
+        state.withLock { s in
+            s = BackendQueues()
+            epochValue.wrappingAdd(1, ordering: .releasing)
+        }
+    }
+
+    func halt() {
+        state.withLock { $0.halted = true }
+    }
+
+    /// Runs one batch under the lock. The outcome carries the epoch it ran in (read under
+    /// the same lock that activate and reset hold while changing it).
+    func batch(_ body: (inout BackendQueues) -> ServeResult) -> BackendOutcome {
+        state.withLock { s -> BackendOutcome in
+            let epoch = epochValue.load(ordering: .relaxed)
+            guard s.active, !s.halted else { return BackendOutcome(epoch: epoch) }
+            let r = body(&s)
+            return BackendOutcome(epoch: epoch, requests: r.requests, interrupt: r.interrupt,
+                                  failure: r.fault?.description)
+        }
+    }
+}

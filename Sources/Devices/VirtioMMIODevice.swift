@@ -1,0 +1,241 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import GuestMemory
+import Synchronization
+import Virtio
+
+/// Something to wake: in the VMM an eventfd (a queue's notification fd, the irqfd, a
+/// device thread's service fd); in tests a recorder.
+public protocol Notifier: AnyObject, Sendable {
+    func signal()
+}
+
+/// One relaxed atomic counter (stats only: no ordering with anything else).
+public final class DeviceCounter: Sendable {
+    let raw = Atomic<UInt64>(0)
+    public init() {}
+    @inline(__always) public func add(_ n: UInt64 = 1) { raw.wrappingAdd(n, ordering: .relaxed) }
+    public var value: UInt64 { raw.load(ordering: .relaxed) }
+}
+
+/// Per-device counters, so benchmarks can report notifications and interrupts per request.
+public final class DeviceStats: Sendable {
+    /// Short name used as the key prefix in PVMM_STATS ("blk0", "con0").
+    public let name: String
+    /// Requests completed (chains returned in a used ring).
+    public let requests = DeviceCounter()
+    /// Queue notifications from the driver (ioeventfd signals, or MMIO QueueNotify exits).
+    public let notifications = DeviceCounter()
+    /// Interrupts injected (irqfd writes).
+    public let interrupts = DeviceCounter()
+
+    public init(name: String) { self.name = name }
+}
+
+/// Why a backend stopped serving: a virtqueue rule broken (§2.7) or a request the device
+/// spec treats as a device error rather than an I/O error. Either way the device sets
+/// DEVICE_NEEDS_RESET (§2.1.2) and stops touching the queues.
+public enum DeviceFault: Error, Equatable, Sendable, CustomStringConvertible {
+    case queue(VirtqueueError)
+    case malformed(String)
+
+    public var description: String {
+        switch self {
+        case .queue(let e): "\(e)"
+        case .malformed(let m): m
+        }
+    }
+}
+
+/// What one batch on the device thread did, for `VirtioMMIODevice` to turn into register
+/// state and an interrupt.
+public struct BackendOutcome: Equatable, Sendable {
+    /// The backend's epoch when the batch ran: a reset or re-activation since then makes the
+    /// outcome stale (its queues are gone), and it is dropped.
+    public var epoch: UInt64
+    /// Chains returned to the driver.
+    public var requests = 0
+    /// The driver asked for a used-buffer notification (§2.7.7).
+    public var interrupt = false
+    /// Set when the backend hit a DeviceFault; it has already stopped serving.
+    public var failure: String?
+
+    public init(epoch: UInt64, requests: Int = 0, interrupt: Bool = false, failure: String? = nil) {
+        self.epoch = epoch
+        self.requests = requests
+        self.interrupt = interrupt
+        self.failure = failure
+    }
+}
+
+/// The part of a device that owns its queues after DRIVER_OK and does the work on the
+/// device thread. It has its own lock, so `reset()` from a vCPU (inside the transport
+/// lock) waits for an in-flight batch; it never takes the transport lock itself, which
+/// keeps the lock order transport -> backend on every path.
+public protocol VirtioBackend: AnyObject, Sendable {
+    /// Bumped by every activate and reset, under the backend lock.
+    var epoch: UInt64 { get }
+    /// The driver notified `queue` (device thread).
+    func queueNotified(_ queue: Int) -> BackendOutcome
+    /// Serve whatever may be pending: buffers posted before DRIVER_OK, host-side input.
+    func serviceRequested() -> BackendOutcome
+    /// DEVICE_NEEDS_RESET was set by the transport: stop touching the queues until reset.
+    func halt()
+}
+
+/// A device model whose work is done by a backend object.
+public protocol VirtioBackedModel: VirtioDeviceModel, Sendable {
+    associatedtype Backend: VirtioBackend
+    var backend: Backend { get }
+}
+
+/// The non-generic face of a virtio-mmio device, for the VMM's wiring.
+public protocol VirtioDeviceControl: MMIODevice {
+    var stats: DeviceStats { get }
+    /// Called on the device thread when queue `queue`'s eventfd fired `count` times.
+    func queueNotified(_ queue: Int, count: UInt64)
+    /// Called on the device thread when the service eventfd fired.
+    func serviceRequested()
+}
+
+/// A virtio-mmio device (virtio 1.2 §4.2) on the MMIO bus: the register file
+/// (`MMIOTransport`) behind a Mutex, plus the wiring around it.
+///
+/// vCPU threads do register accesses; the device thread reports finished batches through
+/// `queueNotified`/`serviceRequested`. Interrupts go out through one irqfd per device
+/// (`interrupt`): InterruptStatus is set first, under the lock, then the irqfd is written,
+/// so the guest's handler always finds the reason. Queue notifications normally arrive
+/// through ioeventfds the VMM registered on QueueNotify; a notify that does reach the
+/// transport (no ioeventfd) signals the same queue eventfd.
+public final class VirtioMMIODevice<Model: VirtioBackedModel>: VirtioDeviceControl {
+    /// "virtio-blk blk0": the prefix of log lines.
+    public let name: String
+    public let backend: Model.Backend
+    public let stats: DeviceStats
+    let transport: Mutex<MMIOTransport<Model>>
+    let interrupt: any Notifier
+    let queueNotifiers: [any Notifier]
+    let service: any Notifier
+    let log: @Sendable (String) -> Void
+
+    /// `queueNotifiers[i]` wakes the device thread for queue i; `service` wakes it for
+    /// `serviceRequested`; `interrupt` is the irqfd.
+    public init(model: Model, memory: GuestMemory, name: String, stats: DeviceStats, interrupt: any Notifier,
+                queueNotifiers: [any Notifier], service: any Notifier,
+                log: @escaping @Sendable (String) -> Void = writeStderrLine) {
+        self.name = name
+        self.backend = model.backend
+        self.stats = stats
+        self.interrupt = interrupt
+        self.queueNotifiers = queueNotifiers
+        self.service = service
+        self.log = log
+        transport = Mutex(MMIOTransport(device: model, memory: memory))
+    }
+
+    // MARK: Guest accesses (vCPU threads)
+
+    public func read(offset: UInt64, into data: UnsafeMutableRawBufferPointer) {
+        let access = Access(bytes: data)
+        transport.withLock { $0.read(offset: offset, into: access.bytes) }
+    }
+
+    public func write(offset: UInt64, from data: UnsafeRawBufferPointer) -> DeviceAction {
+        let backend = self.backend
+        let access = Access(bytes: UnsafeMutableRawBufferPointer(mutating: data))
+        let action = transport.withLock { t -> MMIOAction in
+            let a = t.write(offset: offset, from: UnsafeRawBufferPointer(access.bytes))
+            // Halt inside the lock so no batch starts on queues the transport gave up on.
+            if case .failed = a { backend.halt() }
+            return a
+        }
+        switch action {
+        case .none, .reset:
+            // .reset: the model's reset() already stopped the backend and dropped its queues.
+            break
+        case .notify(let q):
+            if Int(q) < queueNotifiers.count { queueNotifiers[Int(q)].signal() }
+        case .activate:
+            // A driver may post buffers before DRIVER_OK (and notify, which the transport
+            // ignores then): have the device thread look at every queue once.
+            service.signal()
+        case .failed(let reason, let inject):
+            report(reason)
+            if inject { raiseInterrupt() }
+        }
+        return .none
+    }
+
+    // MARK: Device thread
+
+    public func queueNotified(_ queue: Int, count: UInt64 = 1) {
+        stats.notifications.add(count)
+        complete(backend.queueNotified(queue))
+    }
+
+    public func serviceRequested() {
+        complete(backend.serviceRequested())
+    }
+
+    /// Publishes a batch's result: InterruptStatus and DEVICE_NEEDS_RESET under the
+    /// transport lock, then at most one interrupt.
+    func complete(_ outcome: BackendOutcome) {
+        if outcome.requests > 0 { stats.requests.add(UInt64(outcome.requests)) }
+        guard outcome.interrupt || outcome.failure != nil else { return }
+        let backend = self.backend
+        let (inject, failure) = transport.withLock { t -> (Bool, String?) in
+            // activate/reset change the epoch only inside this lock, so the check holds.
+            guard backend.epoch == outcome.epoch else { return (false, nil) }
+            var inject = false
+            var failure: String?
+            if outcome.interrupt {
+                t.signalUsedBuffers()
+                inject = true
+            }
+            if let reason = outcome.failure, case .failed(let r, let configInterrupt) = t.fail(reason: reason) {
+                failure = r
+                inject = inject || configInterrupt
+            }
+            return (inject, failure)
+        }
+        if let failure { report(failure) }
+        if inject { raiseInterrupt() }
+    }
+
+    func raiseInterrupt() {
+        stats.interrupts.add()
+        interrupt.signal()
+    }
+
+    func report(_ reason: String) {
+        log("pvmm: \(name): DEVICE_NEEDS_RESET: \(reason)")
+    }
+
+    // MARK: Observation (tests, diagnostics)
+
+    public var status: DeviceStatus { transport.withLock { $0.status } }
+    public var interruptStatus: InterruptStatus { transport.withLock { $0.interruptStatus } }
+    public var failureReason: String? { transport.withLock { $0.failureReason } }
+}
+
+/// The bytes of one MMIO access, carried into the transport's lock.
+///
+/// `@unchecked Sendable`: the pointer is the vCPU's kvm_run data (or a caller's buffer),
+/// used only synchronously by the calling thread while it holds the lock; it never
+/// escapes the call.
+struct Access: @unchecked Sendable {
+    let bytes: UnsafeMutableRawBufferPointer
+}
+
+/// Writes one line to stderr with write(2): unbuffered, from any thread.
+@Sendable public func writeStderrLine(_ line: String) {
+    var s = line.hasSuffix("\n") ? line : line + "\n"
+    s.withUTF8 { p in
+        var off = 0
+        while off < p.count {
+            let n = write(STDERR_FILENO, p.baseAddress! + off, p.count - off)
+            if n > 0 { off += n } else if n < 0 && errno == EINTR { continue } else { return }
+        }
+    }
+}

@@ -1,0 +1,153 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Devices
+import GuestMemory
+import KVM
+import Virtio
+
+/// Where the virtio-mmio devices live and which interrupt each one raises
+/// (docs/devices.md). Slot 0 is the console, slots 1... the disks in `--disk` order;
+/// a slot's address and GSI do not depend on which other devices exist.
+public enum VirtioLayout {
+    /// Inside the MMIO hole below 4 GiB (BootLayout.mmioHoleStart = 0xC000_0000), far
+    /// from the IOAPIC (0xFEC0_0000) and LAPIC (0xFEE0_0000).
+    public static let base: UInt64 = 0xD000_0000
+    /// One 4 KiB window per device: registers at 0x000-0x0FF, config space from 0x100.
+    public static let windowSize: UInt64 = 0x1000
+    /// GSIs 5, 6, 7...: above COM1's 4, and all IOAPIC pins (24) up to 23.
+    public static let firstGSI: UInt32 = 5
+    public static let slotCount = 19
+    public static let consoleSlot = 0
+    public static let maxDisks = slotCount - 1
+
+    public static func address(slot: Int) -> UInt64 { base + UInt64(slot) * windowSize }
+    public static func gsi(slot: Int) -> UInt32 { firstGSI + UInt32(slot) }
+
+    /// `virtio_mmio.device=4K@0xd0000000:5`: size, base and interrupt, as Linux's
+    /// virtio_mmio module parameter (and QEMU microvm with acpi=off) spell it.
+    public static func cmdlineEntry(slot: Int) -> String {
+        "virtio_mmio.device=4K@0x\(String(address(slot: slot), radix: 16)):\(gsi(slot: slot))"
+    }
+
+    public enum Kind: Sendable, Equatable {
+        case console
+        case disk(Int)
+    }
+
+    public struct Slot: Sendable, Equatable {
+        public let slot: Int
+        public let kind: Kind
+    }
+
+    /// The virtio devices `config` gets, in slot order.
+    public static func slots(for config: VMConfig) -> [Slot] {
+        (config.console == .virtio ? [Slot(slot: consoleSlot, kind: .console)] : [])
+            + config.disks.indices.map { Slot(slot: 1 + $0, kind: .disk($0)) }
+    }
+}
+
+extension EventFD: Notifier {}
+
+extension EventFD {
+    /// Reads and clears the counter without blocking: the number of signals since the
+    /// last drain (0 if none).
+    func drain() -> UInt64 {
+        var v: UInt64 = 0
+        return Glibc.read(fd, &v, 8) == 8 ? v : 0
+    }
+}
+
+/// One virtio device as the VM runs it: the MMIO device, its eventfds and its thread.
+///
+/// Notification path: the guest writes QueueNotify -> KVM signals that queue's eventfd
+/// (ioeventfd with datamatch = queue index, no exit to userspace) -> the device's
+/// EventLoop thread drains the ring. Interrupt path: the device thread sets
+/// InterruptStatus, then writes the irqfd, which KVM turns into an edge on the GSI.
+final class VirtioDeviceRunner {
+    let slot: Int
+    let device: any VirtioDeviceControl
+    let loop: EventLoop
+    /// Owned here: KVM holds registrations on them until the VM fd closes.
+    let events: [EventFD]
+
+    private init(slot: Int, device: any VirtioDeviceControl, loop: EventLoop, events: [EventFD]) {
+        self.slot = slot
+        self.device = device
+        self.loop = loop
+        self.events = events
+    }
+
+    /// Creates the eventfds, registers irqfd and ioeventfds with KVM and the handlers
+    /// with a new (not yet started) EventLoop named `thread`.
+    static func make<Model: VirtioBackedModel>(slot: Int, thread: String, logName: String, statsName: String,
+                                               model: Model, service: EventFD, memory: GuestMemory,
+                                               vm: borrowing VirtualMachine) throws(VMMError) -> VirtioDeviceRunner {
+        var queueEvents: [EventFD] = []
+        for _ in model.queueMaxSizes { queueEvents.append(try EventFD()) }
+        let irq = try EventFD()
+        do { try vm.registerIRQFD(irq.fd, gsi: VirtioLayout.gsi(slot: slot)) } catch { throw .kvm(error) }
+        let notify = VirtioLayout.address(slot: slot) + MMIORegister.queueNotify
+        for (q, e) in queueEvents.enumerated() {
+            // If KVM refuses, the write exits to the vCPU loop instead, and the
+            // transport's .notify signals the same eventfd: slower, same behaviour.
+            try? vm.registerIOEventFD(e.fd, mmio: notify, length: 4, datamatch: UInt64(q))
+        }
+        let device = VirtioMMIODevice(model: model, memory: memory, name: logName, stats: DeviceStats(name: statsName),
+                                      interrupt: irq, queueNotifiers: queueEvents, service: service)
+        let loop = try EventLoop(name: thread)
+        for (q, e) in queueEvents.enumerated() {
+            try loop.add(e.fd) {
+                let n = e.drain()
+                if n > 0 { device.queueNotified(q, count: n) }
+            }
+        }
+        try loop.add(service.fd) {
+            if service.drain() > 0 { device.serviceRequested() }
+        }
+        return VirtioDeviceRunner(slot: slot, device: device, loop: loop, events: queueEvents + [irq, service])
+    }
+
+    var mapping: MMIOBus.Mapping {
+        MMIOBus.Mapping(base: VirtioLayout.address(slot: slot), length: VirtioLayout.windowSize, device: device)
+    }
+}
+
+extension VM {
+    /// Opens every disk image before anything else is built, so a missing, unreadable or
+    /// locked image is a usage error (exit 2) naming --disk.
+    static func openDisks(_ disks: [DiskConfig]) throws(VMMError) -> [DiskImage] {
+        var images: [DiskImage] = []
+        for d in disks {
+            do { images.append(try DiskImage.open(path: d.path, readOnly: d.readOnly)) } catch {
+                throw .invalidConfig(field: "disk", message: error.message)
+            }
+        }
+        return images
+    }
+
+    /// Builds the virtio devices of `config` (see VirtioLayout). Returns them in slot
+    /// order and the console backend, for input routing.
+    static func makeVirtioDevices(config: VMConfig, disks: [DiskImage], console: any ByteSink, memory: GuestMemory,
+                                  vm: borrowing VirtualMachine) throws(VMMError) -> ([VirtioDeviceRunner], VirtioConsoleBackend?) {
+        var runners: [VirtioDeviceRunner] = []
+        var consoleBackend: VirtioConsoleBackend?
+        for s in VirtioLayout.slots(for: config) {
+            let service = try EventFD()
+            switch s.kind {
+            case .console:
+                let backend = VirtioConsoleBackend(sink: console, service: service)
+                consoleBackend = backend
+                runners.append(try .make(slot: s.slot, thread: "pvmm-con0", logName: "virtio-console con0", statsName: "con0",
+                                         model: VirtioConsoleModel(backend: backend), service: service, memory: memory, vm: vm))
+            case .disk(let i):
+                let name = "blk\(i)"
+                let backend = VirtioBlockBackend(disk: disks[i], id: config.disks[i].id)
+                runners.append(try .make(slot: s.slot, thread: "pvmm-\(name)", logName: "virtio-blk \(config.disks[i].id ?? name)",
+                                         statsName: name, model: VirtioBlockModel(backend: backend), service: service,
+                                         memory: memory, vm: vm))
+            }
+        }
+        return (runners, consoleBackend)
+    }
+}
