@@ -142,8 +142,10 @@ public final class VirtioBlockBackend: VirtioBackend {
 
     // MARK: One request
 
-    /// Executes one request and writes its status; returns used.len.
-    func handle(_ chain: DescriptorChain, features: VirtioFeatures) throws(DeviceFault) -> UInt32 {
+    /// Executes one validated request chain and writes its status; returns used.len.
+    /// Throws when the chain is malformed (the device must then fail). Public for the
+    /// fuzz target, which drives chains one by one.
+    public func handle(_ chain: DescriptorChain, features: VirtioFeatures) throws(DeviceFault) -> UInt32 {
         guard let statusBuffer = chain.writable.last else {
             throw .malformed("request \(chain.head): no device-writable byte for the status")
         }
