@@ -13,6 +13,8 @@ enum ExitStatus {
     UnsafeRawPointer(bitPattern: UInt(address))!.loadUnaligned(fromByteOffset: offset, as: T.self)
 }
 
+@_extern(c, "pvos_apic_on_addr") func apicOnAddress() -> UInt64
+
 enum Kernel {
     static let version: StaticString = "0.1"
     static var cmdline: [UInt8] = []
@@ -40,12 +42,17 @@ enum Kernel {
         return false
     }
 
+    static var memmap: UInt64 = 0
+    static var memmapEntries = 0
+    static let maxMemmapEntries = 128
+    static var bootData: [(UInt64, UInt64)] = []   // start info, memory map, command line
+
     /// Builds the free page ranges from the (possibly unsorted, zero-terminated) memory map.
     static func initializeMemory(_ info: UInt64, _ cmdlineLength: Int) {
-        let map = load(info, HVMStartInfo.memmapPaddr, as: UInt64.self)
-        let entries = Int(load(info, HVMStartInfo.memmapEntries, as: UInt32.self))
-        for i in 0..<entries {
-            let e = map + UInt64(i * HVMMemmapEntry.size)
+        memmap = load(info, HVMStartInfo.memmapPaddr, as: UInt64.self)
+        memmapEntries = min(Int(load(info, HVMStartInfo.memmapEntries, as: UInt32.self)), maxMemmapEntries)
+        for i in 0..<memmapEntries {
+            let e = memmap + UInt64(i * HVMMemmapEntry.size)
             let addr = load(e, HVMMemmapEntry.addr, as: UInt64.self)
             let length = load(e, HVMMemmapEntry.length, as: UInt64.self)
             let type = load(e, HVMMemmapEntry.type, as: UInt32.self)
@@ -53,10 +60,61 @@ enum Kernel {
         }
         Pages.exclude(imageStart(), imageEnd() - imageStart())
         Pages.exclude(info, UInt64(HVMStartInfo.size))
-        Pages.exclude(map, UInt64(entries * HVMMemmapEntry.size))
+        Pages.exclude(memmap, UInt64(memmapEntries * HVMMemmapEntry.size))
         let cmdline = load(info, HVMStartInfo.cmdlinePaddr, as: UInt64.self)
         if cmdline != 0 { Pages.exclude(cmdline, UInt64(cmdlineLength + 1)) }
+        ACPI.locate(load(info, HVMStartInfo.rsdpPaddr, as: UInt64.self))  // before any allocation
         Heap.initialize()
+        bootData = [(info, UInt64(HVMStartInfo.size)), (memmap, UInt64(memmapEntries * HVMMemmapEntry.size)),
+                    (cmdline, UInt64(cmdlineLength + 1))]
+    }
+
+    /// [start, start + length) lies inside one memory-map entry (any type) below 4 GiB.
+    static func inMemoryMap(_ start: UInt64, _ length: UInt64) -> Bool {
+        let (end, overflow) = start.addingReportingOverflow(length)
+        guard !overflow, end <= BootLayout.minIdentityMap else { return false }
+        for i in 0..<memmapEntries {
+            let e = memmap + UInt64(i * HVMMemmapEntry.size)
+            let addr = load(e, HVMMemmapEntry.addr, as: UInt64.self)
+            let size = load(e, HVMMemmapEntry.length, as: UInt64.self)
+            if load(e, HVMMemmapEntry.type, as: UInt32.self) != 0 && start >= addr && end <= addr &+ size && addr <= addr &+ size {
+                return true
+            }
+        }
+        return false
+    }
+
+    /// [start, start + length) touches type-1 RAM.
+    static func overlapsRAM(_ start: UInt64, _ length: UInt64) -> Bool {
+        for i in 0..<memmapEntries {
+            let e = memmap + UInt64(i * HVMMemmapEntry.size)
+            let addr = load(e, HVMMemmapEntry.addr, as: UInt64.self)
+            let size = load(e, HVMMemmapEntry.length, as: UInt64.self)
+            if load(e, HVMMemmapEntry.type, as: UInt32.self) == HVMMemmapEntry.typeRAM && start < addr &+ size && addr < start &+ length {
+                return true
+            }
+        }
+        return false
+    }
+
+    /// MADT -> x2APIC -> IOAPIC (COM1's IRQ 4) -> timer -> kvmclock -> APs. Without a
+    /// MADT or a working x2APIC the console stays polled, as on a machine without an
+    /// interrupt controller (pvmm before it had one).
+    static func initializeInterrupts() {
+        ACPI.parseMADT()
+        if ACPI.present && APIC.enableLocal() && APIC.calibrate() {
+            APIC.bspID = APIC.id()
+            SMP.bsp.setField(CPU.apic, UInt64(APIC.bspID))
+            APIC.on = true
+            write64(apicOnAddress(), 1)
+            if IOAPIC.initialize() && IOAPIC.routeISA(4, to: APIC.bspID) { Console.enableInterrupts() }
+            APIC.startTimer()
+        }
+        Clock.initialize()
+        if APIC.on {
+            Platform.enableInterrupts(SMP.bsp)
+            SMP.startAPs()
+        }
     }
 
     /// Words; `novif` and `console=` are consumed, other key=value pairs kept for `info`.
@@ -101,6 +159,7 @@ public func pvosMain(_ startInfo: UInt64) -> Never {
     let cmdline = Kernel.rawCmdline(valid ? load(startInfo, HVMStartInfo.cmdlinePaddr, as: UInt64.self) : 0)
     // First: until the VIF is registered every instruction is emulated.
     Platform.detect(noVIF: Kernel.hasWord(cmdline, "novif"))
+    SMP.initializeBSP()
     Console.initialize()
     guard valid else {
         Console.write("pvos: no valid hvm_start_info\n")
@@ -108,6 +167,7 @@ public func pvosMain(_ startInfo: UInt64) -> Never {
     }
     Kernel.initializeMemory(startInfo, cmdline.count)
     Kernel.parseCommandLine(cmdline)
+    Kernel.initializeInterrupts()
     Console.write("pvos ")
     Console.write(Kernel.version)
     Console.write(" (")

@@ -5,11 +5,30 @@
 @_extern(c, "pvos_range_table") func rangeTable() -> UnsafeMutablePointer<UInt64>
 @_extern(c, "pvos_image_start") func imageStart() -> UInt64
 @_extern(c, "pvos_image_end") func imageEnd() -> UInt64
+@_extern(c, "pvos_invlpg") func invalidatePage(_ address: UInt64)
 
 let pageSize: UInt64 = 4096
 
 @inline(__always) func word(_ address: UInt64) -> UnsafeMutablePointer<UInt64> {
     UnsafeMutablePointer<UInt64>(bitPattern: UInt(address))!
+}
+
+/// Makes the identity map's leaf covering `address` uncached (PCD|PWT) in the current
+/// tables: pvmm's map everything write-back, the PVH tables only the 3-4 GiB GiB
+/// uncached. Device registers (the IOAPIC) must not be cached on real hardware.
+func mapUncached(_ address: UInt64) {
+    let frame: UInt64 = 0x000F_FFFF_FFFF_F000
+    var table = readCR3() & frame
+    for shift: UInt64 in [39, 30, 21, 12] {
+        let entry = word(table + ((address >> shift) & 511) * 8)
+        guard entry.pointee & 1 != 0 else { return }
+        if shift == 12 || (shift < 39 && entry.pointee & 0x80 != 0) {   // a leaf
+            if entry.pointee & 0x18 != 0x18 { entry.pointee |= 0x18; invalidatePage(address) }
+            return
+        }
+        table = entry.pointee & frame
+        guard table < BootLayout.minIdentityMap else { return }
+    }
 }
 
 enum Pages {

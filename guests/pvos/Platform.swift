@@ -14,6 +14,7 @@
 @_extern(c, "pvos_pause") func cpuPause()
 @_extern(c, "pvos_cli") func cli()
 @_extern(c, "pvos_sti") func sti()
+@_extern(c, "pvos_sti_hlt") func stiHlt()
 @_extern(c, "pvos_write8") func write8(_ address: UInt64, _ value: UInt8)
 @_extern(c, "pvos_read64") func read64(_ address: UInt64) -> UInt64
 @_extern(c, "pvos_vif_page_addr") func vifPageAddress() -> UInt64
@@ -40,7 +41,6 @@ enum Platform {
     static var underPVMM = false        // pvmm's sysctl port answered
     static var tscKHz: UInt64 = 2_000_000
     static var tscSource: StaticString = "assumed"
-    static var interruptsOn = false     // kept here: PVM frames don't show VIF.if
 
     /// Detects the host and makes the vCPU native when possible. Runs first in Swift:
     /// until the VIF is registered every instruction costs ~1-2 us.
@@ -94,6 +94,16 @@ enum Platform {
         }
     }
 
+    /// First thing on an AP: its own VIF page (the BSP set CPU.vif only if it runs
+    /// natively itself) makes it native too. On failure it stays emulated, with cli/sti.
+    static func registerVIF(_ cpu: CPU) {
+        let page = cpu.vifPage
+        guard page != 0 else { return }
+        write8(page + UInt64(PVM.vifIF), 0)
+        write8(page + UInt64(PVM.vifPending), 0)
+        if wrmsrSafe(PVM.msrVIF, page | PVM.vifModeValid | PVM.vifPublishCR2) != 1 { cpu.setField(CPU.vif, 0) }
+    }
+
     static var name: StaticString {
         switch kind {
         case .pvmNative: return "pvm-native"
@@ -102,38 +112,55 @@ enum Platform {
         }
     }
 
-    static func enableInterrupts() {
-        interruptsOn = true
-        if vif != 0 {
-            write8(vif + UInt64(PVM.vifIF), 1)
-            // An IRQ that came in while disabled waits in VIF.pending until an exit.
-            if UnsafePointer<UInt8>(bitPattern: UInt(vif) + UInt(PVM.vifPending))!.pointee != 0 {
-                outb(LegacyPorts.postCode, 0)
-            }
+    /// Turns `cpu`'s interrupt flag on (it must be the running CPU). On PVM an IRQ that
+    /// came in while disabled waits in VIF.pending until an exit: `out 0x80` is one.
+    static func enableInterrupts(_ cpu: CPU) {
+        let v = cpu.vifPage
+        if v != 0 {
+            write8(v + UInt64(PVM.vifIF), 1)
+            if vifPending(v) { outb(LegacyPorts.postCode, 0) }
         } else {
             sti()
         }
     }
 
-    static func disableInterrupts() {
-        interruptsOn = false
-        if vif != 0 { write8(vif + UInt64(PVM.vifIF), 0) } else { cli() }
+    static func disableInterrupts(_ cpu: CPU) {
+        let v = cpu.vifPage
+        if v != 0 { write8(v + UInt64(PVM.vifIF), 0) } else { cli() }
+    }
+
+    private static func vifPending(_ vif: UInt64) -> Bool {
+        UnsafePointer<UInt8>(bitPattern: UInt(vif) + UInt(PVM.vifPending))!.pointee != 0
     }
 
     /// The faulting address of the last #PF.
     static func faultAddress() -> UInt64 {
-        cr2InVIF ? read64(vif + UInt64(PVM.vifCR2)) : readCR2()
+        let v = SMP.current().vifPage
+        return cr2InVIF && v != 0 ? read64(v + UInt64(PVM.vifCR2)) : readCR2()
     }
 
-    /// Waits a little for outside input. pvmm turns HLT into a short sleep that input
-    /// ends; elsewhere, with no interrupts set up, HLT would never return.
-    static func idle() {
-        if underPVMM { hlt() } else { cpuPause() }
-    }
-
-    /// Milliseconds since the kernel's first instruction.
-    static func uptimeMilliseconds() -> UInt64 {
-        (rdtsc() &- bootTSC()) / tscKHz
+    /// Sleeps on `cpu` (the running one) until an interrupt unless `ready()`. With an
+    /// x2APIC the timer bounds every sleep to one tick. On PVM the check runs with VIF.if
+    /// clear, so an IRQ during it pends and ends the wait; one landing between the final
+    /// pending check and `hlt` is delivered at once and that `hlt` lasts one tick at most.
+    /// Elsewhere `sti; hlt` has no window. Without an interrupt controller: pvmm turns
+    /// HLT into a short sleep that input ends; anywhere else only busy polling works.
+    static func idle(_ cpu: CPU, _ ready: () -> Bool) {
+        guard APIC.on else {
+            if underPVMM { hlt() } else { cpuPause() }
+            return
+        }
+        let v = cpu.vifPage
+        if v != 0 {
+            write8(v + UInt64(PVM.vifIF), 0)
+            let skip = ready()
+            write8(v + UInt64(PVM.vifIF), 1)
+            if vifPending(v) { outb(LegacyPorts.postCode, 0); return }
+            if !skip { hlt() }
+        } else {
+            cli()
+            if ready() { sti() } else { stiHlt() }
+        }
     }
 
     /// pvmm sysctl port, then microvm ACPI GED sleep, then i8042 reset, then halt.

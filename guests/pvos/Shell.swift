@@ -12,7 +12,7 @@ enum Shell {
 
     static func execute(_ command: [UInt8], _ args: ArraySlice<[UInt8]>) {
         if matches(command, "help") {
-            Console.write("commands: help echo info uptime poweroff panic\n")
+            Console.write("commands: help echo info cpus bench uptime poweroff panic\n")
         } else if matches(command, "echo") {
             var first = true
             for a in args {
@@ -24,12 +24,13 @@ enum Shell {
         } else if matches(command, "info") {
             info()
         } else if matches(command, "uptime") {
-            let ms = Platform.uptimeMilliseconds()
             Console.write("uptime: ")
-            Console.writeDecimal(ms / 1000)
-            Console.put(46)
-            Console.writeDecimal(ms % 1000, minDigits: 3)
+            Console.writeMilli(Clock.nanoseconds() / 1_000_000)
             Console.write(" s\n")
+        } else if matches(command, "cpus") {
+            cpus()
+        } else if matches(command, "bench") {
+            if let what = args.first, matches(what, "cpu") { benchCPU() } else { Console.write("usage: bench cpu\n") }
         } else if matches(command, "poweroff") {
             Platform.powerOff(ExitStatus.ok)
         } else if matches(command, "panic") {
@@ -45,13 +46,26 @@ enum Shell {
     static func info() {
         Console.write("platform: ")
         Console.write(Platform.name)
-        Console.write("\ncpus: 1\nmemory: ")
+        Console.write("\ncpus: ")
+        Console.writeDecimal(UInt64(SMP.online))
+        Console.write("\nmemory: ")
         Console.writeDecimal((Pages.totalRAM + (1 << 19)) >> 20)   // nearest MiB
         Console.write(" MiB\ntsc: ")
         Console.writeDecimal(Platform.tscKHz)
         Console.write(" kHz (")
         Console.write(Platform.tscSource)
-        Console.write(")\ncmdline: ")
+        Console.write(")\nclock: ")
+        Console.write(Clock.name)
+        Console.write("\ninterrupts: ")
+        if APIC.on {
+            Console.write("x2apic timer ")
+            Console.writeDecimal(APIC.hz)
+            Console.write(" Hz")
+            if Console.interrupts { Console.write(", ioapic com1") }
+        } else {
+            Console.write("none (polled)")
+        }
+        Console.write("\ncmdline: ")
         Console.write(Kernel.cmdline)
         Console.put(10)
         for o in Kernel.options {
@@ -61,5 +75,58 @@ enum Shell {
             Console.write(o.value)
             Console.put(10)
         }
+    }
+
+    /// One line per CPU: `cpu N: apic A ticks T online`.
+    static func cpus() {
+        for i in 0..<SMP.count {
+            let c = SMP.cpu(i)
+            Console.lock()
+            Console.write("cpu ")
+            Console.writeDecimal(UInt64(i))
+            Console.write(": apic ")
+            Console.writeDecimal(UInt64(c.apicID))
+            Console.write(" ticks ")
+            Console.writeDecimal(c.field(CPU.ticks))
+            Console.write(" irqs ")
+            Console.writeDecimal(c.field(CPU.irqs))
+            Console.write(c.isOnline ? " online\n" : " starting\n")
+            Console.unlock()
+        }
+    }
+
+    static let benchIterations: UInt64 = 200_000_000
+
+    /// The same dependent multiply-add loop on every online CPU at once.
+    static func benchCPU() {
+        let t0 = rdtsc()
+        SMP.runEverywhere(SMP.commandBench, benchIterations)
+        let wall = rdtsc() &- t0
+        var n: UInt64 = 0
+        var sum: UInt64 = 0
+        for i in 0..<SMP.count where SMP.cpu(i).isOnline {
+            let ps = picoseconds(SMP.cpu(i).field(CPU.result)) / benchIterations
+            Console.write("cpu ")
+            Console.writeDecimal(UInt64(i))
+            Console.write(": ")
+            Console.writeMilli(ps)
+            Console.write(" ns/iter\n")
+            n += 1
+            sum += ps
+        }
+        Console.write("total: ")
+        Console.writeDecimal(n)
+        Console.write(" cpus, ")
+        Console.writeMilli(sum / max(n, 1))
+        Console.write(" ns/iter mean, ")
+        Console.writeMilli(picoseconds(wall) / 1_000_000_000)
+        Console.write(" s wall, ")
+        Console.writeMilli(n * benchIterations * 1000 / max(picoseconds(wall) / 1000, 1))
+        Console.write(" iter/ns aggregate\n")
+    }
+
+    static func picoseconds(_ cycles: UInt64) -> UInt64 {
+        let k = Platform.tscKHz
+        return cycles / k * 1_000_000_000 + cycles % k * 1_000_000_000 / k
     }
 }

@@ -1,6 +1,8 @@
 /* pvos boot: ELF notes, the two entries, GDT/TSS/IDT, trap stubs, exception fixups.
  * Everything here is platform-neutral; PVM specifics live in Platform.swift/platform.S. */
 
+#include "percpu.h"
+
 #define SEL_CODE 0x08
 #define SEL_DATA 0x10
 #define SEL_TSS  0x18
@@ -8,7 +10,6 @@
 #define PDE_2M    0x87          /* P RW U/S PS */
 #define PDE_UC    0x18          /* PWT PCD for the MMIO GiB (3..4 GiB) */
 #define STACK_SIZE 0x10000
-#define IST_SIZE   0x4000
 
 /* ---- ELF notes: one PT_NOTE segment, 4-byte aligned ---- */
 	.section .note.pvos, "a", @note
@@ -106,33 +107,14 @@ pvos_entry64:
  * hold SEL_DATA-compatible flat descriptors; only TR and IDTR change. */
 common64:
 	/* TSS: IST1 #DF, IST2 #PF, IST3 NMI/#MC, IST4 other exceptions, IST5 interrupts. */
+	lea kernel_stack_top(%rip), %rsp
 	lea pvos_tss(%rip), %rdi
-	xor %eax, %eax
-	mov $104, %ecx
-	rep stosb
-	lea pvos_tss(%rip), %rdi
-	lea ist_stacks(%rip), %rax
-	mov $5, %ecx
-	lea 36(%rdi), %rdx
-4:	add $IST_SIZE, %rax
-	mov %rax, (%rdx)
-	add $8, %rdx
-	loop 4b
-	movw $104, 102(%rdi)           /* I/O bitmap base beyond the limit: none */
-	mov %rdi, %rax                 /* 16-byte TSS descriptor from the base */
-	mov %rax, %rcx
-	and $0xffffff, %ecx
-	shl $16, %rcx
-	mov %rax, %rdx
-	shr $24, %rdx
-	shl $56, %rdx
-	or %rdx, %rcx
-	movabs $0x0000890000000067, %rdx
-	or %rdx, %rcx
-	lea gdt(%rip), %rdx
-	mov %rcx, SEL_TSS(%rdx)
-	shr $32, %rax
-	mov %rax, SEL_TSS+8(%rdx)
+	lea ist_stacks(%rip), %rsi
+	lea pvos_cpu0(%rip), %rdx
+	call pvos_fill_tss
+	lea gdt(%rip), %rcx
+	mov %rax, SEL_TSS(%rcx)
+	mov %rdx, SEL_TSS+8(%rcx)
 	lgdt gdt_ptr(%rip)
 	mov $SEL_TSS, %eax
 	ltr %ax
@@ -163,7 +145,7 @@ common64:
 6:	movsb                          /* IST byte of gate v */
 	add $15, %rdi
 	loop 6b
-	lidt idt_ptr(%rip)
+	lidt pvos_idt_ptr(%rip)
 	/* Zero .bss, then run Swift on the kernel stack. */
 	lea __bss_start(%rip), %rdi
 	lea __bss_end(%rip), %rcx
@@ -171,7 +153,6 @@ common64:
 	xor %eax, %eax
 	rep stosb
 	mov %r14, pvos_boot_tsc(%rip)
-	lea kernel_stack_top(%rip), %rsp
 	mov %r15, %rdi
 	call pvos_main
 7:	hlt
@@ -241,10 +222,32 @@ trap_common:
 4:	hlt
 	jmp 4b
 
-/* No interrupt controller is programmed yet: count and drop. No Swift here, so no
- * SSE state to preserve. */
+/* Interrupts: count per CPU (the IST5 slot above the frame holds the per-CPU page),
+ * EOI once the x2APIC is on. No Swift here, so no SSE state to preserve. */
 irq_entry:
-	incq pvos_irq_count(%rip)
+	push %rax
+	push %rcx
+	push %rdx
+	mov 80(%rsp), %rcx
+	mov 24(%rsp), %eax
+	cmp %rcx, CPU_SELF(%rcx)       /* sanity: a per-CPU page points at itself */
+	jne 3f
+	cmp $VEC_SPURIOUS, %eax
+	je 3f                          /* spurious: no EOI */
+	cmp $VEC_TIMER, %eax
+	jne 1f
+	incq CPU_TICKS(%rcx)
+	jmp 2f
+1:	incq CPU_IRQS(%rcx)
+2:	cmpb $0, pvos_apic_on(%rip)
+	je 3f
+	mov $0x80b, %ecx
+	xor %eax, %eax
+	xor %edx, %edx
+	wrmsr
+3:	pop %rdx
+	pop %rcx
+	pop %rax
 	add $16, %rsp
 	iretq
 
@@ -267,15 +270,16 @@ gdt_ptr:
 	.word gdt_end - gdt - 1
 	.quad gdt
 	.word 0, 0, 0
-idt_ptr:
+	.globl pvos_idt_ptr
+pvos_idt_ptr:
 	.word 256 * 16 - 1
 	.quad pvos_idt
 
 	.section .bss.boot, "aw", @nobits
 	.balign 8
-	.globl pvos_boot_tsc, pvos_irq_count
+	.globl pvos_boot_tsc, pvos_apic_on
 pvos_boot_tsc:	.quad 0
-pvos_irq_count:	.quad 0
+pvos_apic_on:	.quad 0                 /* set once the x2APIC takes EOIs */
 
 /* Not zeroed by the kernel: stacks and tables written in full before use, and the
  * boot page tables, which rely on the loader's zero fill of NOBITS memory. */
@@ -288,6 +292,7 @@ pvos_idt:	.skip 4096
 	.globl pvos_vif_page
 pvos_vif_page:	.skip 4096
 pvos_tss:	.skip 4096
+	.globl ist_stacks, kernel_stack_top
 ist_stacks:	.skip 5 * IST_SIZE
 kernel_stack:	.skip STACK_SIZE
 kernel_stack_top:

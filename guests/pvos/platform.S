@@ -187,3 +187,21 @@ range_table:
 /* free(): Swift reserves the symbol name, so forward to the Swift heap. */
 FUNC free
 	jmp pvos_free
+
+/* u8 pvos_checksum(addr, len): byte sum. A plain loop: compiled Swift vectorises it,
+ * and PVM's instruction emulator (no VIF yet, `novif`) has no SSE arithmetic. */
+FUNC pvos_checksum
+	xor %eax, %eax
+	test %rsi, %rsi
+	jz 2f
+1:	add (%rdi), %al
+	inc %rdi
+	dec %rsi
+	jnz 1b
+2:	ret
+
+/* void pvos_invlpg(u64 address); a fault (a host that refuses it) is ignored. */
+FUNC pvos_invlpg
+1:	invlpg (%rdi)
+2:	ret
+	FIXUP 1b, 2b
