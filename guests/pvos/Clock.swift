@@ -55,6 +55,7 @@ enum Clock {
         guard kvmclock else { return tscNanoseconds(rdtsc() &- bootTSC()) }
         var area = SMP.current().clockArea
         if read32(area + 24) == 0 { area = SMP.bsp.clockArea }   // that CPU has none
-        return pvclockNanoseconds(area) &- startNS &+ startOffset
+        let now = pvclockNanoseconds(area)
+        return now > startNS ? now - startNS + startOffset : startOffset   // never before boot
     }
 }
