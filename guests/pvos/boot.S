@@ -230,10 +230,10 @@ irq_entry:
 	push %rdx
 	mov 80(%rsp), %rcx
 	mov 24(%rsp), %eax
-	cmp %rcx, CPU_SELF(%rcx)       /* sanity: a per-CPU page points at itself */
-	jne 3f
 	cmp $VEC_SPURIOUS, %eax
 	je 3f                          /* spurious: no EOI */
+	cmp %rcx, CPU_SELF(%rcx)       /* sanity: a per-CPU page points at itself */
+	jne 2f
 	cmp $VEC_TIMER, %eax
 	jne 1f
 	incq CPU_TICKS(%rcx)
