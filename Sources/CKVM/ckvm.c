@@ -160,3 +160,10 @@ int ckvm_epoll_wait(int ep, int *fds, int max, int timeout_ms) {
 int ckvm_set_thread_name(const char *name) { return -pthread_setname_np(pthread_self(), name); }
 
 int ckvm_kick_signal(void) { return SIGRTMIN + 1; }
+
+int ckvm_unblock_kick_signal(void) {
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, ckvm_kick_signal());
+    return -pthread_sigmask(SIG_UNBLOCK, &set, NULL);
+}

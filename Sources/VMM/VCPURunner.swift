@@ -27,6 +27,7 @@ final class VCPUContext: @unchecked Sendable {
 
     func threadMain() {
         _ = ckvm_set_thread_name("vcpu\(vcpu.id)")
+        _ = ckvm_unblock_kick_signal()
         let exit = loop()
         vm.finish(exit)
     }

@@ -24,7 +24,7 @@ func cpuSeconds(_ pid: pid_t) throws -> Double {
         #expect(try vm.command("info").contains("cpus: 2"))
         usleep(100_000)
         let cpus = try vm.command("cpus")
-        let lines = cpus.split(separator: "\n").filter { $0.contains("apic") }
+        let lines = cpus.split(whereSeparator: \.isNewline).filter { $0.contains("apic") }
         #expect(lines.count == 2, "\(cpus)")
         for (i, line) in lines.enumerated() {
             #expect(line.contains("apic \(i)"))
@@ -67,7 +67,7 @@ func cpuSeconds(_ pid: pid_t) throws -> Double {
         let vm = try QEMUTests.boot(["-smp", "2"])
         try vm.expect("pvos> ", timeout: 30)
         let cpus = try vm.command("cpus", timeout: 30)
-        #expect(cpus.split(separator: "\n").filter { $0.contains("apic") }.count == 2, "\(cpus)")
+        #expect(cpus.split(whereSeparator: \.isNewline).filter { $0.contains("apic") }.count == 2, "\(cpus)")
         vm.send("poweroff\n")
         #expect(try vm.wait(timeout: 30) == 0)
     }
