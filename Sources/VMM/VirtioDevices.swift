@@ -91,7 +91,9 @@ final class VirtioDeviceRunner {
         for (q, e) in queueEvents.enumerated() {
             // If KVM refuses, the write exits to the vCPU loop instead, and the
             // transport's .notify signals the same eventfd: slower, same behaviour.
-            try? vm.registerIOEventFD(e.fd, mmio: notify, length: 4, datamatch: UInt64(q))
+            do { try vm.registerIOEventFD(e.fd, mmio: notify, length: 4, datamatch: UInt64(q)) } catch {
+                writeStderrLine("pvmm: \(logName): no ioeventfd for queue \(q) (\(error)): its notifications will exit to the VMM")
+            }
         }
         let device = VirtioMMIODevice(model: model, memory: memory, name: logName, stats: DeviceStats(name: statsName),
                                       interrupt: irq, queueNotifiers: queueEvents, service: service)
