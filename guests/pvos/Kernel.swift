@@ -168,6 +168,7 @@ public func pvosMain(_ startInfo: UInt64) -> Never {
     Kernel.initializeMemory(startInfo, cmdline.count)
     Kernel.parseCommandLine(cmdline)
     Kernel.initializeInterrupts()
+    Virtio.initialize()
     Console.write("pvos ")
     Console.write(Kernel.version)
     Console.write(" (")

@@ -12,7 +12,7 @@ enum Shell {
 
     static func execute(_ command: [UInt8], _ args: ArraySlice<[UInt8]>) {
         if matches(command, "help") {
-            Console.write("commands: help echo info cpus bench uptime poweroff panic\n")
+            Console.write("commands: help echo info cpus bench uptime blk virtio poweroff panic\n")
         } else if matches(command, "echo") {
             var first = true
             for a in args {
@@ -31,7 +31,12 @@ enum Shell {
             cpus()
         } else if matches(command, "bench") {
             if let what = args.first, matches(what, "cpu") { benchCPU() } else { Console.write("usage: bench cpu\n") }
+        } else if matches(command, "blk") {
+            blk(args)
+        } else if matches(command, "virtio") {
+            if let what = args.first, matches(what, "evil") { VirtioEvil.run() } else { Console.write("usage: virtio evil\n") }
         } else if matches(command, "poweroff") {
+            VirtioConsole.drain()
             Platform.powerOff(ExitStatus.ok)
         } else if matches(command, "panic") {
             // Not covered by the 4 GiB identity map (PML4 slot 224): #PF, vector 14.

@@ -239,6 +239,19 @@ irq_entry:
 	incq CPU_TICKS(%rcx)
 	jmp 2f
 1:	incq CPU_IRQS(%rcx)
+	sub $0x30, %eax                /* an IOAPIC input with a virtio device on it? */
+	cmp $24, %eax
+	jae 2f
+	lea pvos_virtio_irq_base(%rip), %rdx
+	mov (%rdx,%rax,8), %rdx
+	test %rdx, %rdx
+	jz 2f
+	mov 0x60(%rdx), %ecx           /* InterruptStatus (an exit) */
+	test %ecx, %ecx
+	jz 2f
+	mov %ecx, 0x64(%rdx)           /* InterruptACK: QEMU's line is a level */
+	lea pvos_virtio_irq_status(%rip), %rdx
+	lock or %ecx, (%rdx,%rax,4)
 2:	cmpb $0, pvos_apic_on(%rip)
 	je 3f
 	mov $0x80b, %ecx

@@ -205,3 +205,38 @@ FUNC pvos_invlpg
 1:	invlpg (%rdi)
 2:	ret
 	FIXUP 1b, 2b
+
+/* Volatile 16-bit ring accesses, a full fence (store -> load ordering for the
+ * virtqueue notify/interrupt decisions) and an atomic fetch-and-clear. */
+FUNC pvos_read16
+	movzwl (%rdi), %eax
+	ret
+
+FUNC pvos_write16
+	mov %si, (%rdi)
+	ret
+
+FUNC pvos_mfence
+	lock orq $0, (%rsp)
+	ret
+
+FUNC pvos_xchg32
+	mov %esi, %eax
+	xchg %eax, (%rdi)
+	ret
+
+/* virtio interrupts: irq_entry reads InterruptStatus of the device on GSI g (MMIO base
+ * in pvos_virtio_irq_base[g], 0 = none), writes it to InterruptACK and ORs it into
+ * pvos_virtio_irq_status[g] for the driver, which fetches and clears it. */
+FUNC pvos_virtio_irq_base_addr
+	lea pvos_virtio_irq_base(%rip), %rax
+	ret
+
+FUNC pvos_virtio_irq_status_addr
+	lea pvos_virtio_irq_status(%rip), %rax
+	ret
+	.section .bss.virtio, "aw", @nobits
+	.balign 16
+	.globl pvos_virtio_irq_base, pvos_virtio_irq_status
+pvos_virtio_irq_base:	.skip 24 * 8
+pvos_virtio_irq_status:	.skip 24 * 4
