@@ -118,6 +118,10 @@ public final class VirtioMMIODevice<Model: VirtioBackedModel>: VirtioDeviceContr
     let queueNotifiers: [any Notifier]
     let service: any Notifier
     let log: @Sendable (String) -> Void
+    /// DEVICE_NEEDS_RESET lines logged so far: a guest that fails and resets the device in
+    /// a loop must not flood stderr.
+    private let failuresLogged = Atomic<Int>(0)
+    static var maxFailureLines: Int { 20 }
 
     /// `queueNotifiers[i]` wakes the device thread for queue i; `service` wakes it for
     /// `serviceRequested`; `interrupt` is the irqfd.
@@ -209,7 +213,12 @@ public final class VirtioMMIODevice<Model: VirtioBackedModel>: VirtioDeviceContr
     }
 
     func report(_ reason: String) {
-        log("pvmm: \(name): DEVICE_NEEDS_RESET: \(reason)")
+        let n = failuresLogged.wrappingAdd(1, ordering: .relaxed).newValue
+        if n <= Self.maxFailureLines {
+            log("pvmm: \(name): DEVICE_NEEDS_RESET: \(reason)")
+        } else if n == Self.maxFailureLines + 1 {
+            log("pvmm: \(name): DEVICE_NEEDS_RESET again; not logging further ones")
+        }
     }
 
     // MARK: Observation (tests, diagnostics)

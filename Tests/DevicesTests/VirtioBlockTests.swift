@@ -328,3 +328,18 @@ extension BlockDriver {
         #expect(throws: DiskImageError.self) { try DiskImage.open(path: "/tmp", readOnly: true) }
     }
 }
+
+@Suite struct FailureLogTests {
+    @Test func aFailLoopDoesNotFloodTheLog() throws {
+        let (d, _) = try blockDevice()
+        for _ in 0..<30 {
+            try d.queues[0].post(readable: [try d.buffer(8)], writable: [try d.buffer(1)])
+            d.kick()
+            #expect(d.status.contains(.deviceNeedsReset))
+            d.w32(MMIORegister.status, 0)
+            d.start(features: [.ringEventIdx])
+        }
+        #expect(d.log.all.count == 21)
+        #expect(d.log.all.last?.contains("not logging further") == true)
+    }
+}
