@@ -15,6 +15,7 @@ enum Console {
     static var depth = 0            // lock nesting, touched only by the holder
     static var interrupts = false   // IRQ 4 is routed through the IOAPIC
     static var ierOn = false
+    static var serialLeftover = true  // the UART may hold input from before virtio-console
 
     static func initialize() {
         outb(base + 1, 0x00)        // IER: no interrupts until an IOAPIC routes IRQ 4
@@ -71,6 +72,12 @@ enum Console {
     }
 
     private static func emit(_ byte: UInt8) {
+        if VirtioConsole.active && !Kernel.inException {   // exception reports: serial only
+            if byte == 10 { VirtioConsole.put(13) }
+            VirtioConsole.put(byte)
+            atLineStart = byte == 10
+            return
+        }
         if byte == 10 { putRaw(13) }
         putRaw(byte)
         atLineStart = byte == 10
@@ -141,7 +148,15 @@ enum Console {
 
     /// One byte if the UART has one (LSR.DR).
     static func readByte() -> UInt8? {
-        dataReady() ? inb(base) : nil
+        if VirtioConsole.active {
+            // Input that came before DRIVER_OK waits in the UART: drain it first, once.
+            if serialLeftover {
+                if dataReady() { return inb(base) }
+                serialLeftover = false
+            }
+            return VirtioConsole.readByte()
+        }
+        return dataReady() ? inb(base) : nil
     }
 
     /// Reads a line with echo and minimal editing. Bytes after the newline stay in the
@@ -150,6 +165,13 @@ enum Console {
         var line: [UInt8] = []
         while true {
             guard let c = readByte() else {
+                if VirtioConsole.active {
+                    lock()
+                    VirtioConsole.flush()    // the prompt and the echo so far
+                    unlock()
+                    Platform.idle(SMP.bsp) { VirtioConsole.inputReady }
+                    continue
+                }
                 receiveInterrupt(true)
                 Platform.idle(SMP.bsp) { dataReady() }
                 continue

@@ -70,6 +70,8 @@ enum Shell {
         } else {
             Console.write("none (polled)")
         }
+        Console.write(VirtioConsole.active ? "\nconsole: virtio\ndisks: " : "\nconsole: serial\ndisks: ")
+        Console.writeDecimal(UInt64(BlockDevice.disks.count))
         Console.write("\ncmdline: ")
         Console.write(Kernel.cmdline)
         Console.put(10)

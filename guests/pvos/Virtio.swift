@@ -216,10 +216,11 @@ final class Virtqueue {
     var pending: Bool { read16(used + 2) != lastUsed }
 
     /// Takes every used entry: `body(head, len)`. Stops and marks the queue corrupt on
-    /// an impossible entry. Then asks for an interrupt at the next one (used_event) and
-    /// fences, so a caller that sees `pending` false after this may sleep.
+    /// an impossible entry. Then asks for an interrupt at the next one (used_event), or
+    /// for none (used_event half the index space away), and fences, so a caller that
+    /// sees `pending` false after this may sleep.
     @discardableResult
-    func collect(_ body: (Int, UInt32) -> Void) -> Int {
+    func collect(interrupt: Bool = true, _ body: (Int, UInt32) -> Void) -> Int {
         var n = 0
         while !corrupt {
             let idx = read16(used + 2)
@@ -239,7 +240,7 @@ final class Virtqueue {
             n += 1
             body(id, length)
         }
-        write16(usedEventAddress, lastUsed)
+        write16(usedEventAddress, interrupt ? lastUsed : lastUsed &+ 0x8000)
         memoryFence()
         return n
     }
