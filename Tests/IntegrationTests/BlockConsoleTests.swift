@@ -67,9 +67,12 @@ func hex8(_ v: UInt32) -> String {
         vm.send("poweroff\n")
         #expect(try vm.wait() == 0)
         let after = disk.bytes
-        #expect(Array(after[(8 * 512)..<(24 * 512)]) == pattern)
-        #expect(after[..<(8 * 512)] == before[..<(8 * 512)])
-        #expect(after[(24 * 512)...] == before[(24 * 512)...])
+        // Bool first: a failing #expect on two 8 KiB arrays would print both in full.
+        let written = Array(after[(8 * 512)..<(24 * 512)]) == pattern
+        let headKept = after[..<(8 * 512)] == before[..<(8 * 512)]
+        let tailKept = after[(24 * 512)...] == before[(24 * 512)...]
+        #expect(written, "the guest's pattern is not at sectors 8..<24")
+        #expect(headKept && tailKept, "bytes outside the written range changed")
     }
 
     @Test func readOnlyDiskRefusesWrites() throws {
@@ -82,7 +85,8 @@ func hex8(_ v: UInt32) -> String {
         #expect(try vm.command("blk read 0 0 8").contains("crc32 \(hex8(crc32(before[0..<4096])))"))
         vm.send("poweroff\n")
         #expect(try vm.wait() == 0)
-        #expect(disk.bytes == before)
+        let unchanged = disk.bytes == before
+        #expect(unchanged, "a read-only image changed")
     }
 
     @Test func flushedDataSurvivesKill9() throws {
@@ -93,7 +97,8 @@ func hex8(_ v: UInt32) -> String {
         #expect(try vm.command("blk flush 0").contains("flushed"))
         kill(vm.pid, SIGKILL)
         _ = try? vm.wait()
-        #expect(Array(disk.bytes[0..<(32 * 512)]) == guestPattern(seed: 9, count: 32 * 512))
+        let durable = Array(disk.bytes[0..<(32 * 512)]) == guestPattern(seed: 9, count: 32 * 512)
+        #expect(durable, "flushed data is not in the image after kill -9")
     }
 
     @Test func hostileGuestPutsDeviceInNeedsResetAndPVMMSurvives() throws {
@@ -161,6 +166,7 @@ func hex8(_ v: UInt32) -> String {
         _ = try vm.command("blk write 0 16 8 5", timeout: 30)
         vm.send("poweroff\n")
         #expect(try vm.wait(timeout: 30) == 0)
-        #expect(Array(disk.bytes[(16 * 512)..<(24 * 512)]) == guestPattern(seed: 5, count: 8 * 512))
+        let written = Array(disk.bytes[(16 * 512)..<(24 * 512)]) == guestPattern(seed: 5, count: 8 * 512)
+        #expect(written, "QEMU: the guest's pattern is not at sectors 16..<24")
     }
 }
