@@ -106,7 +106,7 @@ final class VirtioDevice {
     /// DRIVER_OK, then route the GSI to the BSP (first time only) so that irq_entry ACKs.
     func driverOK() {
         setReg(VirtioReg.status, status | VirtioStatus.driverOK)
-        if !interrupts && APIC.on && irq >= 0 && irq < 24 {
+        if !interrupts && APIC.on && irq >= 0 && irq < Virtio.maxGSI {
             write64(virtioIRQBaseTable() + UInt64(irq * 8), base)
             interrupts = IOAPIC.routeISA(UInt8(irq), to: APIC.bspID)
             if !interrupts { write64(virtioIRQBaseTable() + UInt64(irq * 8), 0) }
@@ -268,7 +268,7 @@ enum Virtio {
         guard let size = parseNumber(s[..<at]), size > 0x100,
               let base = parseNumber(s[(at + 1)..<colon]), let irq = parseNumber(s[(colon + 1)...]) else { return nil }
         // Only inside the identity map, outside RAM, page-aligned enough to map.
-        guard base & 0xFF == 0, base < BootLayout.minIdentityMap, !Kernel.overlapsRAM(base, 0x200), irq < 24 else { return nil }
+        guard base & 0xFF == 0, base < BootLayout.minIdentityMap, !Kernel.overlapsRAM(base, 0x200), irq < UInt64(maxGSI) else { return nil }
         return (base, Int(irq))
     }
 
@@ -296,17 +296,19 @@ enum Virtio {
     }
 
     /// QEMU microvm with ACPI lists its transports only in the DSDT; they sit at
-    /// 0xfeb00000 + 512 * n. Reading MagicValue/DeviceID of an empty slot is harmless.
+    /// 0xfeb00000 + 512 * n with GSI 24 + n (24 of them) when it has a second IOAPIC,
+    /// else 16 + n (8). Reading MagicValue/DeviceID of an empty slot is harmless.
     static func probeMicrovm() {
+        let second = ACPI.ioapics.contains { $0.gsiBase == 24 }
         mapUncached(0xFEB0_0000)
-        for n in 0..<24 {
+        for n in 0..<(second ? 24 : 8) {
             let base: UInt64 = 0xFEB0_0000 + UInt64(n) * 512
             if read32(base) == VirtioReg.magicValue && read32(base + VirtioReg.deviceID) != 0 {
-                found.append((base, microvmFirstIRQ + n))
+                found.append((base, (second ? 24 : 16) + n))
             }
         }
     }
-    static var microvmFirstIRQ = 16
+    static let maxGSI = 48   // irq_entry's table size
 
     /// Discovers and starts every device: disks (ID 2) in order, the first console (ID 3).
     static func initialize() {

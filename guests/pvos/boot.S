@@ -240,7 +240,7 @@ irq_entry:
 	jmp 2f
 1:	incq CPU_IRQS(%rcx)
 	sub $0x30, %eax                /* an IOAPIC input with a virtio device on it? */
-	cmp $24, %eax
+	cmp $48, %eax
 	jae 2f
 	lea pvos_virtio_irq_base(%rip), %rdx
 	mov (%rdx,%rax,8), %rdx

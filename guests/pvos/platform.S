@@ -238,5 +238,5 @@ FUNC pvos_virtio_irq_status_addr
 	.section .bss.virtio, "aw", @nobits
 	.balign 16
 	.globl pvos_virtio_irq_base, pvos_virtio_irq_status
-pvos_virtio_irq_base:	.skip 24 * 8
-pvos_virtio_irq_status:	.skip 24 * 4
+pvos_virtio_irq_base:	.skip 48 * 8
+pvos_virtio_irq_status:	.skip 48 * 4
