@@ -167,3 +167,5 @@ int ckvm_unblock_kick_signal(void) {
     sigaddset(&set, ckvm_kick_signal());
     return -pthread_sigmask(SIG_UNBLOCK, &set, NULL);
 }
+
+uint64_t ckvm_rdtsc(void) { return __builtin_ia32_rdtsc(); }

@@ -14,8 +14,12 @@ public struct VMConfig: Codable, Sendable, Equatable {
     /// The console after boot: virtio-console (default) or only the 8250.
     public var console: ConsoleKind
 
+    /// Benchmark aid: add the interrupt-latency probe device (IRQProbe).
+    public var irqProbe: Bool
+
     public init(kernel: String, cmdline: String = "", memoryMiB: Int = 128, cpus: Int = 1,
-                disks: [DiskConfig] = [], console: ConsoleKind = .virtio) {
+                disks: [DiskConfig] = [], console: ConsoleKind = .virtio, irqProbe: Bool = false) {
+        self.irqProbe = irqProbe
         self.kernel = kernel
         self.cmdline = cmdline
         self.memoryMiB = memoryMiB
@@ -24,7 +28,7 @@ public struct VMConfig: Codable, Sendable, Equatable {
         self.console = console
     }
 
-    enum CodingKeys: String, CodingKey { case kernel, cmdline, memoryMiB, cpus, disks, console }
+    enum CodingKeys: String, CodingKey { case kernel, cmdline, memoryMiB, cpus, disks, console, irqProbe }
 
     /// Fields added later are optional in JSON, with the same defaults as `init`.
     public init(from decoder: any Decoder) throws {
@@ -35,6 +39,7 @@ public struct VMConfig: Codable, Sendable, Equatable {
         cpus = try c.decodeIfPresent(Int.self, forKey: .cpus) ?? 1
         disks = try c.decodeIfPresent([DiskConfig].self, forKey: .disks) ?? []
         console = try c.decodeIfPresent(ConsoleKind.self, forKey: .console) ?? .virtio
+        irqProbe = try c.decodeIfPresent(Bool.self, forKey: .irqProbe) ?? false
     }
 
     public static let minMemoryMiB = 8
@@ -78,6 +83,7 @@ public struct VMConfig: Codable, Sendable, Equatable {
     /// per virtio device (the form Linux's virtio-mmio driver parses; docs/devices.md).
     public var kernelCommandLine: String {
         let entries = VirtioLayout.slots(for: self).map { VirtioLayout.cmdlineEntry(slot: $0.slot) }
+            + (irqProbe ? [IRQProbe.cmdlineEntry] : [])
         return ([cmdline].filter { !$0.isEmpty } + entries).joined(separator: " ")
     }
 }
@@ -88,13 +94,14 @@ extension VMConfig {
     public var arguments: [String] {
         ["--kernel", kernel, "--cmdline", cmdline, "--memory", String(memoryMiB), "--cpus", String(cpus)]
             + disks.flatMap { ["--disk", $0.argument] } + ["--console", console.rawValue]
+            + (irqProbe ? ["--irq-probe"] : [])
     }
 
     /// Parses `arguments`. Every error names the flag.
     public init(arguments: [String]) throws(VMMError) {
         var kernel: String?
         var cmdline = "", memory = 128, cpus = 1
-        var disks: [DiskConfig] = [], console = ConsoleKind.virtio
+        var disks: [DiskConfig] = [], console = ConsoleKind.virtio, irqProbe = false
         var i = 0
         func value(_ flag: String) throws(VMMError) -> String {
             guard i + 1 < arguments.count else { throw .invalidConfig(field: flag, message: "missing value") }
@@ -114,12 +121,14 @@ extension VMConfig {
             case "--cpus": cpus = try number("cpus")
             case "--disk": disks.append(try DiskConfig(argument: try value("disk")))
             case "--console": console = try ConsoleKind(argument: try value("console"))
+            case "--irq-probe": irqProbe = true
             case let other: throw .invalidConfig(field: String(other.drop { $0 == "-" }), message: "unknown option")
             }
             i += 1
         }
         guard let kernel else { throw .invalidConfig(field: "kernel", message: "missing") }
-        self.init(kernel: kernel, cmdline: cmdline, memoryMiB: memory, cpus: cpus, disks: disks, console: console)
+        self.init(kernel: kernel, cmdline: cmdline, memoryMiB: memory, cpus: cpus, disks: disks, console: console,
+                  irqProbe: irqProbe)
     }
 }
 

@@ -38,6 +38,7 @@ public final class VM: @unchecked Sendable {
     let wake: EventFD
     /// virtio devices in slot order, each with its own thread (VirtioDevices.swift).
     let virtioDevices: [VirtioDeviceRunner]
+    let irqProbe: IRQProbe?
     /// Takes console input once its driver is ready (nil with `--console serial`).
     let virtioConsole: VirtioConsoleBackend?
 
@@ -95,13 +96,14 @@ public final class VM: @unchecked Sendable {
         (virtioDevices, virtioConsole) = try Self.makeVirtioDevices(config: config, disks: disks, console: console,
                                                                     memory: memory, vm: vm)
         stats = VMStats(devices: virtioDevices.map(\.device.stats))
+        irqProbe = config.irqProbe ? try IRQProbe(memory: memory, vm: vm) : nil
         do {
             bus = try PortBus([
                 .init(base: LegacyPorts.com1, length: 8, device: serial),
                 .init(base: SysCtl.port, length: 4, device: SystemControl()),
                 .init(base: 0x60, length: 5, device: I8042()),
             ])
-            mmioBus = try MMIOBus(virtioDevices.map(\.mapping))
+            mmioBus = try MMIOBus(virtioDevices.map(\.mapping) + (irqProbe.map { [$0.mapping] } ?? []))
         } catch { throw .thread("device buses: \(error)") }
 
         var contexts: [VCPUContext] = []
@@ -146,8 +148,8 @@ public final class VM: @unchecked Sendable {
         }
         if already { return }
         // Device threads first: a guest may notify a queue as soon as it runs.
-        for d in virtioDevices {
-            do { try d.loop.start() } catch {
+        for loop in virtioDevices.map(\.loop) + (irqProbe.map { [$0.loop] } ?? []) {
+            do { try loop.start() } catch {
                 finish(.failed("\(error)"))
                 throw error
             }
@@ -181,6 +183,7 @@ public final class VM: @unchecked Sendable {
             }
         }
         for d in virtioDevices { d.loop.stop() }
+        irqProbe?.loop.stop()
         return lifecycle.withLock { $0.exit } ?? .stopped
     }
 

@@ -27,7 +27,7 @@ struct Run: ParsableCommand {
     @Option(name: .long, help: ArgumentHelp("Guest RAM in MiB, from \(VMConfig.minMemoryMiB) to the host's RAM.", valueName: "MiB"))
     var memory: Int = 128
 
-    @Option(name: .long, help: ArgumentHelp("Number of vCPUs (only 1 until SMP support lands).", valueName: "n"))
+    @Option(name: .long, help: ArgumentHelp("Number of vCPUs, from 1 to what KVM allows on this host; the guest starts them with INIT/SIPI.", valueName: "n"))
     var cpus: Int = 1
 
     @Option(name: .long, help: ArgumentHelp(
@@ -40,6 +40,9 @@ struct Run: ParsableCommand {
         valueName: "serial|virtio"))
     var console: String = ConsoleKind.virtio.rawValue
 
+    @Flag(name: .customLong("irq-probe"), help: "Benchmark aid: add the interrupt-latency probe device (pvos `bench irq`, Scripts/bench-cpu).")
+    var irqProbe = false
+
     func run() throws {
         let disks: [DiskConfig]
         let consoleKind: ConsoleKind
@@ -50,7 +53,7 @@ struct Run: ParsableCommand {
             throw UsageError(message: error.description)
         }
         let config = VMConfig(kernel: try kernel ?? Executables.bundledGuest(), cmdline: cmdline, memoryMiB: memory, cpus: cpus,
-                              disks: disks, console: consoleKind)
+                              disks: disks, console: consoleKind, irqProbe: irqProbe)
         // The VM runs in a lean process of its own (see Package.swift): replace this one.
         try Executables.exec(Executables.sibling("pvmm-vmm"), config.arguments)
     }

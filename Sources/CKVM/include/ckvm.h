@@ -91,6 +91,9 @@ int ckvm_set_thread_name(const char *name);
 
 // MARK: signals used to kick a vCPU thread out of KVM_RUN
 int ckvm_kick_signal(void);
+/// The TSC, for benchmarks that compare host and guest timestamps (on this PVM host the
+/// guest's rdtsc reads the same counter).
+uint64_t ckvm_rdtsc(void);
 /// Unblocks the kick signal in the calling thread: a parent (a test runner, a shell) may
 /// have it blocked, and a blocked kick never interrupts a vCPU halted in the kernel.
 int ckvm_unblock_kick_signal(void);
