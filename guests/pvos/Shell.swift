@@ -30,7 +30,9 @@ enum Shell {
         } else if matches(command, "cpus") {
             cpus()
         } else if matches(command, "bench") {
-            if let what = args.first, matches(what, "cpu") { benchCPU() } else { Console.write("usage: bench cpu\n") }
+            if let what = args.first, matches(what, "cpu") { benchCPU() }
+            else if let what = args.first, matches(what, "irq") { IRQBench.run(args.dropFirst()) }
+            else { Console.write("usage: bench cpu | bench irq [N]\n") }
         } else if matches(command, "blk") {
             blk(args)
         } else if matches(command, "virtio") {

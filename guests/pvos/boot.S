@@ -239,6 +239,15 @@ irq_entry:
 	incq CPU_TICKS(%rcx)
 	jmp 2f
 1:	incq CPU_IRQS(%rcx)
+	cmp pvos_irq_probe_vector(%rip), %rax  /* pvmm's latency probe: stamp the TSC */
+	jne 5f
+	rdtsc
+	shl $32, %rdx
+	or %rdx, %rax
+	mov %rax, pvos_irq_probe_tsc(%rip)
+	lock incq pvos_irq_probe_count(%rip)
+	jmp 2f
+5:	mov 24(%rsp), %eax
 	sub $0x30, %eax                /* an IOAPIC input with a virtio device on it? */
 	cmp $48, %eax
 	jae 2f
