@@ -63,6 +63,20 @@ func cpuSeconds(_ pid: pid_t) throws -> Double {
         #expect(try vm.wait() == 0)
     }
 
+    @Test func irqProbeDeliversEveryInterrupt() throws {
+        let vm = try bootPVMM(["--irq-probe"])
+        try vm.expect("pvos> ")
+        let out = try vm.command("bench irq 300", timeout: 30)
+        #expect(out.contains("n=300 lost=0"), "\(out)")
+        vm.send("poweroff\n")
+        #expect(try vm.wait() == 0)
+        let plain = try bootPVMM()
+        try plain.expect("pvos> ")
+        #expect(try plain.command("bench irq").contains("no probe"))
+        plain.send("poweroff\n")
+        #expect(try plain.wait() == 0)
+    }
+
     @Test func qemuBootsBothCPUs() throws {
         let vm = try QEMUTests.boot(["-smp", "2"])
         try vm.expect("pvos> ", timeout: 30)
