@@ -14,55 +14,6 @@ public protocol PortDevice: AnyObject, Sendable {
     func write(offset: UInt16, from data: UnsafeRawBufferPointer) -> DeviceAction
 }
 
-/// The port-I/O bus: a short sorted list of [base, base+length) ranges. Lookup is a linear
-/// scan: there are a handful of devices and this runs after a ~20 us exit anyway.
-public final class PortBus: Sendable {
-    public struct Mapping: Sendable {
-        public let base: UInt16
-        public let length: UInt16
-        public let device: any PortDevice
-
-        public init(base: UInt16, length: UInt16, device: any PortDevice) {
-            self.base = base
-            self.length = length
-            self.device = device
-        }
-    }
-
-    public let mappings: [Mapping]
-
-    public enum Error: Swift.Error, Equatable { case overlap(base: UInt16, length: UInt16) }
-
-    public init(_ mappings: [Mapping]) throws(Error) {
-        let sorted = mappings.sorted { $0.base < $1.base }
-        for (a, b) in zip(sorted, sorted.dropFirst()) where Int(a.base) + Int(a.length) > Int(b.base) {
-            throw .overlap(base: b.base, length: b.length)
-        }
-        self.mappings = sorted
-    }
-
-    @inline(__always)
-    func find(_ port: UInt16) -> Mapping? {
-        for m in mappings where port >= m.base && Int(port) < Int(m.base) + Int(m.length) { return m }
-        return nil
-    }
-
-    /// An `in`: unclaimed ports read as all ones, as on a PC.
-    public func read(port: UInt16, into data: UnsafeMutableRawBufferPointer) {
-        guard let m = find(port) else {
-            for i in data.indices { data[i] = 0xFF }
-            return
-        }
-        m.device.read(offset: port - m.base, into: data)
-    }
-
-    /// An `out`: unclaimed ports ignore the write.
-    public func write(port: UInt16, from data: UnsafeRawBufferPointer) -> DeviceAction {
-        guard let m = find(port) else { return .none }
-        return m.device.write(offset: port - m.base, from: data)
-    }
-}
-
 extension UnsafeRawBufferPointer {
     /// The access as a little-endian integer (1, 2, 4 or 8 bytes).
     @inline(__always)
@@ -88,13 +39,18 @@ public protocol MMIODevice: AnyObject, Sendable {
     func write(offset: UInt64, from data: UnsafeRawBufferPointer) -> DeviceAction
 }
 
-/// The MMIO bus: [base, base+length) windows, sorted, non-overlapping.
-public final class MMIOBus: Sendable {
+/// Why a bus could not be built.
+public enum BusError: Error, Equatable { case overlap(base: UInt64) }
+
+/// [base, base+length) windows of one address space, sorted and non-overlapping. Lookup
+/// is a linear scan: a VM has a handful of devices and every lookup follows a ~20 us exit.
+public struct AddressMap<Address: FixedWidthInteger & UnsignedInteger & Sendable, Device: Sendable>: Sendable {
     public struct Mapping: Sendable {
-        public let base: UInt64
-        public let length: UInt64
-        public let device: any MMIODevice
-        public init(base: UInt64, length: UInt64, device: any MMIODevice) {
+        public let base: Address
+        public let length: Address
+        public let device: Device
+
+        public init(base: Address, length: Address, device: Device) {
             self.base = base
             self.length = length
             self.device = device
@@ -103,33 +59,70 @@ public final class MMIOBus: Sendable {
 
     public let mappings: [Mapping]
 
-    public enum Error: Swift.Error, Equatable { case overlap(base: UInt64) }
-
-    public init(_ mappings: [Mapping]) throws(Error) {
+    public init(_ mappings: [Mapping]) throws(BusError) {
         let sorted = mappings.sorted { $0.base < $1.base }
         for (a, b) in zip(sorted, sorted.dropFirst()) where a.base.addingReportingOverflow(a.length).partialValue > b.base {
-            throw .overlap(base: b.base)
+            throw .overlap(base: UInt64(b.base))
         }
         self.mappings = sorted
     }
 
+    /// The window holding all of [address, address+size) and the offset into it; an
+    /// access straddling a window's end belongs to none.
     @inline(__always)
-    func find(_ address: UInt64) -> Mapping? {
-        for m in mappings where address >= m.base && address - m.base < m.length { return m }
+    func find(_ address: Address, size: Int) -> (device: Device, offset: Address)? {
+        for m in mappings where address >= m.base && address - m.base < m.length {
+            let offset = address - m.base
+            return UInt64(offset) + UInt64(size) <= UInt64(m.length) ? (m.device, offset) : nil
+        }
         return nil
     }
+}
 
-    /// Unclaimed reads float high; an access that straddles a window's end is refused.
-    public func read(address: UInt64, into data: UnsafeMutableRawBufferPointer) {
-        guard let m = find(address), address - m.base + UInt64(data.count) <= m.length else {
+/// The port-I/O bus.
+public final class PortBus: Sendable {
+    public typealias Mapping = AddressMap<UInt16, any PortDevice>.Mapping
+    public typealias Error = BusError
+    let map: AddressMap<UInt16, any PortDevice>
+
+    public init(_ mappings: [Mapping]) throws(BusError) { map = try AddressMap(mappings) }
+
+    /// An `in`: unclaimed ports read as all ones, as on a PC.
+    public func read(port: UInt16, into data: UnsafeMutableRawBufferPointer) {
+        guard let (device, offset) = map.find(port, size: data.count) else {
             for i in data.indices { data[i] = 0xFF }
             return
         }
-        m.device.read(offset: address - m.base, into: data)
+        device.read(offset: offset, into: data)
+    }
+
+    /// An `out`: unclaimed ports ignore the write.
+    public func write(port: UInt16, from data: UnsafeRawBufferPointer) -> DeviceAction {
+        guard let (device, offset) = map.find(port, size: data.count) else { return .none }
+        return device.write(offset: offset, from: data)
+    }
+}
+
+/// The MMIO bus.
+public final class MMIOBus: Sendable {
+    public typealias Mapping = AddressMap<UInt64, any MMIODevice>.Mapping
+    public typealias Error = BusError
+    let map: AddressMap<UInt64, any MMIODevice>
+
+    public init(_ mappings: [Mapping]) throws(BusError) { map = try AddressMap(mappings) }
+
+    /// Unclaimed reads float high.
+    public func read(address: UInt64, into data: UnsafeMutableRawBufferPointer) {
+        guard let (device, offset) = map.find(address, size: data.count) else {
+            for i in data.indices { data[i] = 0xFF }
+            return
+        }
+        device.read(offset: offset, into: data)
     }
 
     public func write(address: UInt64, from data: UnsafeRawBufferPointer) -> DeviceAction {
-        guard let m = find(address), address - m.base + UInt64(data.count) <= m.length else { return .none }
-        return m.device.write(offset: address - m.base, from: data)
+        guard let (device, offset) = map.find(address, size: data.count) else { return .none }
+        return device.write(offset: offset, from: data)
     }
 }
+

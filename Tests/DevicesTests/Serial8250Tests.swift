@@ -146,7 +146,10 @@ func feed(_ uart: Serial8250, _ s: String) -> Int {
         var v: UInt8 = 0
         withUnsafeMutableBytes(of: &v) { bus.read(port: 0x2F8, into: $0) }
         #expect(v == 0xFF) // unclaimed port floats high
-        #expect(throws: PortBus.Error.self) {
+        var wide: UInt32 = 0
+        withUnsafeMutableBytes(of: &wide) { bus.read(port: 0x3FE, into: $0) }
+        #expect(wide == 0xFFFF_FFFF) // an access straddling the UART's end belongs to no device
+        #expect(throws: BusError.overlap(base: 0x3FC)) {
             try PortBus([.init(base: 0x3F8, length: 8, device: uart), .init(base: 0x3FC, length: 4, device: SystemControl())])
         }
     }
