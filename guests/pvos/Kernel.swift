@@ -211,6 +211,7 @@ public func pvosException(_ frame: UnsafePointer<UInt64>) -> Never {
     let status = vector == 8 ? ExitStatus.doubleFault : ExitStatus.exception
     if Kernel.inException { Platform.powerOff(status) }  // fault while reporting: just stop
     Kernel.inException = true
+    VirtioConsole.drainPolled()
     Console.freshLine()
     Console.write("EXCEPTION vector=")
     Console.writeDecimal(vector)

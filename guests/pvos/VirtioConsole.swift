@@ -112,6 +112,18 @@ enum VirtioConsole {
         _ = waitTransmit { tx.numFree == tx.size }
     }
 
+    /// Before an exception report on the 8250: lets queued virtio output go first so
+    /// the report comes last. Polls (interrupts are off here), at most 100 ms.
+    static func drainPolled() {
+        guard active, let tx, !tx.corrupt else { return }
+        flush()
+        let t0 = rdtsc()
+        while tx.numFree < tx.size && !tx.corrupt && rdtsc() &- t0 < Platform.tscKHz * 100 {
+            tx.collect(interrupt: false) { _, _ in }
+            cpuPause()
+        }
+    }
+
     // MARK: input
 
     static var inputReady: Bool {
