@@ -9,6 +9,7 @@
 @_extern(c, "pvos_wrmsr_safe") func wrmsrSafe(_ msr: UInt32, _ value: UInt64) -> Int32
 @_extern(c, "pvos_cpuid") func cpuidRaw(_ leaf: UInt32, _ sub: UInt32, _ out: UnsafeMutablePointer<UInt32>)
 @_extern(c, "pvos_rdtsc") func rdtsc() -> UInt64
+@_extern(c, "pvos_virtio_lazy_ack_addr") func virtioLazyAckAddress() -> UInt64
 @_extern(c, "pvos_read_cr2") func readCR2() -> UInt64
 @_extern(c, "pvos_hlt") func hlt()
 @_extern(c, "pvos_pause") func cpuPause()
@@ -70,6 +71,7 @@ enum Platform {
             detectTSC()
         }
         underPVMM = inl(SysCtl.port) == SysCtl.signature
+        if underPVMM { write8(virtioLazyAckAddress(), 1) }
     }
 
     /// Without PVM: the hypervisor timing leaf, then CPUID 0x15/0x16, else 2 GHz.

@@ -255,11 +255,14 @@ irq_entry:
 	mov (%rdx,%rax,8), %rdx
 	test %rdx, %rdx
 	jz 2f
+	mov $1, %ecx                   /* pvmm: the irqfd edge needs no ACK; skip both exits */
+	cmpb $0, pvos_virtio_lazy_ack(%rip)
+	jne 6f
 	mov 0x60(%rdx), %ecx           /* InterruptStatus (an exit) */
 	test %ecx, %ecx
 	jz 2f
 	mov %ecx, 0x64(%rdx)           /* InterruptACK: QEMU's line is a level */
-	lea pvos_virtio_irq_status(%rip), %rdx
+6:	lea pvos_virtio_irq_status(%rip), %rdx
 	lock or %ecx, (%rdx,%rax,4)
 2:	cmpb $0, pvos_apic_on(%rip)
 	je 3f

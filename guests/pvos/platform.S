@@ -235,7 +235,14 @@ FUNC pvos_virtio_irq_base_addr
 FUNC pvos_virtio_irq_status_addr
 	lea pvos_virtio_irq_status(%rip), %rax
 	ret
+/* Set under pvmm (docs/devices.md): its interrupts are irqfd edges that do not depend on
+ * InterruptStatus, so irq_entry skips the read and the ACK (two ~20 us exits). */
+FUNC pvos_virtio_lazy_ack_addr
+	lea pvos_virtio_lazy_ack(%rip), %rax
+	ret
 	.section .bss.virtio, "aw", @nobits
+	.globl pvos_virtio_lazy_ack
+pvos_virtio_lazy_ack:	.byte 0
 	.balign 16
 	.globl pvos_virtio_irq_base, pvos_virtio_irq_status
 pvos_virtio_irq_base:	.skip 48 * 8
