@@ -71,10 +71,10 @@ public final class VM: @unchecked Sendable {
         do {
             // The IOAPIC and LAPICs live in the kernel: interrupts, timers, HLT and
             // INIT/SIPI never need a userspace exit. They must exist before the vCPUs.
-            try vm.createIRQChip()
             for (slot, r) in memory.regions.enumerated() {
                 try vm.setMemoryRegion(slot: UInt32(slot), guestAddress: r.guestBase, size: r.size, hostAddress: r.hostAddress)
             }
+            try vm.createIRQChip()
         } catch { throw .kvm(error) }
 
         let cmdline = Array(config.kernelCommandLine.utf8)
