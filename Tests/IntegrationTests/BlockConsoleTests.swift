@@ -170,3 +170,22 @@ func hex8(_ v: UInt32) -> String {
         #expect(written, "QEMU: the guest's pattern is not at sectors 16..<24")
     }
 }
+
+/// pvos's virtio-console driver against QEMU's virtio-serial-device (a second,
+/// independent implementation): the shell comes up on the virtconsole, not the 8250.
+@Suite struct QEMUConsoleTests {
+    @Test func shellRunsOnQEMUsVirtconsole() throws {
+        let qemu = "/usr/bin/qemu-system-x86_64"
+        let vm = try Child([qemu, "-M", "microvm,x-option-roms=off,rtc=off,pit=off,pic=off",
+                            "-enable-kvm", "-cpu", "host,-arch-capabilities", "-m", "128",
+                            "-no-reboot", "-nodefaults", "-display", "none", "-monitor", "none",
+                            "-serial", "null", "-global", "virtio-mmio.force-legacy=false",
+                            "-device", "virtio-serial-device", "-chardev", "stdio,id=c0",
+                            "-device", "virtconsole,chardev=c0", "-kernel", Paths.guest])
+        try vm.expect("pvos> ", timeout: 30)
+        #expect(try vm.command("echo over virtio-serial", timeout: 30).contains("over virtio-serial"))
+        #expect(try vm.command("info", timeout: 30).contains("platform: pvm-native"))
+        vm.send("poweroff\n")
+        #expect(try vm.wait(timeout: 30) == 0)
+    }
+}
