@@ -76,14 +76,7 @@ pvos_entry32:
 	loop 3b
 	mov $pvos_boot_pml4, %eax
 	mov %eax, %cr3
-	mov $0x620, %eax               /* PAE OSFXSR OSXMMEXCPT */
-	mov %eax, %cr4
-	mov $0xC0000080, %ecx
-	rdmsr
-	or $0x100, %eax                /* EFER.LME */
-	wrmsr
-	mov $0x80050033, %eax          /* PG AM WP NE ET MP PE */
-	mov %eax, %cr0
+	ENABLE_LONG_MODE
 	ljmp $SEL_CODE, $1f
 	.code64
 1:	mov %ebx, %r15d                /* upper halves are undefined after the switch */

@@ -24,3 +24,11 @@
 #define MAX_CPUS     64
 #define VEC_TIMER    0x20
 #define VEC_SPURIOUS 0xFF
+
+/* 32-bit code with CR3 loaded: CR4 (PAE OSFXSR OSXMMEXCPT), EFER.LME, then CR0 (PG AM WP
+ * NE ET MP PE); the next far jump enters long mode. The BSP's PVH path and the AP
+ * trampoline share it. Clobbers eax, ecx, edx. */
+#define ENABLE_LONG_MODE \
+	mov $0x620, %eax; mov %eax, %cr4; \
+	mov $0xC0000080, %ecx; rdmsr; or $0x100, %eax; wrmsr; \
+	mov $0x80050033, %eax; mov %eax, %cr0

@@ -39,14 +39,7 @@ tr_32:
 	mov %eax, %ss
 	mov T(tr_cr3)(%ebx), %eax      /* the BSP's tables: below 4 GiB, U/S=1 everywhere */
 	mov %eax, %cr3
-	mov $0x620, %eax               /* PAE OSFXSR OSXMMEXCPT */
-	mov %eax, %cr4
-	mov $0xC0000080, %ecx
-	rdmsr
-	or $0x100, %eax                /* EFER.LME */
-	wrmsr
-	mov $0x80050033, %eax          /* PG AM WP NE ET MP PE */
-	mov %eax, %cr0
+	ENABLE_LONG_MODE
 	ljmpl *T(tr_far64)(%ebx)       /* straight into the kernel's 64-bit AP entry */
 	.balign 8
 tr_gdt:
