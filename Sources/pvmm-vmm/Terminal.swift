@@ -73,47 +73,50 @@ private final class ReaderContext: @unchecked Sendable {
         self.escapes = escapes
     }
 
+    /// Bytes read from stdin but not yet taken by the guest, at most this many: beyond it
+    /// the reader stops reading, so a fast pipe meets back-pressure instead of memory growth.
+    static let maxPending = 64 << 10
+
     func run() {
         _ = ckvm_set_thread_name("console-in")
         var buf = [UInt8](repeating: 0, count: 4096)
-        var out = [UInt8]()
-        out.reserveCapacity(4096)
+        var pending: [UInt8] = []
+        var eof = false
         while true {
-            let n = buf.withUnsafeMutableBytes { read(STDIN_FILENO, $0.baseAddress, $0.count) }
-            if n == 0 { return } // EOF: the guest just gets no more input
-            if n < 0 {
-                if errno == EINTR || errno == EAGAIN { continue }
-                return
+            if !pending.isEmpty {
+                let n = pending.withUnsafeBytes { vm.sendConsoleInput($0) }
+                pending.removeFirst(n)
             }
-            out.removeAll(keepingCapacity: true)
+            // Reading goes on while the guest is slow to take input, so Ctrl-A x always
+            // works; only a full `pending` (a pipe outrunning the guest) pauses it.
+            if eof || pending.count >= Self.maxPending {
+                if eof && pending.isEmpty { return } // EOF: the guest just gets no more input
+                usleep(1000)
+                continue
+            }
+            var p = pollfd(fd: STDIN_FILENO, events: Int16(POLLIN), revents: 0)
+            if poll(&p, 1, pending.isEmpty ? -1 : 1) <= 0 { continue }
+            let n = buf.withUnsafeMutableBytes { read(STDIN_FILENO, $0.baseAddress, $0.count) }
+            if n == 0 { eof = true; continue }
+            if n < 0 {
+                if errno != EINTR && errno != EAGAIN { eof = true }
+                continue
+            }
             for b in buf[..<n] {
-                if !escapes { out.append(b); continue }
+                if !escapes { pending.append(b); continue }
                 if sawCtrlA {
                     sawCtrlA = false
                     if b == UInt8(ascii: "x") || b == UInt8(ascii: "X") {
-                        feed(out)
                         vm.stop()
                         return
                     }
-                    out.append(Terminal.ctrlA)
-                    if b != Terminal.ctrlA { out.append(b) }
+                    pending.append(Terminal.ctrlA)
+                    if b != Terminal.ctrlA { pending.append(b) }
                 } else if b == Terminal.ctrlA {
                     sawCtrlA = true
                 } else {
-                    out.append(b)
+                    pending.append(b)
                 }
-            }
-            feed(out)
-        }
-    }
-
-    func feed(_ bytes: [UInt8]) {
-        var off = 0
-        bytes.withUnsafeBytes { all in
-            while off < all.count {
-                let n = vm.sendConsoleInput(UnsafeRawBufferPointer(rebasing: all[off...]))
-                off += n
-                if n == 0 { usleep(1000) }
             }
         }
     }

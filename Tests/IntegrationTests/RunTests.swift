@@ -91,6 +91,20 @@ import Testing
         #expect(after.c_iflag == before.c_iflag)
         #expect(after.c_oflag == before.c_oflag)
     }
+
+    @Test func ctrlAXStopsAGuestThatNeverReadsInput() throws {
+        var master: Int32 = 0, slave: Int32 = 0
+        try #require(openpty(&master, &slave, nil, nil, nil) == 0)
+        defer { close(master); close(slave) }
+        // `jmp .`: the guest never reads its console, so typed bytes pile up in pvmm.
+        let path = try Paths.temporaryFile("spin.elf", TinyELF.make(code: [0xEB, 0xFE]))
+        let vm = try Child([Paths.pvmm, "run", "--kernel", path, "--console", "serial"], pty: (master, slave))
+        usleep(200_000)
+        for _ in 0..<12 { vm.send(String(repeating: "y", count: 500) + "\r") }
+        usleep(100_000)
+        vm.send("\u{01}x")
+        #expect(try vm.wait(timeout: 10) == 0)
+    }
 }
 
 /// Bad input: a clear message naming the flag or file, exit status 2, no VM started.
