@@ -18,13 +18,6 @@ import Devices
 import GuestMemory
 import Virtio
 
-// 64 KiB of RAM in two regions, [0, 32K) and [48K, 80K), so region checks are exercised.
-let memory = try! GuestMemory(size: 64 << 10, holeStart: 32 << 10, holeEnd: 48 << 10)
-let descBase: UInt64 = 0x1000
-let usedBase: UInt64 = 0x7000
-let inputCap = 0x6000
-nonisolated(unsafe) var before = [UInt8](repeating: 0, count: 64 << 10)
-nonisolated(unsafe) var after = [UInt8](repeating: 0, count: 64 << 10)
 
 // 16 whole sectors and a 100-byte tail the guest must never reach. On tmpfs when there is
 // one: FLUSH is then free and ZERO_RANGE falls back to PUNCH_HOLE.
@@ -63,14 +56,7 @@ func contents(_ fd: Int32) -> [UInt8] {
 let rwBackend = VirtioBlockBackend(disk: makeImage("rw", readOnly: false), id: "fuzz")
 let roBackend = VirtioBlockBackend(disk: makeImage("ro", readOnly: true), id: nil)
 
-func snapshot(into out: inout [UInt8]) {
-    out.withUnsafeMutableBytes { p in
-        try! memory.read(into: UnsafeMutableRawBufferPointer(rebasing: p[0..<(32 << 10)]), at: 0)
-        try! memory.read(into: UnsafeMutableRawBufferPointer(rebasing: p[(32 << 10)...]), at: 48 << 10)
-    }
-}
 
-func guestAddress(_ i: Int) -> UInt64 { i < (32 << 10) ? UInt64(i) : UInt64(i) + (16 << 10) }
 
 @_cdecl("LLVMFuzzerTestOneInput")
 public func fuzzBlockRequests(_ data: UnsafePointer<UInt8>?, _ size: Int) -> Int32 {

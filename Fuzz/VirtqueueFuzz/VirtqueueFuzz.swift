@@ -15,24 +15,8 @@ import Glibc
 import GuestMemory
 import Virtio
 
-// 64 KiB of RAM in two regions, [0, 32K) and [48K, 80K), so region checks are exercised.
-let memory = try! GuestMemory(size: 64 << 10, holeStart: 32 << 10, holeEnd: 48 << 10)
-let descBase: UInt64 = 0x1000
-let usedBase: UInt64 = 0x7000
-let inputCap = 0x6000  // input bytes copied at 0x1000; stops short of the used ring
-nonisolated(unsafe) var before = [UInt8](repeating: 0, count: 64 << 10)
-nonisolated(unsafe) var after = [UInt8](repeating: 0, count: 64 << 10)
 
-/// All of RAM as bytes (low region then high region).
-func snapshot(into out: inout [UInt8]) {
-    out.withUnsafeMutableBytes { p in
-        try! memory.read(into: UnsafeMutableRawBufferPointer(rebasing: p[0..<(32 << 10)]), at: 0)
-        try! memory.read(into: UnsafeMutableRawBufferPointer(rebasing: p[(32 << 10)...]), at: 48 << 10)
-    }
-}
 
-/// Guest address of snapshot offset `i`.
-func guestAddress(_ i: Int) -> UInt64 { i < (32 << 10) ? UInt64(i) : UInt64(i) + (16 << 10) }
 
 @_cdecl("LLVMFuzzerTestOneInput")
 public func fuzzVirtqueue(_ data: UnsafePointer<UInt8>?, _ size: Int) -> Int32 {
