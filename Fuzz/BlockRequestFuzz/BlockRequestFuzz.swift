@@ -18,7 +18,6 @@ import Devices
 import GuestMemory
 import Virtio
 
-
 // 16 whole sectors and a 100-byte tail the guest must never reach. On tmpfs when there is
 // one: FLUSH is then free and ZERO_RANGE falls back to PUNCH_HOLE.
 let imageSize = 16 * 512 + 100
@@ -55,8 +54,6 @@ func contents(_ fd: Int32) -> [UInt8] {
 
 let rwBackend = VirtioBlockBackend(disk: makeImage("rw", readOnly: false), id: "fuzz")
 let roBackend = VirtioBlockBackend(disk: makeImage("ro", readOnly: true), id: nil)
-
-
 
 @_cdecl("LLVMFuzzerTestOneInput")
 public func fuzzBlockRequests(_ data: UnsafePointer<UInt8>?, _ size: Int) -> Int32 {

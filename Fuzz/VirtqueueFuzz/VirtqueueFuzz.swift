@@ -15,9 +15,6 @@ import Glibc
 import GuestMemory
 import Virtio
 
-
-
-
 @_cdecl("LLVMFuzzerTestOneInput")
 public func fuzzVirtqueue(_ data: UnsafePointer<UInt8>?, _ size: Int) -> Int32 {
     let input = UnsafeRawBufferPointer(start: data, count: data == nil ? 0 : size)
