@@ -9,10 +9,17 @@ let package = Package(
     products: [
         .executable(name: "pvmm", targets: ["pvmm"]),
         .executable(name: "pvmm-vmm", targets: ["pvmm-vmm"]),
+        .executable(name: "pvmmd", targets: ["pvmmd"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/apple/swift-system", from: "1.4.0"),
+        // The daemon's HTTP server only (pvmmd): never linked into pvmm or pvmm-vmm.
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird-websocket", from: "2.8.1"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
     ],
     targets: [
         // Thin ioctl wrappers: a value or -errno, no logic.
@@ -42,6 +49,31 @@ let package = Package(
             name: "pvmm-vmm",
             dependencies: ["VMM", "CKVM"],
             linkerSettings: [.unsafeFlags(["-static-executable"])]
+        ),
+        // The daemon: registry and state machine, persistence, supervision of VMM processes,
+        // the VMM control-socket client, the HTTP API on Hummingbird (docs/api.md).
+        .target(name: "VMDefinition"),
+        .target(name: "CSupervise"),
+        .target(
+            name: "Daemon",
+            dependencies: [
+                "VMDefinition", "CSupervise",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdCore", package: "hummingbird"),
+                .product(name: "HummingbirdWebSocket", package: "hummingbird-websocket"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            resources: [.copy("openapi.json")]
+        ),
+        // The daemon: Hummingbird over a Unix socket (see docs/api.md). Its own executable,
+        // which `pvmm daemon` execs, so the server libraries never load for `pvmm run`.
+        .executableTarget(
+            name: "pvmmd",
+            dependencies: ["Daemon"]
         ),
         .testTarget(name: "BootTests", dependencies: ["Boot", "GuestMemory", "PVMMABI"]),
         .testTarget(name: "DevicesTests", dependencies: ["Devices", "GuestMemory", "Virtio"]),

@@ -1,0 +1,108 @@
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOPosix
+import VMDefinition
+
+/// A failure talking to a VMM's control socket (docs/control.md).
+public enum ControlError: Error, Sendable, Equatable {
+    /// The VMM refused the request: `kind` is invalid, conflict, host or guest.
+    case vmm(kind: String, message: String, field: String?)
+    /// No VMM listens there (not started yet, or gone).
+    case unreachable(String)
+    /// The answer was not one JSON line of the documented shape.
+    case protocolError(String)
+    case timedOut
+}
+
+/// One connection to a VMM's control socket: ONE request line, ONE response line, then
+/// (for events, console and logs) a stream. Built on NIO so thousands of idle event
+/// streams cost no threads.
+public struct ControlConnection: Sendable {
+    public typealias Channel = NIOAsyncChannel<ByteBuffer, ByteBuffer>
+    /// A response line longer than this is a protocol error (a status is ~150 bytes,
+    /// stats grow with devices).
+    static let maxLine = 1 << 20
+
+    /// Connects, sends `request`, reads the response line and hands `body` the answer,
+    /// the bytes that followed it on the stream and the channel's two directions.
+    public static func with<T: Sendable>(
+        path: String, request: JSONValue, timeout: TimeAmount = .seconds(10),
+        _ body: (JSONValue, ByteBuffer, NIOAsyncChannelInboundStream<ByteBuffer>.AsyncIterator, NIOAsyncChannelOutboundWriter<ByteBuffer>) async throws -> T
+    ) async throws -> T {
+        let channel: Channel
+        do {
+            channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+                .connectTimeout(.seconds(2))
+                .connect(unixDomainSocketPath: path) { ch in
+                    ch.eventLoop.makeCompletedFuture { try Channel(wrappingChannelSynchronously: ch) }
+                }
+        } catch {
+            throw ControlError.unreachable("\(error)")
+        }
+        // The answer must come within `timeout` (a wedged VMM must not hold a request
+        // forever); closing the channel ends the read below.
+        let fired = NIOLockedValueBox(false)
+        let timer = channel.channel.eventLoop.scheduleTask(in: timeout) {
+            fired.withLockedValue { $0 = true }
+            channel.channel.close(promise: nil)
+        }
+        return try await channel.executeThenClose { inbound, outbound in
+            var line = request.encodedBytes
+            line.append(UInt8(ascii: "\n"))
+            var it = inbound.makeAsyncIterator()
+            var pending = ByteBuffer()
+            let response: JSONValue
+            do {
+                try await outbound.write(ByteBuffer(bytes: line))
+                response = try await readLine(&it, &pending)
+                timer.cancel()
+            } catch {
+                timer.cancel()
+                if fired.withLockedValue({ $0 }) { throw ControlError.timedOut }
+                throw error
+            }
+            return try await body(response, pending, it, outbound)
+        }
+    }
+
+    static func readLine(_ it: inout NIOAsyncChannelInboundStream<ByteBuffer>.AsyncIterator, _ pending: inout ByteBuffer) async throws -> JSONValue {
+        while true {
+            if let nl = pending.readableBytesView.firstIndex(of: UInt8(ascii: "\n")) {
+                let bytes = pending.readBytes(length: nl - pending.readerIndex)!
+                pending.moveReaderIndex(forwardBy: 1)
+                return try decodeResponse(bytes)
+            }
+            guard pending.readableBytes < maxLine else { throw ControlError.protocolError("response line too long") }
+            guard var chunk = try await it.next() else {
+                throw ControlError.protocolError("connection closed before the response")
+            }
+            pending.writeBuffer(&chunk)
+        }
+    }
+
+    /// One request, one answer; the connection is closed after it.
+    public static func request(path: String, _ request: JSONValue, timeout: TimeAmount = .seconds(10)) async throws(ControlError) -> JSONValue {
+        do {
+            return try await with(path: path, request: request, timeout: timeout) { r, _, _, _ in r }
+        } catch let e as ControlError {
+            throw e
+        } catch {
+            throw .unreachable("\(error)")
+        }
+    }
+
+    /// `{"ok":true,...}` -> the object; `{"ok":false,"error":{...}}` -> ControlError.vmm.
+    static func decodeResponse(_ bytes: [UInt8]) throws(ControlError) -> JSONValue {
+        let v: JSONValue
+        do { v = try JSONValue(parsing: bytes) } catch { throw .protocolError(error.description) }
+        switch v["ok"]?.boolValue {
+        case true?: return v
+        case false?:
+            let e = v["error"]
+            throw .vmm(kind: e?["kind"]?.stringValue ?? "host", message: e?["message"]?.stringValue ?? "unknown error",
+                       field: e?["field"]?.stringValue)
+        case nil: throw .protocolError("no \"ok\" member")
+        }
+    }
+}
+

@@ -1,0 +1,132 @@
+import Foundation
+import VMDefinition
+
+/// The states of docs/api.md; the VMM reports the same names (docs/control.md).
+public enum VMState: String, Sendable, CaseIterable {
+    case created, starting, running, paused, stopping, stopped, crashed
+
+    /// A VMM process exists for the VM (or should: it is being started).
+    public var isActive: Bool { ![.created, .stopped, .crashed].contains(self) }
+}
+
+/// What the daemon knows about one VM beyond its definition: persisted as record.json
+/// next to config.json, rewritten (atomically) on every change, so a daemon that was
+/// killed finds every VM again.
+public struct VMRecord: Sendable {
+    public var state: VMState
+    public var pid: Int32?
+    /// /proc/PID/stat start time of that pid: guards against re-adopting a recycled pid.
+    public var pidStart: UInt64?
+    /// How the last run ended (exit.json, plus the signal when the VMM was killed).
+    public var lastExit: JSONValue?
+    public var createdNs: UInt64
+    /// Wall-clock time of the last start.
+    public var startedNs: UInt64?
+    /// Running time (not paused) accumulated before `runningSinceMono`.
+    public var uptimeBaseNs: UInt64 = 0
+    /// CLOCK_MONOTONIC (system-wide, so valid across daemon restarts) when the VM last
+    /// entered `running`; nil when not running.
+    public var runningSinceMono: UInt64?
+
+    public init(state: VMState, createdNs: UInt64) {
+        self.state = state
+        self.createdNs = createdNs
+    }
+
+    public func uptimeNs(now: UInt64 = monotonicNs()) -> UInt64 {
+        uptimeBaseNs + (runningSinceMono.map { now > $0 ? now - $0 : 0 } ?? 0)
+    }
+
+    public var json: JSONValue {
+        var m: [(key: String, value: JSONValue)] = [("state", .string(state.rawValue))]
+        if let pid { m.append(("pid", .int(pid))) }
+        if let pidStart { m.append(("pid_start", .int(pidStart))) }
+        if let lastExit { m.append(("last_exit", lastExit)) }
+        m.append(("created_ns", .int(createdNs)))
+        if let startedNs { m.append(("started_ns", .int(startedNs))) }
+        m.append(("uptime_base_ns", .int(uptimeBaseNs)))
+        if let runningSinceMono { m.append(("running_since_mono_ns", .int(runningSinceMono))) }
+        return .object(m)
+    }
+
+    /// Reads a record this daemon wrote; nil when it is damaged (the caller then treats
+    /// the VM as created: its definition is still good).
+    public init?(json v: JSONValue) {
+        guard let s = v["state"]?.stringValue, let state = VMState(rawValue: s),
+              let created = v["created_ns"].flatMap(uint64) else { return nil }
+        self.state = state
+        createdNs = created
+        pid = v["pid"]?.intValue.map { Int32(truncatingIfNeeded: $0) }
+        pidStart = v["pid_start"].flatMap(uint64)
+        lastExit = v["last_exit"]
+        startedNs = v["started_ns"].flatMap(uint64)
+        uptimeBaseNs = v["uptime_base_ns"].flatMap(uint64) ?? 0
+        runningSinceMono = v["running_since_mono_ns"].flatMap(uint64)
+    }
+}
+
+func uint64(_ v: JSONValue) -> UInt64? { if case .number(let t) = v { UInt64(t) } else { nil } }
+
+public func monotonicNs() -> UInt64 {
+    var ts = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
+}
+
+public func wallClockNs() -> UInt64 {
+    var ts = timespec()
+    clock_gettime(CLOCK_REALTIME, &ts)
+    return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
+}
+
+/// Small files written whole: temp file + rename, so a crash leaves the old or the new
+/// version, never half of one.
+enum StateFiles {
+    static func write(_ bytes: [UInt8], to path: String) throws {
+        let tmp = path + ".tmp"
+        try Data(bytes).write(to: URL(fileURLWithPath: tmp))
+        guard rename(tmp, path) == 0 else {
+            throw CocoaError(.fileWriteUnknown, userInfo: [NSFilePathErrorKey: path])
+        }
+    }
+
+    static func read(_ path: String) -> [UInt8]? {
+        FileManager.default.contents(atPath: path).map { [UInt8]($0) }
+    }
+
+    static func readJSON(_ path: String) -> JSONValue? {
+        read(path).flatMap { try? JSONValue(parsing: $0) }
+    }
+}
+
+/// How a VMM run ended, from what it left (exit.json) and how the process died.
+func endRecord(exitJSON: JSONValue?, end: ProcessEnd, logTail: String) -> (VMState, JSONValue) {
+    if case .signaled(let sig) = end {
+        return (.crashed, .object([("state", .string("crashed")), ("reason", .string("killed by signal \(sig)")),
+                                   ("signal", .int(sig))]))
+    }
+    if let e = exitJSON, let s = e["state"]?.stringValue, let state = VMState(rawValue: s),
+       state == .stopped || state == .crashed {
+        return (state, e)
+    }
+    let why: String
+    switch end {
+    case .exited(let status): why = "the VMM exited with status \(status) without an exit record"
+    default: why = "the VMM ended while the daemon was not its parent, without an exit record"
+    }
+    let detail = logTail.isEmpty ? why : "\(why): \(logTail)"
+    var m: [(key: String, value: JSONValue)] = [("state", .string("crashed")), ("reason", .string(detail))]
+    if case .exited(let status) = end { m.append(("vmm_status", .int(status))) }
+    return (.crashed, .object(m))
+}
+
+/// The last non-empty line of a VMM's log (its error message when it failed to start).
+func lastLogLine(_ path: String) -> String {
+    guard let fd = FileHandle(forReadingAtPath: path) else { return "" }
+    defer { try? fd.close() }
+    let size = (try? fd.seekToEnd()) ?? 0
+    try? fd.seek(toOffset: size > 4096 ? size - 4096 : 0)
+    let data = (try? fd.readToEnd()) ?? Data()
+    let text = String(decoding: data, as: UTF8.self)
+    return text.split(separator: "\n").last.map(String.init) ?? ""
+}
