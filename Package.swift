@@ -39,7 +39,7 @@ let package = Package(
         // The user-facing CLI. `pvmm run` validates its flags, then execs pvmm-vmm.
         .executableTarget(
             name: "pvmm",
-            dependencies: ["VMM", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            dependencies: ["VMM", "DaemonClient", .product(name: "ArgumentParser", package: "swift-argument-parser")],
             // Static in release (Scripts/build adds --static-swift-stdlib, which the
             // FoundationEssentials it pulls in needs): no dynamic loading of the runtime
             // saves ~1.7 ms of every `pvmm run` before the VMM process even starts.
@@ -56,6 +56,9 @@ let package = Package(
         // The daemon: registry and state machine, persistence, supervision of VMM processes,
         // the VMM control-socket client, the HTTP API on Hummingbird (docs/api.md).
         .target(name: "CSupervise"),
+        // The client side of the API for `pvmm ls|create|console|...`: blocking HTTP/1.1 and
+        // WebSocket over the Unix socket, no Foundation and no NIO, so the CLI stays light.
+        .target(name: "DaemonClient", dependencies: ["VMDefinition"]),
         .target(
             name: "Daemon",
             dependencies: [

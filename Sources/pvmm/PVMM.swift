@@ -8,7 +8,9 @@ struct PVMM: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "pvmm",
         abstract: "A paravirtual KVM virtual machine monitor.",
-        subcommands: [Run.self]
+        subcommands: [Run.self, DaemonCommand.self, ListCommand.self, CreateCommand.self, StartCommand.self, PauseCommand.self,
+                      ResumeCommand.self, StopCommand.self, KillCommand.self, RebootCommand.self, RemoveCommand.self,
+                      InfoCommand.self, LogsCommand.self, EventsCommand.self, ConsoleCommand.self]
     )
 
     /// ArgumentParser exits 64 on usage errors; pvmm's contract is status 2 for any bad
