@@ -113,7 +113,7 @@ final class VCPUContext: @unchecked Sendable {
         switch p.vector {
         case nil: what = "guest panic (unreadable report)"
         case PanicReport.softwarePanic?: what = "guest panic"
-        case let v?: what = "guest panic: exception \(v), error code 0x\((p.errorCode ?? 0).hex(1)), cr2 0x\((p.cr2 ?? 0).hex(1))"
+        case let v?: what = "guest panic: exception \(v) at rip 0x\((p.rip ?? 0).hex(1)), error code 0x\((p.errorCode ?? 0).hex(1)), cr2 0x\((p.cr2 ?? 0).hex(1))"
         }
         guard case .crashed(var report) = crash(what, vector: p.vector == PanicReport.softwarePanic ? nil : p.vector) else {
             return .failed(what)
