@@ -151,6 +151,7 @@ extension VM {
     public func resume() throws(VMMError) {
         try withOperation { () throws(VMMError) in
             try check(.resume)
+            for loop in deviceLoops { loop.resume() }
             unparkVCPUs()
             lifecycle.update { enter(.running, &$0) }
         }
@@ -194,6 +195,7 @@ extension VM {
             s.startedNs = wallClockNanoseconds()
             s.startedMonotonicNs = monotonicNanoseconds()
         }
+        for loop in deviceLoops { loop.resume() }
         unparkVCPUs()
         lifecycle.update { enter(.running, &$0) }
     }
@@ -206,7 +208,10 @@ extension VM {
             let st = state
             if st == .stopping { return }
             // A paused guest cannot see the button: let it run first.
-            if st == .paused { unparkVCPUs() }
+            if st == .paused {
+                for loop in deviceLoops { loop.resume() }
+                unparkVCPUs()
+            }
             lifecycle.update { s in
                 enter(.stopping, &s)
                 s.stopTimeoutSeconds = timeoutSeconds
