@@ -80,6 +80,17 @@ public final class Serial8250: PortDevice {
         return n
     }
 
+    /// Power-on register state for a reboot; host input not yet read stays queued (it was
+    /// typed for the guest, whichever boot reads it).
+    public func reset() {
+        state.withLock { s in
+            let (rx, head, count) = (s.rx, s.rxHead, s.rxCount)
+            s = State()
+            (s.rx, s.rxHead, s.rxCount) = (rx, head, count)
+        }
+        irq?.set(false)
+    }
+
     /// Bytes waiting for the guest to read.
     public var pendingInput: Int { state.withLock { $0.rxCount } }
 

@@ -165,15 +165,16 @@ enum Console {
         var line: [UInt8] = []
         while true {
             guard let c = readByte() else {
+                PowerButton.check()
                 if VirtioConsole.active {
                     lock()
                     VirtioConsole.flush()    // the prompt and the echo so far
                     unlock()
-                    Platform.idle(SMP.bsp) { VirtioConsole.inputReady }
+                    Platform.idle(SMP.bsp) { VirtioConsole.inputReady || PowerButton.pressed }
                     continue
                 }
                 receiveInterrupt(true)
-                Platform.idle(SMP.bsp) { dataReady() }
+                Platform.idle(SMP.bsp) { dataReady() || PowerButton.pressed }
                 continue
             }
             if c == 10 && lastWasCR { lastWasCR = false; continue }
