@@ -43,7 +43,9 @@ enum Metrics {
         }
         var consoleBytes = Family(name: "pvmm_vm_console_bytes_total", help: "Bytes the guest wrote to its console.", type: "counter")
         var consoleDropped = Family(name: "pvmm_vm_console_dropped_total",
-                                    help: "Console bytes overwritten in the ring before anyone read them.", type: "counter")
+                                    help: "Console bytes a slow attached client skipped.", type: "counter")
+        var consoleOverwritten = Family(name: "pvmm_vm_console_overwritten_total",
+                                        help: "Console bytes overwritten in the ring (older than its 64 KiB).", type: "counter")
         for (n, s) in stats {
             if case .object(let m)? = s["exits"] {
                 for (reason, v) in m { if case .number(let t) = v { exits.samples.append(([("vm", n), ("reason", reason)], t)) } }
@@ -58,8 +60,9 @@ enum Metrics {
             }
             if case .number(let t)? = s["console"]?["bytes"] { consoleBytes.samples.append(([("vm", n)], t)) }
             if case .number(let t)? = s["console"]?["dropped"] { consoleDropped.samples.append(([("vm", n)], t)) }
+            if case .number(let t)? = s["console"]?["overwritten"] { consoleOverwritten.samples.append(([("vm", n)], t)) }
         }
-        let families = [vmState, exits] + deviceCounters.map { dev[$0]! } + [consoleBytes, consoleDropped]
+        let families = [vmState, exits] + deviceCounters.map { dev[$0]! } + [consoleBytes, consoleDropped, consoleOverwritten]
         return families.map(render).joined()
     }
 

@@ -11,6 +11,9 @@ struct ManagedVM {
     var token: UInt64 = 0
     /// Tap fds the daemon opened for this run; closed when the run ends.
     var heldFDs: [Int32] = []
+    /// Counts states applied from the VMM's event stream: a command's answer is applied
+    /// only if no event came in meanwhile (the stream is newer than a late answer).
+    var eventSeq: UInt64 = 0
 }
 
 /// A state change, as /v1/events streams it and waits observe it.
@@ -120,12 +123,24 @@ public actor Registry {
 
     /// The control socket of a VM whose state is one of `allowed` (else 409 naming it),
     /// with the token of its current run.
-    public func target(_ name: String, allowed: Set<VMState>, action: String) throws(APIError) -> (control: String, token: UInt64, pid: Int32?) {
+    public func target(_ name: String, allowed: Set<VMState>, action: String) throws(APIError) -> Target {
         let vm = try get(name)
         guard allowed.contains(vm.record.state) else {
             throw .conflict("cannot \(action) '\(name)': it is \(vm.record.state.rawValue)", field: "state")
         }
-        return (VMPaths(stateDir: stateDir, name: name).control, vm.token, vm.record.pid)
+        return Target(control: VMPaths(stateDir: stateDir, name: name).control, token: vm.token, pid: vm.record.pid,
+                      eventSeq: vm.eventSeq)
+    }
+
+    public struct Target: Sendable {
+        public let control: String, token: UInt64, pid: Int32?, eventSeq: UInt64
+    }
+
+    /// Applies the state a command's answer reports, unless the event stream has said
+    /// something since the command was sent.
+    public func observeAnswer(_ name: String, target: Target, answer: JSONValue) {
+        guard let vm = vms[name], vm.eventSeq == target.eventSeq else { return }
+        observe(name, token: target.token, status: answer, fromEvents: false)
     }
 
     public func state(_ name: String) -> VMState? { vms[name]?.record.state }
@@ -157,11 +172,22 @@ public actor Registry {
     /// Kernel and disk images must exist (and be writable when the disk is): a mistake is
     /// reported now, naming the field, not as a crashed VM later.
     static func checkFiles(_ config: VMConfig) throws(APIError) {
-        if access(config.kernel, R_OK) != 0 {
-            throw APIError(.badRequest, "\(config.kernel): \(String(cString: strerror(errno)))", field: "kernel")
+        try checkFile(config.kernel, field: "kernel", writable: false, blockDeviceOK: false)
+        for (i, d) in config.disks.enumerated() {
+            try checkFile(d.path, field: "disks[\(i)].path", writable: !d.readOnly, blockDeviceOK: true)
         }
-        for (i, d) in config.disks.enumerated() where access(d.path, d.readOnly ? R_OK : R_OK | W_OK) != 0 {
-            throw APIError(.badRequest, "\(d.path): \(String(cString: strerror(errno)))", field: "disks[\(i)].path")
+    }
+
+    static func checkFile(_ path: String, field: String, writable: Bool, blockDeviceOK: Bool) throws(APIError) {
+        var st = stat()
+        guard stat(path, &st) == 0 else { throw APIError(.badRequest, "\(path): \(String(cString: strerror(errno)))", field: field) }
+        let type = st.st_mode & S_IFMT
+        guard type == S_IFREG || (blockDeviceOK && type == S_IFBLK) else {
+            throw APIError(.badRequest, "\(path) is not a regular file" + (blockDeviceOK ? " or block device" : ""), field: field)
+        }
+        guard access(path, writable ? R_OK | W_OK : R_OK) == 0 else {
+            throw APIError(.badRequest, "\(path): \(String(cString: strerror(errno)))" + (writable ? " (a writable disk must be writable)" : ""),
+                           field: field)
         }
     }
 
@@ -273,7 +299,8 @@ public actor Registry {
 
     /// Applies a state the VMM reported (a status answer or an event line). Final states
     /// are recorded when the process has ended (processEnded), with its exit record.
-    public func observe(_ name: String, token: UInt64, status: JSONValue) {
+    public func observe(_ name: String, token: UInt64, status: JSONValue, fromEvents: Bool = true) {
+        if fromEvents, vms[name]?.token == token { vms[name]!.eventSeq += 1 }
         guard var vm = vms[name], vm.token == token, vm.record.state.isActive,
               let s = status["state"]?.stringValue, let new = VMState(rawValue: s), new.isActive,
               new != vm.record.state || status["uptime_ns"] != nil else { return }

@@ -128,7 +128,7 @@ struct API: Sendable {
             answer = try await ControlConnection.request(path: t.control, .object([("op", .string(op))] + extra),
                                                          timeout: .seconds(Int64(max(wait.timeout, 10))))
         } catch { throw error.api }
-        await registry.observe(n, token: t.token, status: answer)
+        await registry.observeAnswer(n, target: t, answer: answer)
         return try await self.answer(n, wait: wait, until: until)
     }
 

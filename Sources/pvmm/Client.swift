@@ -88,7 +88,8 @@ enum LifecycleCall {
         if reply.status == 202 {
             print("\(name): \(state) (still in progress: the wait timed out)")
         } else {
-            print("\(name): \(state)" + (reply.json?["last_exit"].map { $0 == .null ? "" : " (\(formatExit($0)))" } ?? ""))
+            let ended = state == "stopped" || state == "crashed"
+            print("\(name): \(state)" + (ended ? " (\(formatExit(reply.json?["last_exit"])))" : ""))
         }
     }
 }

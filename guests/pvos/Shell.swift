@@ -12,7 +12,7 @@ enum Shell {
 
     static func execute(_ command: [UInt8], _ args: ArraySlice<[UInt8]>) {
         if matches(command, "help") {
-            Console.write("commands: help echo info cpus bench uptime blk virtio poweroff panic\n")
+            Console.write("commands: help echo info cpus bench uptime blk virtio flood poweroff panic\n")
         } else if matches(command, "echo") {
             var first = true
             for a in args {
@@ -42,6 +42,8 @@ enum Shell {
             // last until the next timer tick (10 ms) before the VM could end.
             VirtioConsole.drainPolled()
             Platform.powerOff(ExitStatus.ok)
+        } else if matches(command, "flood") {
+            flood(args)
         } else if matches(command, "panic") {
             // Not covered by the 4 GiB identity map (PML4 slot 224): #PF, vector 14.
             _ = read64(0x0000_7000_0000_0000)
@@ -50,6 +52,33 @@ enum Shell {
             Console.write(command)
             Console.put(10)
         }
+    }
+
+    /// `flood BYTES`: prints BYTES of numbered 64-byte lines, then "flood done": console
+    /// output with nobody reading (the host's ring must absorb it without slowing us).
+    static func flood(_ args: ArraySlice<[UInt8]>) {
+        guard let w = args.first, let total = parseDecimal(w) else {
+            Console.write("usage: flood BYTES\n")
+            return
+        }
+        var line = [UInt8](repeating: 0x2E, count: 64)
+        line[63] = 10
+        var sent: UInt64 = 0
+        var n: UInt64 = 0
+        while sent + 64 <= total {
+            // The line number in decimal at the start: a reader can tell which lines survived.
+            var v = n
+            var i = 9
+            while i >= 0 {
+                line[i] = UInt8(48 + v % 10)
+                v /= 10
+                i -= 1
+            }
+            Console.write(line)
+            sent += 64
+            n += 1
+        }
+        Console.write("flood done\n")
     }
 
     static func info() {
