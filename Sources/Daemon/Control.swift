@@ -26,7 +26,7 @@ public struct ControlConnection: Sendable {
     /// Connects, sends `request`, reads the response line and hands `body` the answer,
     /// the bytes that followed it on the stream and the channel's two directions.
     public static func with<T: Sendable>(
-        path: String, request: JSONValue, timeout: TimeAmount = .seconds(10),
+        path: String, request: JSONValue, timeout: TimeAmount = .seconds(10), streams: StreamSet? = nil,
         _ body: (JSONValue, ByteBuffer, NIOAsyncChannelInboundStream<ByteBuffer>.AsyncIterator, NIOAsyncChannelOutboundWriter<ByteBuffer>) async throws -> T
     ) async throws -> T {
         let channel: Channel
@@ -46,6 +46,9 @@ public struct ControlConnection: Sendable {
             fired.withLockedValue { $0 = true }
             channel.channel.close(promise: nil)
         }
+        // A long-lived stream (console, logs -f) is closed by the daemon's shutdown.
+        let streamID = streams?.add(channel.channel)
+        defer { if let streamID { streams?.remove(streamID) } }
         return try await channel.executeThenClose { inbound, outbound in
             var line = request.encodedBytes
             line.append(UInt8(ascii: "\n"))
@@ -106,3 +109,33 @@ public struct ControlConnection: Sendable {
     }
 }
 
+
+/// The VMM connections behind long-lived client streams: closed all at once when the
+/// daemon shuts down, so SIGTERM never waits on an attached console.
+public final class StreamSet: Sendable {
+    private let channels = NIOLockedValueBox<(next: UInt64, open: [UInt64: any Channel], closed: Bool)>((1, [:], false))
+
+    public init() {}
+
+    func add(_ ch: any Channel) -> UInt64 {
+        let (id, closed) = channels.withLockedValue { s -> (UInt64, Bool) in
+            let id = s.next
+            s.next += 1
+            if !s.closed { s.open[id] = ch }
+            return (id, s.closed)
+        }
+        if closed { ch.close(promise: nil) }
+        return id
+    }
+
+    func remove(_ id: UInt64) { channels.withLockedValue { _ = $0.open.removeValue(forKey: id) } }
+
+    public func closeAll() {
+        let all = channels.withLockedValue { s -> [any Channel] in
+            s.closed = true
+            defer { s.open = [:] }
+            return Array(s.open.values)
+        }
+        for ch in all { ch.close(promise: nil) }
+    }
+}

@@ -34,6 +34,9 @@ public actor Registry {
     private var nextID: UInt64 = 1
     nonisolated(unsafe) var watcher: ProcessWatcher!
     let hostMemoryMiB: Int
+    /// Console and follow-logs streams, closed at shutdown.
+    public let streams = StreamSet()
+    private var shuttingDown = false
 
     public init(stateDir: String, vmmExecutable: String, logger: Logger) {
         self.stateDir = stateDir
@@ -88,6 +91,12 @@ public actor Registry {
             persist(name)
         }
         logger.info("loaded VMs", metadata: ["count": "\(vms.count)", "state_dir": "\(stateDir)"])
+        Task { [weak self] in
+            while let self {
+                try? await Task.sleep(for: .seconds(15))
+                await self.heartbeat()
+            }
+        }
     }
 
     private func newToken() -> UInt64 {
@@ -374,16 +383,36 @@ public actor Registry {
         for c in subscribers.values { c.yield(ev) }
     }
 
-    /// A stream of every state change from now on; ends when the caller stops iterating.
+    /// A stream of every state change from now on; ends when the caller stops iterating
+    /// or the daemon shuts down. Every 15 s it carries a heartbeat (an event with an
+    /// empty name) so a stream whose client went away is noticed at the next write.
     public func subscribe() -> AsyncStream<VMEvent> {
         let id = newToken()
         let (stream, continuation) = AsyncStream<VMEvent>.makeStream(bufferingPolicy: .bufferingNewest(4096))
+        if shuttingDown {
+            continuation.finish()
+            return stream
+        }
         subscribers[id] = continuation
         continuation.onTermination = { [weak self] _ in Task { await self?.unsubscribe(id) } }
         return stream
     }
 
     private func unsubscribe(_ id: UInt64) { subscribers[id] = nil }
+
+    func heartbeat() {
+        let beat = VMEvent(name: "", state: "", json: .null)
+        for c in subscribers.values { c.yield(beat) }
+    }
+
+    /// SIGTERM: end every stream to clients (events, consoles, followed logs) so the
+    /// server's graceful shutdown completes at once. VMs are left running.
+    public func shutdown() {
+        shuttingDown = true
+        for c in subscribers.values { c.finish() }
+        subscribers = [:]
+        streams.closeAll()
+    }
 
     /// Waits until the VM's state is one of `states` (true) or `timeout` passes (false).
     public func wait(_ name: String, for states: Set<VMState>, timeout: Duration) async -> Bool {
@@ -393,6 +422,7 @@ public actor Registry {
         return await withTaskGroup(of: Bool.self) { g in
             g.addTask {
                 for await e in events where e.name == name {
+                    // (Heartbeats have no name and never match.)
                     if let s = VMState(rawValue: e.state), states.contains(s) { return true }
                     if e.state == "deleted" { return false }
                 }

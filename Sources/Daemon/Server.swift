@@ -130,7 +130,13 @@ public func runDaemon(_ options: DaemonOptions) async throws {
                                     configuration: .init(address: .hostname("127.0.0.1", port: port), serverName: "pvmm"),
                                     logger: logger))
     }
-    let group = ServiceGroup(configuration: .init(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+    // Last in the list, so the first told to shut down: it ends the client streams, then
+    // the servers' graceful shutdown has no request left to wait for.
+    services.append(RegistryShutdown(registry: registry))
+    var config = ServiceGroupConfiguration(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
+    config.maximumGracefulShutdownDuration = .seconds(5)
+    config.maximumCancellationDuration = .seconds(2)
+    let group = ServiceGroup(configuration: config)
     try await group.run()
     unlink(socketPath)
     logger.info("stopped; VMs keep running")
@@ -165,5 +171,14 @@ struct JSONLogHandler: LogHandler {
         var bytes = JSONValue.object(members).encodedBytes
         bytes.append(UInt8(ascii: "\n"))
         bytes.withUnsafeBytes { _ = write(STDERR_FILENO, $0.baseAddress, $0.count) }
+    }
+}
+
+/// Waits for the graceful shutdown (SIGTERM/SIGINT), then ends the registry's streams.
+struct RegistryShutdown: Service {
+    let registry: Registry
+    func run() async throws {
+        try? await gracefulShutdown()
+        await registry.shutdown()
     }
 }

@@ -17,6 +17,10 @@ extension API {
             // A first line at once: the client knows it is subscribed (and proxies flush).
             try await writer.write(ByteBuffer(string: sse ? ": subscribed\n\n" : ""))
             for await e in stream {
+                if e.name.isEmpty {
+                    try await writer.write(ByteBuffer(string: sse ? ": heartbeat\n\n" : "\n"))
+                    continue
+                }
                 let line = e.json.encoded
                 try await writer.write(ByteBuffer(string: sse ? "event: state\ndata: \(line)\n\n" : line + "\n"))
             }
@@ -33,11 +37,12 @@ extension API {
         let headers: HTTPFields = [.contentType: "application/octet-stream", .cacheControl: "no-store"]
         if let t = try? await registry.target(n, allowed: [.starting, .running, .paused, .stopping], action: "read") {
             let control = t.control
+            let streams = registry.streams
             return Response(status: .ok, headers: headers, body: .init { writer in
                 do {
                     try await ControlConnection.with(path: control,
                                                      request: .object([("op", .string("logs")), ("follow", .bool(follow))]),
-                                                     timeout: .seconds(10)) { _, pending, it, _ in
+                                                     timeout: .seconds(10), streams: streams) { _, pending, it, _ in
                         if pending.readableBytes > 0 { try await writer.write(pending) }
                         var it = it
                         while let chunk = try await it.next() { try await writer.write(chunk) }
@@ -69,7 +74,7 @@ extension API {
             let control = VMPaths(stateDir: registry.stateDir, name: n).control
             do {
                 try await ControlConnection.with(path: control, request: .object([("op", .string("console")), ("replay", .bool(true))]),
-                                                 timeout: .seconds(10)) { _, pending, it, vmmOut in
+                                                 timeout: .seconds(10), streams: registry.streams) { _, pending, it, vmmOut in
                     let guestOutput = IteratorBox(it)
                     try await withThrowingTaskGroup(of: Void.self) { g in
                         g.addTask {
