@@ -1,5 +1,6 @@
 import Hummingbird
 import NIOCore
+import NIOHTTP1
 import VMDefinition
 
 /// An error the API reports as `{"error": MESSAGE, "field": FIELD}` with an HTTP status.
@@ -84,6 +85,9 @@ struct JSONErrorMiddleware<Context: RequestContext>: RouterMiddleware {
             var r = APIError(e.status, e.body ?? fallback).response
             for h in e.headers { r.headers.append(h) }
             return r
+        } catch let e as HTTPParserError {
+            // The body broke off or was malformed (a truncated upload, bad chunking).
+            return APIError(.badRequest, "malformed request: \(e)").response
         } catch is NIOTooManyBytesError {
             return APIError(.contentTooLarge, "the request body is over \(APILimits.maxBody) bytes").response
         } catch {

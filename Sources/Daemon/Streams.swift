@@ -64,13 +64,21 @@ extension API {
     /// first), binary frames both ways. Closing the WebSocket detaches.
     func registerConsole(on router: Router<BasicWebSocketRequestContext>) {
         let registry = registry
+        // A refused upgrade can only be an empty 400 (the WebSocket library's choice), so
+        // every well-formed console path upgrades, and a VM that is missing or not running
+        // is reported in the close frame: code 4000 + the HTTP status (4404, 4409), the
+        // error message as the reason.
         router.ws("/v1/vms/:name/console") { _, context in
-            guard let n = context.parameters.get("name"),
-                  (try? await registry.target(n, allowed: [.starting, .running, .paused, .stopping], action: "attach")) != nil
-            else { return .dontUpgrade }
-            return .upgrade([:])
+            context.parameters.get("name") == nil ? .dontUpgrade : .upgrade([:])
         } onUpgrade: { inbound, outbound, context in
             guard let n = context.requestContext.parameters.get("name") else { return }
+            do {
+                do { try VMConfig.validate(name: n) } catch { throw APIError.notFound(n) }
+                _ = try await registry.target(n, allowed: [.starting, .running, .paused, .stopping], action: "attach to")
+            } catch let e as APIError {
+                try? await outbound.close(.unknown(UInt16(4000 + Int(e.status.code))), reason: e.message)
+                return
+            }
             let control = VMPaths(stateDir: registry.stateDir, name: n).control
             do {
                 try await ControlConnection.with(path: control, request: .object([("op", .string("console")), ("replay", .bool(true))]),

@@ -47,6 +47,13 @@ public struct ConsoleAttach {
     /// Runs until Ctrl-] (returns true), or the daemon closes the console (false: the VM
     /// ended or the daemon stopped).
     public func run(input: Int32 = STDIN_FILENO, output: Int32 = STDOUT_FILENO) throws(ClientError) -> Bool {
+        // Asked first so the common mistakes get the daemon's 404 or a plain 409, before
+        // the terminal changes mode.
+        let vm = try client.send("GET", "/v1/vms/\(name)").json
+        let state = vm?["state"]?.stringValue ?? "?"
+        guard ["starting", "running", "paused", "stopping"].contains(state) else {
+            throw .api(status: 409, message: "\(name) is \(state): start it first (pvmm start \(name))", field: "state")
+        }
         let (fd, pending) = try open()
         defer { close(fd) }
         let terminal = RawTerminal(fd: input)
@@ -60,7 +67,16 @@ public struct ConsoleAttach {
                 switch f.opcode {
                 case .binary, .text, .continuation: writeOut(output, f.payload)
                 case .ping: try writeAll(fd, WebSocketFrame(opcode: .pong, payload: f.payload).encoded(mask: mask()))
-                case .close: return false
+                case .close:
+                    // 4000 + an HTTP status: the daemon refused the attachment (docs/api.md).
+                    if f.payload.count >= 2 {
+                        let code = Int(f.payload[0]) << 8 | Int(f.payload[1])
+                        if code >= 4000 && code < 5000 {
+                            throw .api(status: code - 4000, message: String(decoding: f.payload.dropFirst(2), as: UTF8.self),
+                                       field: nil)
+                        }
+                    }
+                    return false
                 case .pong: break
                 }
             }
