@@ -106,7 +106,7 @@ struct API: Sendable {
             // Reached only when the WebSocket router declined the upgrade.
             let n = try name(context)
             _ = try await registry.target(n, allowed: [.starting, .running, .paused, .stopping], action: "attach to")
-            throw APIError(.badRequest, "the console is a WebSocket: send an Upgrade: websocket request", field: "upgrade")
+            throw APIError(.upgradeRequired, "the console is a WebSocket: send Connection: Upgrade and Upgrade: websocket", field: "upgrade")
         }
         // Known paths with another method: 405 with Allow, in the error middleware.
     }

@@ -80,7 +80,7 @@ class ConsoleTest(DaemonTest):
         d.action("idle", "start")
         # A plain GET (no upgrade) is told what to do.
         r = d.request("GET", "/v1/vms/idle/console")
-        self.assertEqual((r.status, r.json["field"]), (400, "upgrade"))
+        self.assertEqual((r.status, r.json["field"]), (426, "upgrade"))
 
     def test_logs_follow_streams_new_output(self):
         d = self.daemon
