@@ -85,6 +85,8 @@ let package = Package(
             dependencies: ["Daemon"]
         ),
         .testTarget(name: "VMDefinitionTests", dependencies: ["VMDefinition"]),
+        .testTarget(name: "DaemonClientTests", dependencies: ["DaemonClient"]),
+        .testTarget(name: "DaemonTests", dependencies: ["Daemon", "VMDefinition"]),
         .testTarget(name: "VMControlTests", dependencies: ["VMControl", "VMDefinition"]),
         .testTarget(name: "BootTests", dependencies: ["Boot", "GuestMemory", "PVMMABI"]),
         .testTarget(name: "DevicesTests", dependencies: ["Devices", "GuestMemory", "Virtio"]),
