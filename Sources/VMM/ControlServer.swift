@@ -141,7 +141,8 @@ extension ConsoleHub {
                 respondAndClose(c, controlOK([("state", .string(vm.state.rawValue))]))
             case .stop(let timeout):
                 try vm.requestStop(timeoutSeconds: timeout)
-                respondAndClose(c, controlOK([("state", .string(vm.state.rawValue))]))
+                // The state the request entered: a quick guest may be gone already.
+                respondAndClose(c, controlOK([("state", .string(VMState.stopping.rawValue))]))
             case .kill:
                 try vm.kill()
                 respondAndClose(c, controlOK([("state", .string(vm.state.rawValue))]))

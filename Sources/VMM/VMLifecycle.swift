@@ -104,13 +104,12 @@ extension VM {
         return try body()
     }
 
-    /// Boots the machine and starts the device threads and one thread per vCPU.
+    /// Starts the device threads and one thread per vCPU on the booted machine.
     public func start() throws(VMMError) {
         try withOperation { () throws(VMMError) in
             if (try? check(.start)) == nil { return }  // started already
             lifecycle.update { enter(.starting, &$0) }
             do throws(VMMError) {
-                try boot()
                 // Device threads first: a guest may notify a queue as soon as it runs.
                 for loop in deviceLoops { try loop.start() }
                 VCPUKicker.installSignalHandler()
