@@ -165,7 +165,8 @@ public final class ConsoleHub: @unchecked Sendable {
             defer { e.removeAll() }
             return e
         }
-        guard !batch.isEmpty else { return }
+        // Encoded only for subscribers: `pvmm run` has none and its code pages stay cold.
+        guard !batch.isEmpty, connections.values.contains(where: \.subscribed) else { return }
         let lines = batch.flatMap { $0.json.line }
         for c in Array(connections.values) where c.subscribed {
             // A subscriber that stopped reading must not hold our memory: drop it.
