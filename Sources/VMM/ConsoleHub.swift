@@ -31,6 +31,7 @@ public final class ConsoleHub: @unchecked Sendable {
     var vm: VM?
     /// Bytes readers skipped because they fell behind by more than the ring holds.
     let dropped = Atomic<UInt64>(0)
+    var signalKeeper: EventFD?
     /// How often to retry console input the guest had no room for.
     static let inputRetryMs: Int32 = 5
 
@@ -67,6 +68,30 @@ public final class ConsoleHub: @unchecked Sendable {
         connections[c.fd] = c
         // A regular file cannot be polled (and never blocks): it is just written.
         do { try loop.add(c.fd, events: 0) { [unowned self] ev in writable(c, ev) } } catch { c.pollable = false }
+    }
+
+    /// SIGTERM, SIGINT and SIGHUP end the VM as `stop` would (exit.json written), handled
+    /// on this thread: the handler only writes an eventfd. For `--no-stdio`, where no
+    /// terminal handler owns these signals.
+    public func stopOnTerminationSignals() throws(VMMError) {
+        let e = try EventFD()
+        terminationEvent = e.fd
+        try loop.add(e.fd) { [unowned self] in
+            _ = e.drain()
+            vm?.stop()
+        }
+        signalKeeper = e
+        // A parent may have blocked them (threads started later inherit this mask).
+        var set = sigset_t()
+        sigemptyset(&set)
+        for sig in [SIGTERM, SIGINT, SIGHUP] { sigaddset(&set, sig) }
+        pthread_sigmask(SIG_UNBLOCK, &set, nil)
+        for sig in [SIGTERM, SIGINT, SIGHUP] {
+            signal(sig) { _ in
+                var one: UInt64 = 1
+                _ = Glibc.write(terminationEvent, &one, 8)
+            }
+        }
     }
 
     public func start(vm: VM) throws(VMMError) {
@@ -176,6 +201,9 @@ public final class ConsoleHub: @unchecked Sendable {
         }
     }
 }
+
+/// The eventfd a termination signal's handler writes (async-signal-safe: a plain fd).
+nonisolated(unsafe) var terminationEvent: Int32 = -1
 
 /// One reader or client of the hub.
 final class Connection {

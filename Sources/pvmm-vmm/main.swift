@@ -29,7 +29,7 @@ func failEarly(_ message: String, status: Int32) -> Never {
 let hub: ConsoleHub
 do {
     hub = try ConsoleHub()
-    if !options.noStdio { try hub.attachStdout() }
+    if options.noStdio { try hub.stopOnTerminationSignals() } else { try hub.attachStdout() }
     // The socket exists before the (slower) machine build, so a supervisor can connect at once.
     if let path = options.controlPath { try hub.listen(path: path) }
 } catch { failEarly(error.description, status: error.isUsageError ? 2 : 1) }

@@ -209,3 +209,14 @@ import Testing
         #expect(try vm.wait() == 0)
     }
 }
+
+@Suite struct ControlSignalTests {
+    @Test func sigtermStopsAndRecords() throws {
+        let vm = try ControlledVM()
+        _ = try vm.waitForPrompt()
+        kill(vm.child.pid, SIGTERM)
+        #expect(try vm.child.wait(timeout: 10) == 0)
+        #expect(vm.exitRecord?["reason"] as? String == "stopped", "\(vm.exitRecord ?? [:])")
+        #expect(vm.consoleLog.contains("pvos> "))
+    }
+}
