@@ -52,11 +52,11 @@ extension ConsoleHub {
             _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
             _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK)
             let c = Connection(fd: fd, kind: .socket)
-            connections[fd] = c
             do { try loop.add(fd, events: EventLoop.readable) { [unowned self] ev in writable(c, ev) } } catch {
-                connections[fd] = nil
                 Glibc.close(fd)
+                continue
             }
+            connections.append(c)
         }
     }
 
@@ -105,7 +105,7 @@ extension ConsoleHub {
     func retryInput() {
         guard let vm else { return }
         var waiting = false
-        for c in connections.values where !c.pendingInput.isEmpty {
+        for c in connections where !c.pendingInput.isEmpty {
             let n = c.pendingInput.withUnsafeBytes { vm.sendConsoleInput($0) }
             c.pendingInput.removeFirst(n)
             if c.pendingInput.isEmpty { updateInterest(c) } else { waiting = true }

@@ -52,7 +52,10 @@ struct LifecycleState {
         departures = Array(repeating: 0, count: vcpus)
     }
 
-    var allParked: Bool { zip(parked, ended).allSatisfy { $0 || $1 } }
+    var allParked: Bool {
+        for i in parked.indices where !parked[i] && !ended[i] { return false }
+        return true
+    }
 }
 
 /// A snapshot of the lifecycle for `status`.
@@ -299,12 +302,16 @@ extension VM {
     /// mailbox (counted, so a vCPU that runs and parks again at once is not missed).
     func unparkVCPUs() {
         let (woken, before) = lifecycle.update { s -> ([Int], [UInt64]) in
-            let woken = s.commands.indices.filter { s.commands[$0] == .pause }
-            for i in woken { s.commands[i] = .run }
+            var woken: [Int] = []
+            for i in s.commands.indices where s.commands[i] == .pause {
+                s.commands[i] = .run
+                woken.append(i)
+            }
             return (woken, s.departures)
         }
         lifecycle.wait(until: { s in
-            woken.allSatisfy { i in s.departures[i] > before[i] || s.ended[i] || s.commands[i] != .run }
+            for i in woken where s.departures[i] <= before[i] && !s.ended[i] && s.commands[i] == .run { return false }
+            return true
         }) { _, _ in }
     }
 
