@@ -76,4 +76,17 @@ import Testing
         vm.send("poweroff\n")
         #expect(try vm.wait() == 0)
     }
+
+    @Test func infoShowsUserOptionsApartFromDevices() throws {
+        let disk = try DiskImage("info.img", mib: 1)
+        let vm = try bootPVMM(["--cmdline", "hello=world quiet", "--disk", disk.path])
+        try vm.expect("pvos> ")
+        let info = try vm.command("info")
+        #expect(info.contains("cmdline: hello=world quiet\r\n"), "\(info)")
+        #expect(info.contains("devices: virtio_mmio.device=4K@0xd0000000:5 virtio_mmio.device=4K@0xd0001000:6\r\n"), "\(info)")
+        #expect(info.contains("option: hello=world\r\n"))
+        #expect(!info.contains("option: virtio_mmio"), "\(info)")
+        vm.send("poweroff\n")
+        #expect(try vm.wait() == 0)
+    }
 }
