@@ -89,4 +89,20 @@ import Testing
         vm.send("poweroff\n")
         #expect(try vm.wait() == 0)
     }
+
+    @Test func blkArgumentErrorsNameTheArgument() throws {
+        let disk = try DiskImage("args.img", mib: 1)
+        let vm = try bootPVMM(["--disk", disk.path])
+        try vm.expect("pvos> ")
+        #expect(try output(vm, "blk read x y z") == "blk read: DISK 'x' is not a number\r\n")
+        #expect(try output(vm, "blk read 0 y z") == "blk read: LBA 'y' is not a number\r\n")
+        #expect(try output(vm, "blk read 0 1 z") == "blk read: COUNT 'z' is not a number\r\n")
+        #expect(try output(vm, "blk write 0 1 1 -4") == "blk write: SEED '-4' is not a number\r\n")
+        #expect(try output(vm, "blk read 3 0 1") == "blk read: no disk 3 (disks are 0 to 0)\r\n")
+        #expect(try output(vm, "blk flush 0 0").hasPrefix("usage: blk flush DISK"))
+        #expect(try output(vm, "blk bench 0 read sideways 4096 1 1") == "blk bench: pattern 'sideways' is not seq or rand\r\n")
+        #expect(try output(vm, "blk read 0 0 1").hasPrefix("crc32 "))    // and good ones still work
+        vm.send("poweroff\n")
+        #expect(try vm.wait() == 0)
+    }
 }
