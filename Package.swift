@@ -33,7 +33,9 @@ let package = Package(
             // Static in release (Scripts/build adds --static-swift-stdlib, which the
             // FoundationEssentials it pulls in needs): no dynamic loading of the runtime
             // saves ~1.7 ms of every `pvmm run` before the VMM process even starts.
-            linkerSettings: [.unsafeFlags(["-static-executable"], .when(configuration: .release))]
+            linkerSettings: [.unsafeFlags(["-static-executable"], .when(configuration: .release))],
+            // `gitRevision` for `pvmm --version`, generated before every build.
+            plugins: ["GitRevision"]
         ),
         // The per-VM VMM process: no ArgumentParser, no Foundation, linked as a static
         // executable, so its own memory stays ~3 MiB (ArgumentParser pulls in
@@ -43,6 +45,7 @@ let package = Package(
             dependencies: ["VMM", "CKVM"],
             linkerSettings: [.unsafeFlags(["-static-executable"])]
         ),
+        .plugin(name: "GitRevision", capability: .buildTool()),
         .testTarget(name: "BootTests", dependencies: ["Boot", "GuestMemory", "PVMMABI"]),
         .testTarget(name: "DevicesTests", dependencies: ["Devices", "GuestMemory", "Virtio"]),
         .testTarget(name: "VirtioTests", dependencies: ["Virtio", "GuestMemory"]),

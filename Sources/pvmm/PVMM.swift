@@ -8,7 +8,8 @@ struct PVMM: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "pvmm",
         abstract: "A paravirtual KVM virtual machine monitor.",
-        subcommands: [Run.self]
+        version: PVMMVersion.text,
+        subcommands: [Run.self, Version.self]
     )
 
     /// ArgumentParser exits 64 on usage errors; pvmm's contract is status 2 for any bad
