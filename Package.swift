@@ -29,7 +29,7 @@ let package = Package(
         // The user-facing CLI. `pvmm run` validates its flags, then execs pvmm-vmm.
         .executableTarget(
             name: "pvmm",
-            dependencies: ["VMM", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            dependencies: ["VMM", "Devices", .product(name: "ArgumentParser", package: "swift-argument-parser")],
             // Static in release (Scripts/build adds --static-swift-stdlib, which the
             // FoundationEssentials it pulls in needs): no dynamic loading of the runtime
             // saves ~1.7 ms of every `pvmm run` before the VMM process even starts.

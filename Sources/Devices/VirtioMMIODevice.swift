@@ -236,15 +236,3 @@ public final class VirtioMMIODevice<Model: VirtioBackedModel>: VirtioDeviceContr
 struct Access: @unchecked Sendable {
     let bytes: UnsafeMutableRawBufferPointer
 }
-
-/// Writes one line to stderr with write(2): unbuffered, from any thread.
-@Sendable public func writeStderrLine(_ line: String) {
-    var s = line.hasSuffix("\n") ? line : line + "\n"
-    s.withUTF8 { p in
-        var off = 0
-        while off < p.count {
-            let n = write(STDERR_FILENO, p.baseAddress! + off, p.count - off)
-            if n > 0 { off += n } else if n < 0 && errno == EINTR { continue } else { return }
-        }
-    }
-}
