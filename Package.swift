@@ -49,6 +49,7 @@ let package = Package(
         .testTarget(name: "BootTests", dependencies: ["Boot", "GuestMemory", "PVMMABI"]),
         .testTarget(name: "DevicesTests", dependencies: ["Devices", "GuestMemory", "Virtio"]),
         .testTarget(name: "VirtioTests", dependencies: ["Virtio", "GuestMemory"]),
+        .testTarget(name: "VMMTests", dependencies: ["VMM", "Devices", "KVM", "PVMMABI"]),
         .testTarget(name: "IntegrationTests", dependencies: ["VMM", "KVM", "PVMMABI"]),
     ]
 )

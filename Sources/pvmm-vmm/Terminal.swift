@@ -1,4 +1,6 @@
 import CKVM
+import Devices
+import Synchronization
 import VMM
 #if canImport(Glibc)
 import Glibc
@@ -9,7 +11,9 @@ import Glibc
 /// errors, and fatal signals (the handler restores, then re-raises).
 final class Terminal: @unchecked Sendable {
     // @unchecked: `saved` is written once before the reader thread and handlers exist.
-    static let ctrlA: UInt8 = 0x01
+
+    /// Ctrl-A x ended the VM (main then says so once the terminal is restored).
+    static let stoppedByKey = Atomic<Bool>(false)
 
     let isTTY: Bool
 
@@ -32,6 +36,14 @@ final class Terminal: @unchecked Sendable {
     }
 
     func restore() { if isTTY { Terminal.restoreSaved() } }
+
+    /// After Ctrl-A x: end the guest's unfinished line (the shell's prompt would land on
+    /// it) and say why pvmm stopped. Call after `restore`.
+    func reportStopKey() {
+        guard Terminal.stoppedByKey.load(ordering: .relaxed) else { return }
+        writeOut("\n")
+        writeError("pvmm: stopped by Ctrl-A x\n")
+    }
 
     // MARK: raw mode (global: signal handlers must reach it)
 
@@ -66,7 +78,7 @@ private final class ReaderContext: @unchecked Sendable {
     // @unchecked: owned by the reader thread alone after creation.
     let vm: VM
     let escapes: Bool
-    var sawCtrlA = false
+    var escape = ConsoleEscape()
 
     init(vm: VM, escapes: Bool) {
         self.vm = vm
@@ -104,18 +116,15 @@ private final class ReaderContext: @unchecked Sendable {
             }
             for b in buf[..<n] {
                 if !escapes { pending.append(b); continue }
-                if sawCtrlA {
-                    sawCtrlA = false
-                    if b == UInt8(ascii: "x") || b == UInt8(ascii: "X") {
-                        vm.stop()
-                        return
-                    }
-                    pending.append(Terminal.ctrlA)
-                    if b != Terminal.ctrlA { pending.append(b) }
-                } else if b == Terminal.ctrlA {
-                    sawCtrlA = true
-                } else {
-                    pending.append(b)
+                switch escape.feed(b) {
+                case .none: break
+                case .send(let b): pending.append(b)
+                case .sendPrefixAnd(let b): pending.append(ConsoleEscape.prefix); pending.append(b)
+                case .help: writeOut(ConsoleEscape.help)
+                case .stop:
+                    Terminal.stoppedByKey.store(true, ordering: .relaxed)
+                    vm.stop()
+                    return
                 }
             }
         }

@@ -27,6 +27,7 @@ do { try vm.start() } catch {
 }
 let end = vm.wait()
 terminal.restore()
+terminal.reportStopKey()
 switch end {
 case .crashed, .failed: writeError("\(end)\n")
 default: break

@@ -10,7 +10,7 @@ struct Run: ParsableCommand {
         discussion: """
         The console is the guest's 8250 serial port, and a virtio-console once the guest's \
         driver for it is up (`--console serial` leaves only the 8250). When stdin is a terminal it is put in \
-        raw mode (restored on exit) and Ctrl-A x stops the VM (Ctrl-A Ctrl-A sends a Ctrl-A). \
+        raw mode (restored on exit) and Ctrl-A x stops the VM (Ctrl-A h lists the escape keys, Ctrl-A Ctrl-A sends a Ctrl-A). \
         When stdin is a pipe or file, its bytes are fed to the guest; end of input is harmless.
 
         Exit status: the guest's power-off status; 0 after a guest reset or Ctrl-A x; \
