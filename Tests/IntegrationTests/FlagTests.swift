@@ -38,3 +38,49 @@ import Testing
         }
     }
 }
+
+/// Disk images as users name and make them: the same file twice, empty files, odd sizes.
+@Suite struct DiskFlagTests {
+    func run(_ args: [String]) throws -> (Int32, String) {
+        let c = try Child([Paths.pvmm, "run", "--kernel", Paths.guest] + args)
+        c.closeInput()
+        let status = try c.wait()
+        return (status, c.errorText)
+    }
+
+    @Test func theSameFileUnderTwoNamesIsGivenTwice() throws {
+        let disk = try DiskImage("twice.img", mib: 1)
+        let dir = (disk.path as NSString).deletingLastPathComponent
+        let link = dir + "/twice-link.img"
+        unlink(link)
+        #expect(symlink(disk.path, link) == 0)
+        defer { unlink(link) }
+        for second in [dir + "/./twice.img", link] {
+            let (s, e) = try run(["--disk", disk.path, "--disk", second])
+            #expect(s == 2 && e == "pvmm: --disk: \(second) is the same file as disk 0 (\(disk.path)): a disk is given twice\n", "\(e)")
+        }
+        // Read-only twice is the same mistake, even though shared locks would allow it.
+        let (s, e) = try run(["--disk", disk.path + ",readonly", "--disk", link + ",readonly"])
+        #expect(s == 2 && e.contains("a disk is given twice"), "\(e)")
+    }
+
+    @Test func anEmptyDiskIsRefused() throws {
+        let path = try Paths.temporaryFile("empty.img", [])
+        defer { unlink(path) }
+        let (s, e) = try run(["--disk", path])
+        #expect(s == 2 && e == "pvmm: --disk: disk \(path): empty (0 bytes): a disk needs at least one 512-byte sector\n", "\(e)")
+    }
+
+    @Test func aPartialSectorIsReportedAndTheRestWorks() throws {
+        let path = try Paths.temporaryFile("odd.img", [UInt8](repeating: 0xAB, count: 1000))
+        defer { unlink(path) }
+        let vm = try bootPVMM(["--disk", path])
+        try vm.expect("pvos> ")
+        let list = try vm.command("blk")
+        #expect(list.contains("blk0: 1 sectors"), "\(list)")
+        #expect(try vm.command("blk read 0 0 1").contains("crc32 \(hex8(crc32([UInt8](repeating: 0xAB, count: 512))))"))
+        vm.send("poweroff\n")
+        #expect(try vm.wait() == 0)
+        #expect(vm.errorText == "pvmm: warning: disk \(path): 1000 bytes is not a multiple of 512: the guest sees 1 sectors, the last 488 bytes are unreachable\n", "\(vm.errorText)")
+    }
+}
