@@ -83,4 +83,12 @@ import Testing
         #expect(try vm.wait() == 0)
         #expect(vm.errorText == "pvmm: warning: disk \(path): 1000 bytes is not a multiple of 512: the guest sees 1 sectors, the last 488 bytes are unreachable\n", "\(vm.errorText)")
     }
+
+    @Test func anOverlongCmdlineSaysWhatTheUserMayGive() throws {
+        // With the console's entry (34 bytes and a space), 4060 bytes are the most.
+        var (s, e) = try run(["--cmdline", String(repeating: "a", count: 4061)])
+        #expect(s == 2 && e == "pvmm: --cmdline: 4061 bytes is too long: at most 4060 (the guest takes 4095; pvmm appends 35 bytes of device entries)\n", "\(e)")
+        (s, e) = try run(["--cmdline", String(repeating: "a", count: 5000), "--console", "serial"])
+        #expect(s == 2 && e == "pvmm: --cmdline: 5000 bytes is too long: at most 4095\n", "\(e)")
+    }
 }
