@@ -92,16 +92,14 @@ private final class ReaderContext: @unchecked Sendable {
     func run() {
         _ = ckvm_set_thread_name("console-in")
         var buf = [UInt8](repeating: 0, count: 4096)
-        var pending: [UInt8] = []
+        var pending = ByteFIFO(capacity: Self.maxPending)
         var eof = false
         while true {
-            if !pending.isEmpty {
-                let n = pending.withUnsafeBytes { vm.sendConsoleInput($0) }
-                pending.removeFirst(n)
-            }
+            if !pending.isEmpty { _ = pending.drain { vm.sendConsoleInput($0) } }
             // Reading goes on while the guest is slow to take input, so Ctrl-A x always
-            // works; only a full `pending` (a pipe outrunning the guest) pauses it.
-            if eof || pending.count >= Self.maxPending {
+            // works; only a full `pending` (a pipe outrunning the guest) pauses it. A read
+            // can add twice its size (Ctrl-A and an unbound key both go), so it needs that room.
+            if eof || pending.room < 2 * buf.count {
                 if eof && pending.isEmpty { return } // EOF: the guest just gets no more input
                 usleep(1000)
                 continue
@@ -115,11 +113,11 @@ private final class ReaderContext: @unchecked Sendable {
                 continue
             }
             for b in buf[..<n] {
-                if !escapes { pending.append(b); continue }
+                if !escapes { _ = pending.push(b); continue }
                 switch escape.feed(b) {
                 case .none: break
-                case .send(let b): pending.append(b)
-                case .sendPrefixAnd(let b): pending.append(ConsoleEscape.prefix); pending.append(b)
+                case .send(let b): _ = pending.push(b)
+                case .sendPrefixAnd(let b): _ = pending.push(ConsoleEscape.prefix); _ = pending.push(b)
                 case .help: writeOut(ConsoleEscape.help)
                 case .stop:
                     Terminal.stoppedByKey.store(true, ordering: .relaxed)
