@@ -50,14 +50,13 @@ public struct CrashReport: Sendable, Equatable, CustomStringConvertible {
 public final class VMStats: Sendable {
     public let pio = StatCounter()
     public let mmio = StatCounter()
-    public let hlt = StatCounter()
     public let interrupted = StatCounter()
     /// Per virtio device: requests, notifications received, interrupts sent.
     public let devices: [DeviceStats]
 
     public init(devices: [DeviceStats] = []) { self.devices = devices }
 
-    public var totalExits: UInt64 { pio.value + mmio.value + hlt.value }
+    public var totalExits: UInt64 { pio.value + mmio.value }
 }
 
 extension BinaryInteger {
