@@ -53,7 +53,9 @@ let package = Package(
         .testTarget(name: "BootTests", dependencies: ["Boot", "GuestMemory", "PVMMABI"]),
         .testTarget(name: "DevicesTests", dependencies: ["Devices", "GuestMemory", "Virtio"]),
         .testTarget(name: "VirtioTests", dependencies: ["Virtio", "GuestMemory"]),
-        .testTarget(name: "VMMTests", dependencies: ["VMM", "Devices", "KVM", "PVMMABI"]),
-        .testTarget(name: "IntegrationTests", dependencies: ["VMM", "KVM", "PVMMABI"]),
+        // Test guests (TinyELF) for the suites that boot VMs.
+        .target(name: "TestSupport", path: "Tests/TestSupport"),
+        .testTarget(name: "VMMTests", dependencies: ["VMM", "Devices", "KVM", "PVMMABI", "TestSupport"]),
+        .testTarget(name: "IntegrationTests", dependencies: ["VMM", "KVM", "PVMMABI", "TestSupport"]),
     ]
 )
