@@ -200,3 +200,30 @@ final class Child {
 func bootPVMM(_ extra: [String] = [], kernel: String? = Paths.guest) throws -> Child {
     try Child([Paths.pvmm, "run"] + (kernel.map { ["--kernel", $0] } ?? []) + extra)
 }
+
+/// `pvmm run --kernel <guest> ARGS` with no input, to its end: status and stderr (for the
+/// flag checks that must fail before a VM starts, or end it at once).
+func runPVMMToEnd(_ args: [String]) throws -> (Int32, String) {
+    let c = try Child([Paths.pvmm, "run", "--kernel", Paths.guest] + args)
+    c.closeInput()
+    let status = try c.wait()
+    return (status, c.errorText)
+}
+
+/// A pseudo-terminal pair for tests of terminal behaviour; closed on deinit.
+final class PTY {
+    let master: Int32
+    let slave: Int32
+
+    init() throws {
+        var m: Int32 = 0, s: Int32 = 0
+        guard openpty(&m, &s, nil, nil, nil) == 0 else { throw HarnessError(description: "openpty: \(String(cString: strerror(errno)))") }
+        (master, slave) = (m, s)
+    }
+
+    deinit { close(master); close(slave) }
+
+    /// `pvmm run ARGS` with this terminal as its stdin and stdout.
+    func pvmm(_ args: [String]) throws -> Child { try Child([Paths.pvmm, "run"] + args, pty: (master, slave)) }
+}
+

@@ -175,10 +175,8 @@ import Testing
 /// The console escape keys on a terminal (Ctrl-A h, Ctrl-A x) through a pty.
 @Suite(.serialized) struct ConsoleEscapeKeyTests {
     @Test func ctrlAHShowsTheKeysAndSendsNothing() throws {
-        var master: Int32 = 0, slave: Int32 = 0
-        try #require(openpty(&master, &slave, nil, nil, nil) == 0)
-        defer { close(master); close(slave) }
-        let vm = try Child([Paths.pvmm, "run", "--kernel", Paths.guest], pty: (master, slave))
+        let pty = try PTY()
+        let vm = try pty.pvmm(["--kernel", Paths.guest])
         try vm.expect("pvos> ")
         let mark = vm.stdout.count
         vm.send("\u{01}h")
@@ -192,10 +190,8 @@ import Testing
     }
 
     @Test func ctrlAXEndsTheLineAndSaysWhy() throws {
-        var master: Int32 = 0, slave: Int32 = 0
-        try #require(openpty(&master, &slave, nil, nil, nil) == 0)
-        defer { close(master); close(slave) }
-        let vm = try Child([Paths.pvmm, "run", "--kernel", Paths.guest], pty: (master, slave))
+        let pty = try PTY()
+        let vm = try pty.pvmm(["--kernel", Paths.guest])
         try vm.expect("pvos> ")
         vm.send("\u{01}x")
         #expect(try vm.wait() == 0)
