@@ -189,7 +189,7 @@ extension ConsoleHub {
                      ("errors", .int(d.errors.value))])
         }
         return [
-            ("exits", .object([("pio", .int(s.pio.value)), ("mmio", .int(s.mmio.value)), ("hlt", .int(s.hlt.value)),
+            ("exits", .object([("pio", .int(s.pio.value)), ("mmio", .int(s.mmio.value)), ("hlt", .int(0)),  // the in-kernel LAPIC handles HLT: never an exit (docs/control.md)
                                ("interrupted", .int(s.interrupted.value))])),
             ("devices", .array(devices)),
             ("console", .object([("bytes", .int(ring.end)), ("dropped", .int(dropped.load(ordering: .relaxed))),

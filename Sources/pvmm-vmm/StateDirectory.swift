@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import Devices
 import VMM
 
 /// `--state-dir DIR`: what outlives this process. Each file is written to a temporary
