@@ -211,7 +211,13 @@ int ckvm_epoll_wait(int ep, int *fds, int max, int timeout_ms) {
     return n;
 }
 
-int ckvm_set_thread_name(const char *name) { return -pthread_setname_np(pthread_self(), name); }
+int ckvm_set_thread_name(const char *name) {
+    char n[16];  /* Linux keeps 15 bytes and refuses longer names: truncate */
+    size_t i = 0;
+    for (; i < 15 && name[i]; i++) n[i] = name[i];
+    n[i] = 0;
+    return -pthread_setname_np(pthread_self(), n);
+}
 
 int ckvm_kick_signal(void) { return SIGRTMIN + 1; }
 

@@ -69,6 +69,12 @@ public final class ConsoleRing: ByteSink, @unchecked Sendable {
         public var skipped: UInt64
         /// The position after the copied bytes (the reader's next `from`).
         public var next: UInt64
+
+        public init(count: Int, skipped: UInt64, next: UInt64) {
+            self.count = count
+            self.skipped = skipped
+            self.next = next
+        }
     }
 
     /// Copies bytes from stream position `from` (at most `into.count`, never past `limit`).

@@ -26,6 +26,11 @@ public enum LifecycleOperation: String, Sendable, CaseIterable {
 public struct LifecycleConflict: Error, Sendable, Equatable, CustomStringConvertible {
     public let operation: LifecycleOperation
     public let state: VMState
+    public init(operation: LifecycleOperation, state: VMState) {
+        self.operation = operation
+        self.state = state
+    }
+
     public var description: String { "cannot \(operation.rawValue) a VM that is \(state.rawValue)" }
 }
 

@@ -23,7 +23,8 @@ public final class ConsoleHub: @unchecked Sendable {
     let eventWake: EventFD
     /// State changes queued by the VM's observer, written to `events` subscribers.
     let events = Mutex<[VMStateEvent]>([])
-    var connections: [Int32: Connection] = [:]
+    /// A handful at most (stdout, a few clients): an array, scanned.
+    var connections: [Connection] = []
     var scratch = [UInt8](repeating: 0, count: 16 << 10)
     var listener: Int32 = -1
     var socketPath: String?
@@ -31,6 +32,7 @@ public final class ConsoleHub: @unchecked Sendable {
     var vm: VM?
     /// Bytes readers skipped because they fell behind by more than the ring holds.
     let dropped = Atomic<UInt64>(0)
+    var signalKeeper: EventFD?
     /// How often to retry console input the guest had no room for.
     static let inputRetryMs: Int32 = 5
 
@@ -42,7 +44,7 @@ public final class ConsoleHub: @unchecked Sendable {
         try loop.add(ringWake.fd) { [unowned self] in
             _ = ringWake.drain()
             ring.rearm()
-            for c in Array(connections.values) where c.cursor != nil { flush(c) }
+            for c in connections where c.cursor != nil { flush(c) }
         }
         try loop.add(eventWake.fd) { [unowned self] in
             _ = eventWake.drain()
@@ -64,9 +66,33 @@ public final class ConsoleHub: @unchecked Sendable {
         let out = StdoutWriter.open()
         let c = Connection(fd: out.fd, kind: .stdout(out))
         c.cursor = ring.start
-        connections[c.fd] = c
+        connections.append(c)
         // A regular file cannot be polled (and never blocks): it is just written.
         do { try loop.add(c.fd, events: 0) { [unowned self] ev in writable(c, ev) } } catch { c.pollable = false }
+    }
+
+    /// SIGTERM, SIGINT and SIGHUP end the VM as `stop` would (exit.json written), handled
+    /// on this thread: the handler only writes an eventfd. For `--no-stdio`, where no
+    /// terminal handler owns these signals.
+    public func stopOnTerminationSignals() throws(VMMError) {
+        let e = try EventFD()
+        terminationEvent = e.fd
+        try loop.add(e.fd) { [unowned self] in
+            _ = e.drain()
+            vm?.stop()
+        }
+        signalKeeper = e
+        // A parent may have blocked them (threads started later inherit this mask).
+        var set = sigset_t()
+        sigemptyset(&set)
+        for sig in [SIGTERM, SIGINT, SIGHUP] { sigaddset(&set, sig) }
+        pthread_sigmask(SIG_UNBLOCK, &set, nil)
+        for sig in [SIGTERM, SIGINT, SIGHUP] {
+            signal(sig) { _ in
+                var one: UInt64 = 1
+                _ = Glibc.write(terminationEvent, &one, 8)
+            }
+        }
     }
 
     public func start(vm: VM) throws(VMMError) {
@@ -80,7 +106,7 @@ public final class ConsoleHub: @unchecked Sendable {
         loop.stop()
         deliverEvents()
         let deadline = monotonicNanoseconds() + UInt64(graceMs) * 1_000_000
-        var open = Array(connections.values)
+        var open = connections
         while !open.isEmpty && monotonicNanoseconds() < deadline {
             for c in open { flush(c, final: true) }
             open = open.filter { !$0.closed && $0.hasBacklog(ringEnd: ring.end) }
@@ -88,7 +114,7 @@ public final class ConsoleHub: @unchecked Sendable {
             var fds = open.map { pollfd(fd: $0.fd, events: Int16(POLLOUT), revents: 0) }
             _ = poll(&fds, nfds_t(fds.count), 50)
         }
-        for c in Array(connections.values) { close(c) }
+        for c in connections { close(c) }
         if listener >= 0 { Glibc.close(listener) }
         if let socketPath { unlink(socketPath) }
     }
@@ -154,7 +180,7 @@ public final class ConsoleHub: @unchecked Sendable {
         guard !c.closed else { return }
         c.closed = true
         if c.pollable { loop.remove(c.fd) }
-        connections[c.fd] = nil
+        connections.removeAll { $0 === c }
         c.closeFD()
     }
 
@@ -165,9 +191,10 @@ public final class ConsoleHub: @unchecked Sendable {
             defer { e.removeAll() }
             return e
         }
-        guard !batch.isEmpty else { return }
+        // Encoded only for subscribers: `pvmm run` has none and its code pages stay cold.
+        guard !batch.isEmpty, connections.contains(where: { $0.subscribed }) else { return }
         let lines = batch.flatMap { $0.json.line }
-        for c in Array(connections.values) where c.subscribed {
+        for c in connections where c.subscribed {
             // A subscriber that stopped reading must not hold our memory: drop it.
             if c.out.count + lines.count > Connection.maxQueued { close(c); continue }
             c.out += lines
@@ -175,6 +202,9 @@ public final class ConsoleHub: @unchecked Sendable {
         }
     }
 }
+
+/// The eventfd a termination signal's handler writes (async-signal-safe: a plain fd).
+nonisolated(unsafe) var terminationEvent: Int32 = -1
 
 /// One reader or client of the hub.
 final class Connection {

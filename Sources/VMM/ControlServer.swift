@@ -52,11 +52,11 @@ extension ConsoleHub {
             _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
             _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK)
             let c = Connection(fd: fd, kind: .socket)
-            connections[fd] = c
             do { try loop.add(fd, events: EventLoop.readable) { [unowned self] ev in writable(c, ev) } } catch {
-                connections[fd] = nil
                 Glibc.close(fd)
+                continue
             }
+            connections.append(c)
         }
     }
 
@@ -105,7 +105,7 @@ extension ConsoleHub {
     func retryInput() {
         guard let vm else { return }
         var waiting = false
-        for c in connections.values where !c.pendingInput.isEmpty {
+        for c in connections where !c.pendingInput.isEmpty {
             let n = c.pendingInput.withUnsafeBytes { vm.sendConsoleInput($0) }
             c.pendingInput.removeFirst(n)
             if c.pendingInput.isEmpty { updateInterest(c) } else { waiting = true }
@@ -141,7 +141,8 @@ extension ConsoleHub {
                 respondAndClose(c, controlOK([("state", .string(vm.state.rawValue))]))
             case .stop(let timeout):
                 try vm.requestStop(timeoutSeconds: timeout)
-                respondAndClose(c, controlOK([("state", .string(vm.state.rawValue))]))
+                // The state the request entered: a quick guest may be gone already.
+                respondAndClose(c, controlOK([("state", .string(VMState.stopping.rawValue))]))
             case .kill:
                 try vm.kill()
                 respondAndClose(c, controlOK([("state", .string(vm.state.rawValue))]))
@@ -188,7 +189,7 @@ extension ConsoleHub {
                      ("errors", .int(d.errors.value))])
         }
         return [
-            ("exits", .object([("pio", .int(s.pio.value)), ("mmio", .int(s.mmio.value)), ("hlt", .int(s.hlt.value)),
+            ("exits", .object([("pio", .int(s.pio.value)), ("mmio", .int(s.mmio.value)), ("hlt", .int(0)),  // the in-kernel LAPIC handles HLT: never an exit (docs/control.md)
                                ("interrupted", .int(s.interrupted.value))])),
             ("devices", .array(devices)),
             ("console", .object([("bytes", .int(ring.end)), ("dropped", .int(dropped.load(ordering: .relaxed))),

@@ -7,7 +7,7 @@ import SystemPackage
 /// What a VMM thread does. Every thread the VMM starts goes through `spawnThread`, so a
 /// per-role policy (the sandbox issue's seccomp filters, CPU affinity) has one place to
 /// hang on: the role is known on the new thread before its body runs.
-public enum ThreadRole: String, Sendable, CaseIterable {
+public enum ThreadRole: Int, Sendable, CaseIterable {
     /// Runs KVM_RUN for one vCPU.
     case vcpu
     /// A device's event loop (virtio queues, the IRQ probe).
@@ -49,10 +49,10 @@ nonisolated(unsafe) private var currentRoleStorage: pthread_key_t = {
 
 public var currentThreadRole: ThreadRole {
     guard let p = pthread_getspecific(currentRoleStorage) else { return .main }
-    return ThreadRole.allCases[Int(bitPattern: p) - 1]
+    return ThreadRole(rawValue: Int(bitPattern: p) - 1) ?? .main
 }
 
-/// Starts a joinable thread named `name` (Linux keeps 15 bytes) in `role` running `body`.
+/// Starts a joinable thread named `name` (Linux keeps its first 15 bytes) in `role` running `body`.
 /// The kick signal is unblocked on it: a parent that blocked it must not stop a vCPU
 /// (or any thread that later runs one) from being kicked out of KVM_RUN.
 public func spawnThread(name: String, role: ThreadRole, _ body: @escaping () -> Void) throws(VMMError) -> SpawnedThread {
@@ -60,9 +60,8 @@ public func spawnThread(name: String, role: ThreadRole, _ body: @escaping () -> 
     var tid = pthread_t()
     let rc = pthread_create(&tid, nil, { arg in
         let s = Unmanaged<ThreadStart>.fromOpaque(arg!).takeRetainedValue()
-        _ = ckvm_set_thread_name(String(s.name.utf8.prefix(15))!)
-        let index = ThreadRole.allCases.firstIndex(of: s.role)! + 1
-        pthread_setspecific(currentRoleStorage, UnsafeRawPointer(bitPattern: index))
+        _ = ckvm_set_thread_name(s.name)
+        pthread_setspecific(currentRoleStorage, UnsafeRawPointer(bitPattern: s.role.rawValue + 1))
         _ = ckvm_unblock_kick_signal()
         s.body()
         return nil

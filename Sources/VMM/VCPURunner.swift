@@ -31,10 +31,6 @@ final class VCPUContext: @unchecked Sendable {
         self.powerOn = powerOn
     }
 
-    /// How long a halted vCPU sleeps when nothing wakes it. Without an in-kernel irqchip
-    /// nothing can interrupt a HLT, so HLT means "idle until input or this long".
-    static let haltTimeoutMs: Int32 = 10
-
     func threadMain() {
         let vm = self.vm!
         while vm.awaitRun(index) {
@@ -68,8 +64,8 @@ final class VCPUContext: @unchecked Sendable {
                 stats.mmio.add()
                 if let end = outcome(mmio.write(address: a.address, from: UnsafeRawBufferPointer(a.data))) { return end }
             case .hlt:
-                stats.hlt.add()
-                if vm.serial.pendingInput == 0 { vm.wake.wait(timeoutMs: Self.haltTimeoutMs) }
+                // The in-kernel LAPIC (always created) handles HLT: this exit cannot happen.
+                return crash("unexpected HLT exit (the in-kernel irqchip handles HLT)")
             case .interrupted:
                 stats.interrupted.add()
                 // Clear the kick first, then read the mailbox: a kick landing in between

@@ -69,8 +69,8 @@ public final class VM: @unchecked Sendable {
     let observer: (@Sendable (VMStateEvent) -> Void)?
 
     /// Makes the machine: validates `config`, opens KVM, maps RAM, creates the irqchip,
-    /// the devices and every vCPU, and reads the kernel once so a bad one is a usage
-    /// error now. Nothing runs until `start()`.
+    /// the devices and every vCPU; then boots it (a bad kernel is a usage error now).
+    /// Nothing runs until `start()`.
     public init(config: VMConfig, console: any ByteSink, resetPolicy: ResetPolicy = .exit,
                 observer: (@Sendable (VMStateEvent) -> Void)? = nil) throws(VMMError) {
         self.config = config
@@ -82,8 +82,6 @@ public final class VM: @unchecked Sendable {
             throw .kvmUnavailable(message: Self.explainKVMOpen(error))
         }
         try config.validateForHost(hostMemoryMiB: Self.hostMemoryMiB(), hostMaxVCPUs: system.maxVCPUs)
-        // Read now so an unreadable or oversized kernel fails before any KVM work.
-        _ = try Self.readKernel(config.kernel, limit: UInt64(config.memoryMiB) << 20)
         let disks = try Self.openDisks(config.disks)
 
         let vm: VirtualMachine
@@ -140,6 +138,9 @@ public final class VM: @unchecked Sendable {
         self.vcpus = contexts
         lifecycle = Monitor(LifecycleState(vcpus: config.cpus))
         for ctx in contexts { ctx.vm = self }
+        // The first boot is prepared here so a kernel that cannot boot is a usage error
+        // before anything runs; reboots call `boot` again (a snapshot restore will not).
+        try boot()
     }
 
     /// Feeds console input to the guest; returns how many bytes were taken (the rest
@@ -148,9 +149,8 @@ public final class VM: @unchecked Sendable {
     /// the 8250 (early boot, `--console serial`, or after a virtio-console reset).
     public func sendConsoleInput(_ bytes: UnsafeRawBufferPointer) -> Int {
         if let con = virtioConsole, con.receiveReady { return con.receive(bytes) }
-        let n = serial.receive(bytes)
-        if n > 0 { wake.signal() }
-        return n
+        // The 8250 raises IRQ 4 itself; a halted vCPU wakes in the kernel.
+        return serial.receive(bytes)
     }
 
     /// Every device thread (virtio devices, the IRQ probe).

@@ -52,7 +52,10 @@ struct LifecycleState {
         departures = Array(repeating: 0, count: vcpus)
     }
 
-    var allParked: Bool { zip(parked, ended).allSatisfy { $0 || $1 } }
+    var allParked: Bool {
+        for i in parked.indices where !parked[i] && !ended[i] { return false }
+        return true
+    }
 }
 
 /// A snapshot of the lifecycle for `status`.
@@ -104,13 +107,12 @@ extension VM {
         return try body()
     }
 
-    /// Boots the machine and starts the device threads and one thread per vCPU.
+    /// Starts the device threads and one thread per vCPU on the booted machine.
     public func start() throws(VMMError) {
         try withOperation { () throws(VMMError) in
             if (try? check(.start)) == nil { return }  // started already
             lifecycle.update { enter(.starting, &$0) }
             do throws(VMMError) {
-                try boot()
                 // Device threads first: a guest may notify a queue as soon as it runs.
                 for loop in deviceLoops { try loop.start() }
                 VCPUKicker.installSignalHandler()
@@ -300,12 +302,16 @@ extension VM {
     /// mailbox (counted, so a vCPU that runs and parks again at once is not missed).
     func unparkVCPUs() {
         let (woken, before) = lifecycle.update { s -> ([Int], [UInt64]) in
-            let woken = s.commands.indices.filter { s.commands[$0] == .pause }
-            for i in woken { s.commands[i] = .run }
+            var woken: [Int] = []
+            for i in s.commands.indices where s.commands[i] == .pause {
+                s.commands[i] = .run
+                woken.append(i)
+            }
             return (woken, s.departures)
         }
         lifecycle.wait(until: { s in
-            woken.allSatisfy { i in s.departures[i] > before[i] || s.ended[i] || s.commands[i] != .run }
+            for i in woken where s.departures[i] <= before[i] && !s.ended[i] && s.commands[i] == .run { return false }
+            return true
         }) { _, _ in }
     }
 

@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import Devices
 import VMM
 
 /// `--state-dir DIR`: what outlives this process. Each file is written to a temporary
@@ -22,16 +23,11 @@ struct StateDirectory {
         let tmp = "\(path)/.\(name).\(getpid())"
         let fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
         guard fd >= 0 else { return report(name, "create \(tmp)") }
-        var off = 0
-        while off < bytes.count {
-            let n = bytes.withUnsafeBytes { Glibc.write(fd, $0.baseAddress! + off, $0.count - off) }
-            if n < 0 && errno == EINTR { continue }
-            guard n > 0 else {
-                close(fd)
-                unlink(tmp)
-                return report(name, "write \(tmp)")
-            }
-            off += n
+        guard bytes.withUnsafeBytes({ writeAll(fd, $0) }) else {
+            report(name, "write \(tmp)")
+            close(fd)
+            unlink(tmp)
+            return
         }
         fsync(fd)
         close(fd)

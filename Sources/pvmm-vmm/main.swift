@@ -29,7 +29,7 @@ func failEarly(_ message: String, status: Int32) -> Never {
 let hub: ConsoleHub
 do {
     hub = try ConsoleHub()
-    if !options.noStdio { try hub.attachStdout() }
+    if options.noStdio { try hub.stopOnTerminationSignals() } else { try hub.attachStdout() }
     // The socket exists before the (slower) machine build, so a supervisor can connect at once.
     if let path = options.controlPath { try hub.listen(path: path) }
 } catch { failEarly(error.description, status: error.isUsageError ? 2 : 1) }
@@ -49,6 +49,7 @@ do { try vm.start() } catch {
 }
 let end = vm.wait()
 terminal?.restore()
+terminal?.reportStopKey()
 // History first, then how it ended (a supervisor that sees exit.json finds both), then
 // the last output and events reach their readers and the socket goes away.
 state?.writeConsoleLog(hub.ring.contents())
@@ -66,6 +67,6 @@ if getenv("PVMM_STATS") != nil {
     let devices = s.devices.map {
         " \($0.name).requests=\($0.requests.value) \($0.name).notifications=\($0.notifications.value) \($0.name).interrupts=\($0.interrupts.value)"
     }.joined()
-    writeError("pvmm-stats: exits=\(s.totalExits) pio=\(s.pio.value) mmio=\(s.mmio.value) hlt=\(s.hlt.value) kicks=\(s.interrupted.value)\(devices)\n")
+    writeError("pvmm-stats: exits=\(s.totalExits) pio=\(s.pio.value) mmio=\(s.mmio.value) kicks=\(s.interrupted.value)\(devices)\n")
 }
 exit(end.exitStatus)

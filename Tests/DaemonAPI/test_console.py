@@ -49,7 +49,7 @@ class ConsoleTest(DaemonTest):
         # The replay is the ring: the last 64 KiB of output, whole lines of the flood in order.
         self.assertGreaterEqual(len(ra), RING - 64)
         self.assertLessEqual(len(ra), RING + 4096)
-        numbers = [int(n) for n in re.findall(rb"(\d{10})\.{53}", ra)]
+        numbers = [int(n) for n in re.findall(rb"(\d{8})\.{55}", ra)]
         # (64-byte lines, 65 on the console: the newline becomes CR LF.)
         self.assertGreater(len(numbers), (RING // 65) - 10)
         self.assertEqual(numbers, list(range(numbers[0], numbers[0] + len(numbers))))

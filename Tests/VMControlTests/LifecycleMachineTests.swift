@@ -6,29 +6,29 @@ import VMControl
         var m = LifecycleMachine()
         #expect(m.state == .created)
         #expect(throws: LifecycleConflict.self) { try m.check(.pause) }
-        #expect(m.enter(.starting) && m.enter(.running))
+        do { let ok = m.enter(.starting) && m.enter(.running); #expect(ok) }
         #expect(throws: Never.self) { try m.check(.pause) }
-        #expect(m.enter(.paused))
+        do { let ok = m.enter(.paused); #expect(ok) }
         #expect(throws: LifecycleConflict(operation: .pause, state: .paused)) { try m.check(.pause) }
         #expect(throws: Never.self) { try m.check(.resume) }
-        #expect(m.enter(.running))
-        #expect(m.enter(.stopping))
+        do { let ok = m.enter(.running); #expect(ok) }
+        do { let ok = m.enter(.stopping); #expect(ok) }
         // A second stop changes nothing and is not an error; pause and reboot are.
         #expect(throws: Never.self) { try m.check(.stop) }
         #expect(throws: LifecycleConflict.self) { try m.check(.pause) }
         #expect(throws: LifecycleConflict.self) { try m.check(.reboot) }
-        #expect(m.enter(.stopped))
+        do { let ok = m.enter(.stopped); #expect(ok) }
         #expect(m.state.isFinal)
     }
 
     @Test func finalStatesAllowNothing() {
         for final in [VMState.stopped, .crashed] {
             var m = LifecycleMachine()
-            #expect(m.enter(final))
+            do { let ok = m.enter(final); #expect(ok) }
             for op in LifecycleOperation.allCases {
                 #expect(throws: LifecycleConflict.self) { try m.check(op) }
             }
-            for next in VMState.allCases { #expect(!m.enter(next), "\(final) -> \(next)") }
+            for next in VMState.allCases { do { let ok = !m.enter(next); #expect(ok, "\(final) -> \(next)") } }
         }
     }
 
@@ -36,10 +36,10 @@ import VMControl
         var m = LifecycleMachine()
         _ = m.enter(.starting); _ = m.enter(.running)
         #expect(throws: Never.self) { try m.check(.reboot) }
-        #expect(m.enter(.starting) && m.enter(.running))
+        do { let ok = m.enter(.starting) && m.enter(.running); #expect(ok) }
         _ = m.enter(.paused)
         #expect(throws: Never.self) { try m.check(.reboot) }
-        #expect(m.enter(.starting))
+        do { let ok = m.enter(.starting); #expect(ok) }
     }
 
     @Test func edgesThatDoNotExist() {

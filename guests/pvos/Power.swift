@@ -8,11 +8,14 @@
 
 enum PowerButton {
     /// Routes pvmm's request interrupt (ISA IRQ `SysCtl.eventIRQ`) to the BSP. A press
-    /// that came before the route existed is only latched in the port: look once.
+    /// that came before the route existed is only latched in the port: look once. A pvmm
+    /// without the register reads all ones there: no button.
     static func enable() {
-        guard Platform.underPVMM, APIC.on, let gsi = IOAPIC.routedGSI(SysCtl.eventIRQ, to: APIC.bspID) else { return }
+        guard Platform.underPVMM else { return }
+        let events = inl(SysCtl.port + SysCtl.eventsOffset)
+        guard events != 0xFFFF_FFFF, APIC.on, let gsi = IOAPIC.routedGSI(SysCtl.eventIRQ, to: APIC.bspID) else { return }
         write64(powerButtonVectorAddress(), UInt64(Vector.ioapicBase) + UInt64(gsi))
-        if inl(SysCtl.port + SysCtl.eventsOffset) & SysCtl.eventPowerButton != 0 { write64(powerButtonAddress(), 1) }
+        if events & SysCtl.eventPowerButton != 0 { write64(powerButtonAddress(), 1) }
     }
 
     /// Set by irq_entry; reading it costs no exit.

@@ -12,7 +12,7 @@ enum Shell {
 
     static func execute(_ command: [UInt8], _ args: ArraySlice<[UInt8]>) {
         if matches(command, "help") {
-            Console.write("commands: help echo info cpus bench uptime blk virtio flood poweroff panic\n")
+            Console.write("commands: help echo info cpus bench uptime flood blk virtio poweroff reboot panic\n")
         } else if matches(command, "echo") {
             var first = true
             for a in args {
@@ -27,6 +27,8 @@ enum Shell {
             Console.write("uptime: ")
             Console.writeMilli(Clock.nanoseconds() / 1_000_000)
             Console.write(" s\n")
+        } else if matches(command, "flood") {
+            flood(args)
         } else if matches(command, "cpus") {
             cpus()
         } else if matches(command, "bench") {
@@ -42,8 +44,10 @@ enum Shell {
             // last until the next timer tick (10 ms) before the VM could end.
             VirtioConsole.drainPolled()
             Platform.powerOff(ExitStatus.ok)
-        } else if matches(command, "flood") {
-            flood(args)
+        } else if matches(command, "reboot") {
+            // The PC reset idiom: pvmm reboots in place with --on-reset restart (else exits 0).
+            VirtioConsole.drainPolled()
+            outb(LegacyPorts.i8042Command, LegacyPorts.i8042Reset)
         } else if matches(command, "panic") {
             // Not covered by the 4 GiB identity map (PML4 slot 224): #PF, vector 14.
             _ = read64(0x0000_7000_0000_0000)
@@ -54,26 +58,20 @@ enum Shell {
         }
     }
 
-    /// `flood BYTES`: prints BYTES of numbered 64-byte lines, then "flood done": console
-    /// output with nobody reading (the host's ring must absorb it without slowing us).
+    /// `flood BYTES`: prints BYTES bytes of numbered 64-byte lines, then `flood done`:
+    /// console throughput, and what the VMM does when nobody reads its console.
     static func flood(_ args: ArraySlice<[UInt8]>) {
         guard let w = args.first, let total = parseDecimal(w) else {
             Console.write("usage: flood BYTES\n")
             return
         }
-        var line = [UInt8](repeating: 0x2E, count: 64)
+        var line = [UInt8](repeating: 46, count: 64)   // "00000042 ........\n"
         line[63] = 10
         var sent: UInt64 = 0
         var n: UInt64 = 0
         while sent + 64 <= total {
-            // The line number in decimal at the start: a reader can tell which lines survived.
             var v = n
-            var i = 9
-            while i >= 0 {
-                line[i] = UInt8(48 + v % 10)
-                v /= 10
-                i -= 1
-            }
+            for i in (0..<8).reversed() { line[i] = 48 + UInt8(truncatingIfNeeded: v % 10); v /= 10 }
             Console.write(line)
             sent += 64
             n += 1
@@ -105,10 +103,17 @@ enum Shell {
         }
         Console.write(VirtioConsole.active ? "\nconsole: virtio\ndisks: " : "\nconsole: serial\ndisks: ")
         Console.writeDecimal(UInt64(BlockDevice.disks.count))
-        Console.write("\ncmdline: ")
-        Console.write(Kernel.cmdline)
+        // The user's words and options; the VMM's device entries on a line of their own.
+        let all = words(Kernel.cmdline)
+        Console.write("\ncmdline:")
+        for w in all where !Kernel.isDeviceEntry(w) { Console.put(32); Console.write(w) }
         Console.put(10)
-        for o in Kernel.options {
+        if all.contains(where: Kernel.isDeviceEntry) {
+            Console.write("devices:")
+            for w in all where Kernel.isDeviceEntry(w) { Console.put(32); Console.write(w) }
+            Console.put(10)
+        }
+        for o in Kernel.options where !Kernel.isDeviceKey(o.key) {
             Console.write("option: ")
             Console.write(o.key)
             Console.put(61)
