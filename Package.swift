@@ -46,9 +46,7 @@ let package = Package(
             // Static in release (Scripts/build adds --static-swift-stdlib, which the
             // FoundationEssentials it pulls in needs): no dynamic loading of the runtime
             // saves ~1.7 ms of every `pvmm run` before the VMM process even starts.
-            linkerSettings: [.unsafeFlags(["-static-executable"], .when(configuration: .release))],
-            // `gitRevision` for `pvmm --version`, generated before every build.
-            plugins: ["GitRevision"]
+            linkerSettings: [.unsafeFlags(["-static-executable"], .when(configuration: .release))]
         ),
         // The per-VM VMM process: no ArgumentParser, no Foundation, linked as a static
         // executable, so its own memory stays ~3 MiB (ArgumentParser pulls in
@@ -63,11 +61,13 @@ let package = Package(
         .target(name: "CSupervise"),
         // The client side of the API for `pvmm ls|create|console|...`: blocking HTTP/1.1 and
         // WebSocket over the Unix socket, no Foundation and no NIO, so the CLI stays light.
-        .target(name: "DaemonClient", dependencies: ["VMDefinition"]),
+        // It also holds PVMMVersion, which pvmm and pvmmd both report: `gitRevision` for
+        // `--version` and /v1/version is generated before every build.
+        .target(name: "DaemonClient", dependencies: ["VMDefinition"], plugins: ["GitRevision"]),
         .target(
             name: "Daemon",
             dependencies: [
-                "VMDefinition", "CSupervise",
+                "VMDefinition", "CSupervise", "DaemonClient",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdCore", package: "hummingbird"),
                 .product(name: "HummingbirdWebSocket", package: "hummingbird-websocket"),

@@ -1,3 +1,4 @@
+import DaemonClient
 import Foundation
 import Hummingbird
 import NIOCore
@@ -34,7 +35,8 @@ struct API: Sendable {
     func register(on router: Router<BasicRequestContext>) {
         router.get("/v1/ping") { _, _ in jsonResponse(.object([("ok", .bool(true))])) }
         router.get("/v1/version") { _, _ in
-            jsonResponse(.object([("version", .string(pvmmVersion)), ("api", .string("v1"))]))
+            jsonResponse(.object([("version", .string(PVMMVersion.release)), ("revision", .string(PVMMVersion.revision)),
+                                  ("api", .string("v1"))]))
         }
         router.get("/v1/openapi.json") { _, _ in
             Response(status: .ok, headers: [.contentType: "application/json"],
@@ -175,8 +177,6 @@ func intParameter(_ request: Request, _ key: String, default d: Int, range: Clos
     }
     return n
 }
-
-public let pvmmVersion = "0.2.0"
 
 /// The OpenAPI 3.1 document, kept in the repository (Sources/Daemon/openapi.json) and
 /// served as is.

@@ -1,3 +1,4 @@
+import DaemonClient
 import Foundation
 import Hummingbird
 import HummingbirdCore
@@ -47,6 +48,7 @@ public struct DaemonOptions: Sendable {
                 testTCPPort = p
             case "--vmm": vmm = try value("--vmm")
             case "-h", "--help": throw DaemonUsageError(Self.usage, status: 0)
+            case "--version": throw DaemonUsageError(PVMMVersion.text, status: 0)
             case let other: throw DaemonUsageError("\(other): unknown option\n\(Self.usage)")
             }
             i += 1

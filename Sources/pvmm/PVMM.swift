@@ -1,4 +1,5 @@
 import ArgumentParser
+import DaemonClient
 import Devices
 #if canImport(Glibc)
 import Glibc
