@@ -67,7 +67,7 @@ let package = Package(
         .target(
             name: "Daemon",
             dependencies: [
-                "VMDefinition", "CSupervise", "DaemonClient",
+                "VMDefinition", "VMControl", "CSupervise", "DaemonClient",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdCore", package: "hummingbird"),
                 .product(name: "HummingbirdWebSocket", package: "hummingbird-websocket"),
@@ -89,7 +89,7 @@ let package = Package(
         .plugin(name: "GitRevision", capability: .buildTool()),
         .testTarget(name: "VMDefinitionTests", dependencies: ["VMDefinition"]),
         .testTarget(name: "DaemonClientTests", dependencies: ["DaemonClient"]),
-        .testTarget(name: "DaemonTests", dependencies: ["Daemon", "VMDefinition"]),
+        .testTarget(name: "DaemonTests", dependencies: ["Daemon", "VMDefinition", "VMControl"]),
         .testTarget(name: "VMControlTests", dependencies: ["VMControl", "VMDefinition"]),
         .testTarget(name: "BootTests", dependencies: ["Boot", "GuestMemory", "PVMMABI"]),
         .testTarget(name: "DevicesTests", dependencies: ["Devices", "GuestMemory", "Virtio"]),

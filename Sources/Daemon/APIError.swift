@@ -1,11 +1,12 @@
 import Hummingbird
 import NIOCore
 import NIOHTTP1
+import VMControl
 import VMDefinition
 
 /// An error the API reports as `{"error": MESSAGE, "field": FIELD}` with an HTTP status.
 /// Every failure reaching a client goes through this type, so the mapping from typed
-/// errors (ConfigError, ControlError, SpawnError) to statuses lives in one place.
+/// errors (ConfigError, ControlCallError, SpawnError) to statuses lives in one place.
 public struct APIError: Error, Sendable, CustomStringConvertible {
     public var status: HTTPResponse.Status
     public var message: String
@@ -37,16 +38,16 @@ public struct APIError: Error, Sendable, CustomStringConvertible {
     public var response: Response { jsonResponse(json, status: status) }
 }
 
-extension ControlError {
-    /// The VMM's own error kinds map as CONTROL.md says: invalid 400, conflict 409,
+extension ControlCallError {
+    /// The VMM's own error kinds map as docs/control.md says: invalid 400, conflict 409,
     /// host and guest 500; a VMM that cannot be reached is in no state to take commands.
     var api: APIError {
         switch self {
-        case .vmm(let kind, let message, let field):
-            switch kind {
-            case "invalid": APIError(.badRequest, message, field: field)
-            case "conflict": APIError(.conflict, message, field: field)
-            default: APIError(.internalServerError, "\(kind) error: \(message)", field: field)
+        case .refused(let e):
+            switch e.kind {
+            case .invalid: APIError(.badRequest, e.message, field: e.field)
+            case .conflict: APIError(.conflict, e.message, field: e.field ?? "state")
+            case .host, .guest: APIError(.internalServerError, "\(e.kind.rawValue) error: \(e.message)", field: e.field)
             }
         case .unreachable(let why): APIError(.conflict, "the VM's VMM is not reachable (\(why)); is it running?")
         case .protocolError(let why): APIError(.internalServerError, "bad answer from the VM's VMM: \(why)")

@@ -1,12 +1,13 @@
 import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
+import VMControl
 import VMDefinition
 
 /// A failure talking to a VMM's control socket (docs/control.md).
-public enum ControlError: Error, Sendable, Equatable {
-    /// The VMM refused the request: `kind` is invalid, conflict, host or guest.
-    case vmm(kind: String, message: String, field: String?)
+public enum ControlCallError: Error, Sendable, Equatable {
+    /// The VMM refused the request, typed by whose fault it is (VMControl's codec).
+    case refused(ControlError)
     /// No VMM listens there (not started yet, or gone).
     case unreachable(String)
     /// The answer was not one JSON line of the documented shape.
@@ -26,7 +27,7 @@ public struct ControlConnection: Sendable {
     /// Connects, sends `request`, reads the response line and hands `body` the answer,
     /// the bytes that followed it on the stream and the channel's two directions.
     public static func with<T: Sendable>(
-        path: String, request: JSONValue, timeout: TimeAmount = .seconds(10), streams: StreamSet? = nil,
+        path: String, request: ControlRequest, timeout: TimeAmount = .seconds(10), streams: StreamSet? = nil,
         _ body: (JSONValue, ByteBuffer, NIOAsyncChannelInboundStream<ByteBuffer>.AsyncIterator, NIOAsyncChannelOutboundWriter<ByteBuffer>) async throws -> T
     ) async throws -> T {
         let channel: Channel
@@ -37,7 +38,7 @@ public struct ControlConnection: Sendable {
                     ch.eventLoop.makeCompletedFuture { try Channel(wrappingChannelSynchronously: ch) }
                 }
         } catch {
-            throw ControlError.unreachable("\(error)")
+            throw ControlCallError.unreachable("\(error)")
         }
         // The answer must come within `timeout` (a wedged VMM must not hold a request
         // forever); closing the channel ends the read below.
@@ -50,8 +51,7 @@ public struct ControlConnection: Sendable {
         let streamID = streams?.add(channel.channel)
         defer { if let streamID { streams?.remove(streamID) } }
         return try await channel.executeThenClose { inbound, outbound in
-            var line = request.encodedBytes
-            line.append(UInt8(ascii: "\n"))
+            let line = request.json.line
             var it = inbound.makeAsyncIterator()
             var pending = ByteBuffer()
             let response: JSONValue
@@ -61,7 +61,7 @@ public struct ControlConnection: Sendable {
                 timer.cancel()
             } catch {
                 timer.cancel()
-                if fired.withLockedValue({ $0 }) { throw ControlError.timedOut }
+                if fired.withLockedValue({ $0 }) { throw ControlCallError.timedOut }
                 throw error
             }
             return try await body(response, pending, it, outbound)
@@ -75,37 +75,32 @@ public struct ControlConnection: Sendable {
                 pending.moveReaderIndex(forwardBy: 1)
                 return try decodeResponse(bytes)
             }
-            guard pending.readableBytes < maxLine else { throw ControlError.protocolError("response line too long") }
+            guard pending.readableBytes < maxLine else { throw ControlCallError.protocolError("response line too long") }
             guard var chunk = try await it.next() else {
-                throw ControlError.protocolError("connection closed before the response")
+                throw ControlCallError.protocolError("connection closed before the response")
             }
             pending.writeBuffer(&chunk)
         }
     }
 
     /// One request, one answer; the connection is closed after it.
-    public static func request(path: String, _ request: JSONValue, timeout: TimeAmount = .seconds(10)) async throws(ControlError) -> JSONValue {
+    public static func request(path: String, _ request: ControlRequest, timeout: TimeAmount = .seconds(10)) async throws(ControlCallError) -> JSONValue {
         do {
             return try await with(path: path, request: request, timeout: timeout) { r, _, _, _ in r }
-        } catch let e as ControlError {
+        } catch let e as ControlCallError {
             throw e
         } catch {
             throw .unreachable("\(error)")
         }
     }
 
-    /// `{"ok":true,...}` -> the object; `{"ok":false,"error":{...}}` -> ControlError.vmm.
-    static func decodeResponse(_ bytes: [UInt8]) throws(ControlError) -> JSONValue {
+    /// `{"ok":true,...}` -> the object; `{"ok":false,"error":{...}}` -> `.refused`.
+    static func decodeResponse(_ bytes: [UInt8]) throws(ControlCallError) -> JSONValue {
         let v: JSONValue
         do { v = try JSONValue(parsing: bytes) } catch { throw .protocolError(error.description) }
-        switch v["ok"]?.boolValue {
-        case true?: return v
-        case false?:
-            let e = v["error"]
-            throw .vmm(kind: e?["kind"]?.stringValue ?? "host", message: e?["message"]?.stringValue ?? "unknown error",
-                       field: e?["field"]?.stringValue)
-        case nil: throw .protocolError("no \"ok\" member")
-        }
+        if v["ok"] == .bool(true) { return v }
+        if let e = ControlError(response: v) { throw .refused(e) }
+        throw .protocolError("neither {\"ok\":true} nor an error response")
     }
 }
 

@@ -1,3 +1,4 @@
+import VMControl
 import VMDefinition
 
 /// GET /metrics: every VM's state and counters in the Prometheus text exposition format
@@ -22,7 +23,7 @@ enum Metrics {
         let stats: [(String, JSONValue)] = await withTaskGroup(of: (String, JSONValue)?.self) { g in
             for (n, c) in controls {
                 g.addTask {
-                    guard let s = try? await ControlConnection.request(path: c, .object([("op", .string("stats"))]), timeout: .seconds(1))
+                    guard let s = try? await ControlConnection.request(path: c, .stats, timeout: .seconds(1))
                     else { return nil }
                     return (n, s)
                 }

@@ -1,11 +1,10 @@
 import Foundation
+import VMControl
 import VMDefinition
 
-/// The states of docs/api.md; the VMM reports the same names (docs/control.md).
-public enum VMState: String, Sendable, CaseIterable {
-    case created, starting, running, paused, stopping, stopped, crashed
-
-    /// A VMM process exists for the VM (or should: it is being started).
+extension VMState {
+    /// A VMM process exists for the VM (or should: it is being started). The daemon's
+    /// `created` means defined, with no VMM yet.
     public var isActive: Bool { ![.created, .stopped, .crashed].contains(self) }
 }
 

@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import VMControl
 import VMDefinition
 
 /// One VM the daemon manages.
@@ -273,9 +274,9 @@ public actor Registry {
             while monotonicNs() < deadline {
                 guard await self.isCurrent(name, token) else { return }
                 do {
-                    try await ControlConnection.with(path: control, request: .object([("op", .string("events"))])) { _, pending, it, _ in
+                    try await ControlConnection.with(path: control, request: .events) { _, pending, it, _ in
                         // The stream reports changes from now on: read where it is first.
-                        if let s = try? await ControlConnection.request(path: control, .object([("op", .string("status"))])) {
+                        if let s = try? await ControlConnection.request(path: control, .status) {
                             await self.observe(name, token: token, status: s)
                         }
                         var it = it
@@ -292,7 +293,7 @@ public actor Registry {
                         }
                     }
                     return
-                } catch ControlError.unreachable {
+                } catch ControlCallError.unreachable {
                     try? await Task.sleep(for: .milliseconds(5))
                 } catch {
                     return

@@ -2,6 +2,7 @@ import DaemonClient
 import Foundation
 import Hummingbird
 import NIOCore
+import VMControl
 import VMDefinition
 
 /// The API's endpoints (docs/api.md, Sources/Daemon/openapi.json). Handlers validate,
@@ -60,17 +61,17 @@ struct API: Sendable {
             return try await answer(n, wait: wait, until: [.running, .paused, .stopped, .crashed])
         }
         router.post("/v1/vms/:name/pause") { request, context in
-            try await command(request, context, op: "pause", allowed: [.running], action: "pause", until: [.paused])
+            try await command(request, context, op: .pause, allowed: [.running], action: "pause", until: [.paused])
         }
         router.post("/v1/vms/:name/resume") { request, context in
-            try await command(request, context, op: "resume", allowed: [.paused], action: "resume", until: [.running])
+            try await command(request, context, op: .resume, allowed: [.paused], action: "resume", until: [.running])
         }
         router.post("/v1/vms/:name/reboot") { request, context in
-            try await command(request, context, op: "reboot", allowed: [.running, .paused], action: "reboot", until: [.running])
+            try await command(request, context, op: .reboot, allowed: [.running, .paused], action: "reboot", until: [.running])
         }
         router.post("/v1/vms/:name/stop") { request, context in
             let stopTimeout = try intParameter(request, "timeout_s", default: 10, range: 0...3600)
-            return try await command(request, context, op: "stop", extra: [("timeout_s", .int(stopTimeout))],
+            return try await command(request, context, op: .stop(timeoutSeconds: stopTimeout),
                                      allowed: [.running, .paused, .starting], action: "stop", until: [.stopped, .crashed],
                                      defaultWait: Double(stopTimeout) + 10)
         }
@@ -79,7 +80,7 @@ struct API: Sendable {
             let wait = try WaitOptions(request)
             let t = try await registry.target(n, allowed: [.starting, .running, .paused, .stopping], action: "kill")
             do {
-                _ = try await ControlConnection.request(path: t.control, .object([("op", .string("kill"))]), timeout: .seconds(2))
+                _ = try await ControlConnection.request(path: t.control, .kill, timeout: .seconds(2))
             } catch {
                 // A VMM that does not answer is killed from outside; its end is recorded
                 // the same way (killed by signal 9).
@@ -91,7 +92,7 @@ struct API: Sendable {
             let n = try name(context)
             let t = try await registry.target(n, allowed: [.running, .paused, .stopping, .starting], action: "read metrics of")
             let stats: JSONValue
-            do { stats = try await ControlConnection.request(path: t.control, .object([("op", .string("stats"))])) } catch let e as ControlError {
+            do { stats = try await ControlConnection.request(path: t.control, .stats) } catch let e as ControlCallError {
                 throw e.api
             }
             guard case .object(let m) = stats else { throw APIError(.internalServerError, "bad stats") }
@@ -120,14 +121,14 @@ struct API: Sendable {
     }
 
     /// A lifecycle command: check the state, send `op`, then answer (after waiting).
-    func command(_ request: Request, _ context: BasicRequestContext, op: String, extra: [(key: String, value: JSONValue)] = [],
+    func command(_ request: Request, _ context: BasicRequestContext, op: ControlRequest,
                  allowed: Set<VMState>, action: String, until: Set<VMState>, defaultWait: Double = 30) async throws -> Response {
         let n = try name(context)
         let wait = try WaitOptions(request, defaultTimeout: defaultWait)
         let t = try await registry.target(n, allowed: allowed, action: action)
         let answer: JSONValue
         do {
-            answer = try await ControlConnection.request(path: t.control, .object([("op", .string(op))] + extra),
+            answer = try await ControlConnection.request(path: t.control, op,
                                                          timeout: .seconds(Int64(max(wait.timeout, 10))))
         } catch { throw error.api }
         await registry.observeAnswer(n, target: t, answer: answer)

@@ -2,6 +2,7 @@ import Foundation
 import Hummingbird
 import HummingbirdWebSocket
 import NIOCore
+import VMControl
 import VMDefinition
 
 extension API {
@@ -41,13 +42,13 @@ extension API {
             return Response(status: .ok, headers: headers, body: .init { writer in
                 do {
                     try await ControlConnection.with(path: control,
-                                                     request: .object([("op", .string("logs")), ("follow", .bool(follow))]),
+                                                     request: .logs(follow: follow),
                                                      timeout: .seconds(10), streams: streams) { _, pending, it, _ in
                         if pending.readableBytes > 0 { try await writer.write(pending) }
                         var it = it
                         while let chunk = try await it.next() { try await writer.write(chunk) }
                     }
-                } catch is ControlError {
+                } catch is ControlCallError {
                     // It ended between the check and the connect: fall back to the file.
                     if let bytes = StateFiles.read(paths.consoleLog) { try await writer.write(ByteBuffer(bytes: bytes)) }
                 }
@@ -81,7 +82,7 @@ extension API {
             }
             let control = VMPaths(stateDir: registry.stateDir, name: n).control
             do {
-                try await ControlConnection.with(path: control, request: .object([("op", .string("console")), ("replay", .bool(true))]),
+                try await ControlConnection.with(path: control, request: .console(replay: true),
                                                  timeout: .seconds(10), streams: registry.streams) { _, pending, it, vmmOut in
                     let guestOutput = IteratorBox(it)
                     try await withThrowingTaskGroup(of: Void.self) { g in

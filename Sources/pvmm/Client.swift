@@ -78,11 +78,21 @@ struct CreateCommand: ParsableCommand {
     }
 }
 
-/// start, pause, resume, stop, kill, reboot: POST with ?wait=true, then the state reached.
-enum LifecycleCall {
-    static func run(_ action: String, _ name: String, _ daemon: DaemonSocket, query: String = "") throws {
+/// start, pause, resume, stop, kill, reboot: POST with ?wait=true, then print the state
+/// reached. Each is its own type only because ArgumentParser needs one per subcommand.
+protocol LifecycleCommand: ParsableCommand {
+    static var action: String { get }
+    var name: String { get }
+    var daemon: DaemonSocket { get }
+    var query: String { get }
+}
+
+extension LifecycleCommand {
+    var query: String { "" }
+
+    func run() throws {
         let reply = try clientCall { () throws(ClientError) in
-            try daemon.client.send("POST", "/v1/vms/\(name)/\(action)?wait=true\(query)")
+            try daemon.client.send("POST", "/v1/vms/\(name)/\(Self.action)?wait=true\(query)")
         }
         let state = reply.json?["state"]?.stringValue ?? "?"
         if reply.status == 202 {
@@ -94,51 +104,50 @@ enum LifecycleCall {
     }
 }
 
-struct StartCommand: ParsableCommand {
+struct StartCommand: LifecycleCommand {
     static let configuration = CommandConfiguration(commandName: "start", abstract: "Start a VM and wait until it runs.")
+    static let action = "start"
     @Argument var name: String
     @OptionGroup var daemon: DaemonSocket
-    func run() throws { try LifecycleCall.run("start", name, daemon) }
 }
 
-struct PauseCommand: ParsableCommand {
+struct PauseCommand: LifecycleCommand {
     static let configuration = CommandConfiguration(commandName: "pause", abstract: "Pause a running VM (all vCPUs out of the guest).")
+    static let action = "pause"
     @Argument var name: String
     @OptionGroup var daemon: DaemonSocket
-    func run() throws { try LifecycleCall.run("pause", name, daemon) }
 }
 
-struct ResumeCommand: ParsableCommand {
+struct ResumeCommand: LifecycleCommand {
     static let configuration = CommandConfiguration(commandName: "resume", abstract: "Resume a paused VM.")
+    static let action = "resume"
     @Argument var name: String
     @OptionGroup var daemon: DaemonSocket
-    func run() throws { try LifecycleCall.run("resume", name, daemon) }
 }
 
-struct StopCommand: ParsableCommand {
+struct StopCommand: LifecycleCommand {
     static let configuration = CommandConfiguration(
-        commandName: "stop",
-        abstract: "Ask the guest to power off; after --timeout seconds the VMM stops it itself.")
+        commandName: "stop", abstract: "Ask the guest to power off; after --timeout seconds the VMM stops it itself.")
+    static let action = "stop"
     @Argument var name: String
     @Option(help: ArgumentHelp("Seconds the guest has to power off.", valueName: "s")) var timeout: Int = 10
     @OptionGroup var daemon: DaemonSocket
-    func run() throws { try LifecycleCall.run("stop", name, daemon, query: "&timeout_s=\(timeout)") }
+    var query: String { "&timeout_s=\(timeout)" }
 }
 
-struct KillCommand: ParsableCommand {
+struct KillCommand: LifecycleCommand {
     static let configuration = CommandConfiguration(commandName: "kill", abstract: "End a VM now, without the guest's involvement.")
+    static let action = "kill"
     @Argument var name: String
     @OptionGroup var daemon: DaemonSocket
-    func run() throws { try LifecycleCall.run("kill", name, daemon) }
 }
 
-struct RebootCommand: ParsableCommand {
+struct RebootCommand: LifecycleCommand {
     static let configuration = CommandConfiguration(
-        commandName: "reboot",
-        abstract: "Reset a VM in place: same name, memory size, disks and console history.")
+        commandName: "reboot", abstract: "Reset a VM in place: same name, memory size, disks and console history.")
+    static let action = "reboot"
     @Argument var name: String
     @OptionGroup var daemon: DaemonSocket
-    func run() throws { try LifecycleCall.run("reboot", name, daemon) }
 }
 
 struct RemoveCommand: ParsableCommand {

@@ -229,6 +229,17 @@ def run(coro):
     return asyncio.run(coro)
 
 
+def say(daemon, name, line):
+    """Attaches to NAME's console, runs one shell command there, detaches; its output."""
+    async def go():
+        ws = await ws_connect(daemon, name)
+        await ws_read_until(ws, PROMPT)
+        out = await ws_command(ws, line)
+        await ws.close()
+        return out
+    return run(go())
+
+
 def guest_uptime(output):
     m = re.findall(rb"uptime: ([0-9.]+) s", output)
     return float(m[-1]) if m else None

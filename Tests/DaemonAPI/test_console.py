@@ -3,7 +3,7 @@ clients, detach."""
 import asyncio
 import re
 
-from harness import DaemonTest, PROMPT, run, wait_until, ws_command, ws_connect, ws_read_until
+from harness import DaemonTest, PROMPT, run, say, wait_until, ws_command, ws_connect, ws_read_until
 
 RING = 64 << 10
 FLOOD = 1 << 20
@@ -91,12 +91,7 @@ class ConsoleTest(DaemonTest):
         follow = subprocess.Popen(["curl", "-sSN", "--unix-socket", d.socket, "http://localhost/v1/vms/lf/logs?follow=true"],
                                   stdout=subprocess.PIPE)
         try:
-            async def say():
-                ws = await ws_connect(d, "lf")
-                await ws_read_until(ws, PROMPT)
-                await ws_command(ws, "echo followed-line")
-                await ws.close()
-            run(say())
+            say(d, "lf", "echo followed-line")
             got = b""
             import select
             import time

@@ -9,7 +9,7 @@ import subprocess
 import threading
 import time
 
-from harness import DaemonTest, GUEST, run, ws_command, ws_connect, ws_read_until, PROMPT
+from harness import DaemonTest, GUEST, say
 
 
 class ErrorClassesTest(DaemonTest):
@@ -187,12 +187,7 @@ class HostileClientsTest(DaemonTest):
         self.assertEqual(d.proc.poll(), None)
         self.assertEqual(d.vm("steady")["state"], "running")
 
-        async def alive():
-            ws = await ws_connect(d, "steady")
-            await ws_read_until(ws, PROMPT)
-            await ws_command(ws, "echo survived")
-            await ws.close()
-        run(alive())
+        self.assertIn(b"\nsurvived", say(d, "steady", "echo survived"))
         # None of the bad creates slipped through.
         self.assertEqual([v["name"] for v in d.request("GET", "/v1/vms").json], ["steady"])
 

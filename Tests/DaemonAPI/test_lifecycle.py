@@ -7,7 +7,7 @@ import select
 import subprocess
 import time
 
-from harness import (DaemonTest, GUEST, PROMPT, PVMM, run, wait_until, ws_command, ws_connect, ws_read_until)
+from harness import (DaemonTest, GUEST, PROMPT, PVMM, run, say, wait_until, ws_command, ws_connect, ws_read_until)
 
 
 class CurlLifecycleTest(DaemonTest):
@@ -29,13 +29,7 @@ class CurlLifecycleTest(DaemonTest):
         self.assertEqual((code, vm["state"]), (200, "running"))
         self.assertIsInstance(vm["pid"], int)
 
-        async def console_round_trip():
-            ws = await ws_connect(self.daemon, "web")
-            await ws_read_until(ws, PROMPT)
-            out = await ws_command(ws, "echo hello-from-websocket")
-            await ws.close()
-            return out
-        self.assertIn(b"\nhello-from-websocket", run(console_round_trip()))
+        self.assertIn(b"\nhello-from-websocket", say(self.daemon, "web", "echo hello-from-websocket"))
 
         code, vm = self.curl("POST", "/v1/vms/web/pause?wait=true")
         self.assertEqual((code, vm["state"]), (200, "paused"))
@@ -83,12 +77,7 @@ class CurlLifecycleTest(DaemonTest):
             self.daemon.action("rb", "start")
             self.daemon.wait_prompt("rb")
 
-            async def mark():
-                ws = await ws_connect(self.daemon, "rb")
-                await ws_read_until(ws, PROMPT)
-                await ws_command(ws, "echo before-reboot")
-                await ws.close()
-            run(mark())
+            say(self.daemon, "rb", "echo before-reboot")
             vm = self.daemon.action("rb", "reboot")
             self.assertEqual(vm["state"], "running")
             wait_until(lambda: self.daemon.logs("rb").count(b"pvos 0.1") >= 2, 15, "a second boot banner")

@@ -5,7 +5,7 @@ import subprocess
 import threading
 import time
 
-from harness import Daemon, DaemonTest, PROMPT, run, wait_until, ws_command, ws_connect, ws_read_until
+from harness import Daemon, DaemonTest, PROMPT, run, say, wait_until, ws_command, ws_connect, ws_read_until
 
 
 def parallel(fn, items):
@@ -76,12 +76,7 @@ class FailureTest(DaemonTest):
         for n in ("a", "c"):
             self.assertEqual(d.vm(n)["state"], "running")
 
-            async def alive():
-                ws = await ws_connect(d, n)
-                await ws_read_until(ws, PROMPT)
-                await ws_command(ws, "echo still-here")
-                await ws.close()
-            run(alive())
+            self.assertIn(b"\nstill-here", say(d, n, "echo still-here"))
         # A crashed VM starts again.
         self.assertEqual(d.action("b", "start")["state"], "running")
 
@@ -111,12 +106,7 @@ class FailureTest(DaemonTest):
         d.action("run2", "start")
         d.action("run2", "pause")
 
-        async def mark():
-            ws = await ws_connect(d, "run1")
-            await ws_read_until(ws, PROMPT)
-            await ws_command(ws, "echo history-before-restart")
-            await ws.close()
-        run(mark())
+        say(d, "run1", "echo history-before-restart")
         pids = {n: d.vm(n)["pid"] for n in ("run1", "run2")}
         d.stop(signal.SIGKILL)
         for p in pids.values():

@@ -1,4 +1,5 @@
 import Testing
+import VMControl
 import VMDefinition
 @testable import Daemon
 
