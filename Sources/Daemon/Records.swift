@@ -32,8 +32,18 @@ public struct VMRecord: Sendable {
         self.createdNs = createdNs
     }
 
-    public func uptimeNs(now: UInt64 = monotonicNs()) -> UInt64 {
+    public func uptimeNs(now: UInt64 = monotonicNanoseconds()) -> UInt64 {
         uptimeBaseNs + (runningSinceMono.map { now > $0 ? now - $0 : 0 } ?? 0)
+    }
+
+    /// The run is over: how it ended, no process, the running time kept.
+    public mutating func end(state: VMState, exit: JSONValue, now: UInt64 = monotonicNanoseconds()) {
+        uptimeBaseNs = uptimeNs(now: now)
+        runningSinceMono = nil
+        self.state = state
+        lastExit = exit
+        pid = nil
+        pidStart = nil
     }
 
     public var json: JSONValue {
@@ -65,18 +75,6 @@ public struct VMRecord: Sendable {
 }
 
 func uint64(_ v: JSONValue) -> UInt64? { if case .number(let t) = v { UInt64(t) } else { nil } }
-
-public func monotonicNs() -> UInt64 {
-    var ts = timespec()
-    clock_gettime(CLOCK_MONOTONIC, &ts)
-    return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
-}
-
-public func wallClockNs() -> UInt64 {
-    var ts = timespec()
-    clock_gettime(CLOCK_REALTIME, &ts)
-    return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
-}
 
 /// Small files written whole: temp file + rename, so a crash leaves the old or the new
 /// version, never half of one.

@@ -66,7 +66,7 @@ public actor Registry {
                 continue
             }
             var record = StateFiles.readJSON(paths.record).flatMap(VMRecord.init(json:))
-                ?? VMRecord(state: .created, createdNs: wallClockNs())
+                ?? VMRecord(state: .created, createdNs: wallClockNanoseconds())
             var vm = ManagedVM(config: config, record: record)
             if record.state.isActive {
                 if let pid = record.pid, let start = record.pidStart, processStartTime(pid) == start {
@@ -80,11 +80,7 @@ public actor Registry {
                 // It ended while no daemon watched: record how, from what it left.
                 let (state, exit) = endRecord(exitJSON: StateFiles.readJSON(paths.exit), end: .unknown,
                                               logTail: lastLogLine(paths.log))
-                record.state = state
-                record.lastExit = exit
-                record.pid = nil
-                record.pidStart = nil
-                record.runningSinceMono = nil
+                record.end(state: state, exit: exit)
                 vm.record = record
                 try? FileManager.default.removeItem(atPath: paths.pidFile)
             }
@@ -173,7 +169,7 @@ public actor Registry {
         } catch {
             throw APIError(.internalServerError, "cannot write the definition under \(paths.dir): \(error)")
         }
-        vms[name] = ManagedVM(config: config, record: VMRecord(state: .created, createdNs: wallClockNs()))
+        vms[name] = ManagedVM(config: config, record: VMRecord(state: .created, createdNs: wallClockNanoseconds()))
         persist(name)
         publish(name, extra: [])
         return Self.json(name: name, vm: vms[name]!)
@@ -254,7 +250,7 @@ public actor Registry {
         vm.record.state = .starting
         vm.record.pid = pid
         vm.record.pidStart = processStartTime(pid)
-        vm.record.startedNs = wallClockNs()
+        vm.record.startedNs = wallClockNanoseconds()
         vm.record.uptimeBaseNs = 0
         vm.record.runningSinceMono = nil
         vms[name] = vm
@@ -270,8 +266,8 @@ public actor Registry {
     nonisolated func follow(name: String, token: UInt64, control: String, adopting: Bool) {
         Task {
             // The VMM creates its socket within milliseconds; give a loaded host 30 s.
-            let deadline = monotonicNs() + 30_000_000_000
-            while monotonicNs() < deadline {
+            let deadline = monotonicNanoseconds() + 30_000_000_000
+            while monotonicNanoseconds() < deadline {
                 guard await self.isCurrent(name, token) else { return }
                 do {
                     try await ControlConnection.with(path: control, request: .events) { _, pending, it, _ in
@@ -314,7 +310,7 @@ public actor Registry {
         guard var vm = vms[name], vm.token == token, vm.record.state.isActive,
               let s = status["state"]?.stringValue, let new = VMState(rawValue: s), new.isActive,
               new != vm.record.state || status["uptime_ns"] != nil else { return }
-        let now = monotonicNs()
+        let now = monotonicNanoseconds()
         if let up = status["uptime_ns"].flatMap(uint64) {
             // The VMM's own count (re-adoption): trust it over ours.
             vm.record.uptimeBaseNs = up
@@ -339,15 +335,7 @@ public actor Registry {
         guard let name = vms.first(where: { $0.value.token == token })?.key, var vm = vms[name] else { return }
         let paths = VMPaths(stateDir: stateDir, name: name)
         let (state, exit) = endRecord(exitJSON: StateFiles.readJSON(paths.exit), end: end, logTail: lastLogLine(paths.log))
-        if let since = vm.record.runningSinceMono {
-            let now = monotonicNs()
-            vm.record.uptimeBaseNs += now > since ? now - since : 0
-        }
-        vm.record.runningSinceMono = nil
-        vm.record.state = state
-        vm.record.lastExit = exit
-        vm.record.pid = nil
-        vm.record.pidStart = nil
+        vm.record.end(state: state, exit: exit)
         vm.heldFDs.forEach { close($0) }
         vm.heldFDs = []
         vms[name] = vm
@@ -380,7 +368,7 @@ public actor Registry {
     private func publish(_ name: String, state: String? = nil, extra: [(key: String, value: JSONValue)]) {
         let s = state ?? vms[name]?.record.state.rawValue ?? "deleted"
         let ev = VMEvent(name: name, state: s, json: .object([("vm", .string(name)), ("state", .string(s)),
-                                                              ("ts_ns", .int(wallClockNs()))] + extra))
+                                                              ("ts_ns", .int(wallClockNanoseconds()))] + extra))
         for c in subscribers.values { c.yield(ev) }
     }
 

@@ -7,6 +7,7 @@ import Logging
 import VMDefinition
 import NIOCore
 import ServiceLifecycle
+import VMControl
 
 /// `pvmm daemon` options.
 public struct DaemonOptions: Sendable {
@@ -165,7 +166,7 @@ struct JSONLogHandler: LogHandler {
     func log(level: Logger.Level, message: Logger.Message, metadata extra: Logger.Metadata?, source: String,
              file: String, function: String, line: UInt) {
         var members: [(key: String, value: JSONValue)] = [
-            ("ts_ns", .int(wallClockNs())), ("level", .string(level.rawValue)), ("msg", .string(message.description)),
+            ("ts_ns", .int(wallClockNanoseconds())), ("level", .string(level.rawValue)), ("msg", .string(message.description)),
         ]
         for (k, v) in self.metadata.merging(extra ?? [:], uniquingKeysWith: { $1 }).sorted(by: { $0.key < $1.key }) {
             members.append((k, .string("\(v)")))

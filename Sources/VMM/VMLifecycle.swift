@@ -4,6 +4,7 @@ import Glibc
 import CKVM
 import Devices
 import KVM
+import VMControl
 
 /// What one vCPU thread is told to do (its mailbox). Save and restore will join these.
 enum VCPUCommand: Sendable, Equatable {
