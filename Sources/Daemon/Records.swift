@@ -77,22 +77,57 @@ public struct VMRecord: Sendable {
 func uint64(_ v: JSONValue) -> UInt64? { if case .number(let t) = v { UInt64(t) } else { nil } }
 
 /// Small files written whole: temp file + rename, so a crash leaves the old or the new
-/// version, never half of one.
+/// version, never half of one. Plain system calls: these sit on every create, start and
+/// state change.
 enum StateFiles {
-    static func write(_ bytes: [UInt8], to path: String) throws {
-        let tmp = path + ".tmp"
-        try Data(bytes).write(to: URL(fileURLWithPath: tmp))
-        guard rename(tmp, path) == 0 else {
-            throw CocoaError(.fileWriteUnknown, userInfo: [NSFilePathErrorKey: path])
-        }
+    struct Failure: Error, CustomStringConvertible {
+        let path: String, call: String, errno: Int32
+        var description: String { "\(call) \(path): \(String(cString: strerror(errno)))" }
     }
 
+    static func write(_ bytes: [UInt8], to path: String) throws(Failure) {
+        let tmp = path + ".tmp"
+        let fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
+        guard fd >= 0 else { throw Failure(path: tmp, call: "open", errno: errno) }
+        var off = 0
+        while off < bytes.count {
+            let n = bytes[off...].withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
+            if n < 0 && errno == EINTR { continue }
+            guard n > 0 else {
+                let e = errno
+                close(fd)
+                throw Failure(path: tmp, call: "write", errno: e)
+            }
+            off += n
+        }
+        close(fd)
+        guard rename(tmp, path) == 0 else { throw Failure(path: path, call: "rename", errno: errno) }
+    }
+
+    /// The whole file (state files are small; more than 16 MiB is not one of ours).
     static func read(_ path: String) -> [UInt8]? {
-        FileManager.default.contents(atPath: path).map { [UInt8]($0) }
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return nil }
+        defer { close(fd) }
+        var out: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 64 << 10)
+        while out.count < 16 << 20 {
+            let n = chunk.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, $0.count) }
+            if n < 0 && errno == EINTR { continue }
+            guard n > 0 else { return n == 0 ? out : nil }
+            out += chunk[..<n]
+        }
+        return out
     }
 
     static func readJSON(_ path: String) -> JSONValue? {
         read(path).flatMap { try? JSONValue(parsing: $0) }
+    }
+
+    /// A VM's directory and the files in it (it has no subdirectories).
+    static func removeDirectory(_ dir: String) {
+        for f in (try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? [] { unlink(dir + "/" + f) }
+        rmdir(dir)
     }
 }
 

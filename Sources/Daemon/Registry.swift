@@ -82,7 +82,7 @@ public actor Registry {
                                               logTail: lastLogLine(paths.log))
                 record.end(state: state, exit: exit)
                 vm.record = record
-                try? FileManager.default.removeItem(atPath: paths.pidFile)
+                unlink(paths.pidFile)
             }
             vms[name] = vm
             persist(name)
@@ -163,8 +163,9 @@ public actor Registry {
         try checkDiskSharing(config)
         let paths = VMPaths(stateDir: stateDir, name: name)
         do {
-            try FileManager.default.createDirectory(atPath: paths.dir, withIntermediateDirectories: true,
-                                                    attributes: [.posixPermissions: 0o700])
+            guard mkdir(paths.dir, 0o700) == 0 || errno == EEXIST else {
+                throw StateFiles.Failure(path: paths.dir, call: "mkdir", errno: errno)
+            }
             try StateFiles.write(config.jsonBytes, to: paths.config)
         } catch {
             throw APIError(.internalServerError, "cannot write the definition under \(paths.dir): \(error)")
@@ -200,8 +201,12 @@ public actor Registry {
     /// A writable disk belongs to one VM: another VM may not name it (in any mode), and a
     /// disk another VM writes may not be added read-only either.
     func checkDiskSharing(_ config: VMConfig) throws(APIError) {
-        func key(_ p: String) -> String { (try? FileManager.default.destinationOfSymbolicLink(atPath: p)).map { _ in
-            URL(fileURLWithPath: p).resolvingSymlinksInPath().path } ?? URL(fileURLWithPath: p).standardizedFileURL.path }
+        // The same file under two names (symlinks, `..`) is the same disk.
+        func key(_ p: String) -> String {
+            guard let r = realpath(p, nil) else { return p }
+            defer { free(r) }
+            return String(cString: r)
+        }
         for (i, d) in config.disks.enumerated() {
             let k = key(d.path)
             for (other, vm) in vms {
@@ -219,7 +224,7 @@ public actor Registry {
             throw .conflict("cannot delete '\(name)': it is \(vm.record.state.rawValue) (stop or kill it first)", field: "state")
         }
         vms[name] = nil
-        try? FileManager.default.removeItem(atPath: VMPaths(stateDir: stateDir, name: name).dir)
+        StateFiles.removeDirectory(VMPaths(stateDir: stateDir, name: name).dir)
         publish(name, state: "deleted", extra: [])
     }
 
@@ -290,7 +295,7 @@ public actor Registry {
                     }
                     return
                 } catch ControlCallError.unreachable {
-                    try? await Task.sleep(for: .milliseconds(5))
+                    try? await Task.sleep(for: .milliseconds(1))
                 } catch {
                     return
                 }
