@@ -1,6 +1,7 @@
 // Definitions of the wrappers declared in include/ckvm.h (see the contract there).
 #define _GNU_SOURCE
 #include <errno.h>
+#include <malloc.h>
 #include <pthread.h>
 #include <signal.h>
 #include <sys/epoll.h>
@@ -229,3 +230,5 @@ int ckvm_unblock_kick_signal(void) {
 }
 
 uint64_t ckvm_rdtsc(void) { return __builtin_ia32_rdtsc(); }
+
+int ckvm_single_malloc_arena(void) { return mallopt(M_ARENA_MAX, 1) ? 0 : -EINVAL; }

@@ -25,7 +25,8 @@ public final class ConsoleHub: @unchecked Sendable {
     let events = Mutex<[VMStateEvent]>([])
     /// A handful at most (stdout, a few clients): an array, scanned.
     var connections: [Connection] = []
-    var scratch = [UInt8](repeating: 0, count: 16 << 10)
+    /// One write's worth of ring bytes (a pipe takes 4 KiB at a time anyway).
+    var scratch = [UInt8](repeating: 0, count: 4096)
     var listener: Int32 = -1
     var socketPath: String?
     /// Set once the VM exists (control requests need it; output does not).

@@ -3,6 +3,7 @@
 // VM with the console in a ring that goes to stdout (unless --no-stdio) and to control
 // socket clients (--control), and exits with the VM's status. Deliberately free of
 // ArgumentParser and Foundation.
+import CKVM
 import Devices
 import VMM
 #if canImport(Glibc)
@@ -13,6 +14,10 @@ func fail(_ message: String, status: Int32) -> Never {
     writeError("pvmm: \(message)\n")
     exit(status)
 }
+
+// One malloc arena for all threads: every thread here allocates only while setting up or
+// on rare control paths, and each extra arena would cost resident pages (< 5 MiB goal).
+_ = ckvm_single_malloc_arena()
 
 let options: VMMOptions
 do { options = try VMMOptions(arguments: Array(CommandLine.arguments.dropFirst())) }

@@ -111,6 +111,8 @@ int ckvm_epoll_wait_events(int ep, int *fds, uint32_t *events, int max, int time
 int ckvm_epoll_wait(int ep, int *fds, int max, int timeout_ms);
 
 // MARK: threads
+/// mallopt(M_ARENA_MAX, 1): all threads share one malloc arena (fewer resident pages).
+int ckvm_single_malloc_arena(void);
 int ckvm_set_thread_name(const char *name);
 
 // MARK: signals used to kick a vCPU thread out of KVM_RUN
