@@ -181,7 +181,10 @@ public final class ConsoleHub: @unchecked Sendable {
         guard !c.closed else { return }
         c.closed = true
         if c.pollable { loop.remove(c.fd) }
-        connections.removeAll { $0 === c }
+        for i in connections.indices where connections[i].fd == c.fd {
+            connections.remove(at: i)
+            break
+        }
         c.closeFD()
     }
 

@@ -154,7 +154,7 @@ public final class VM: @unchecked Sendable {
     }
 
     /// Every device thread (virtio devices, the IRQ probe).
-    var deviceLoops: [EventLoop] { virtioDevices.map(\.loop) + (irqProbe.map { [$0.loop] } ?? []) }
+    var deviceLoops: [EventLoop] { virtioDevices.map { $0.loop } + (irqProbe.map { [$0.loop] } ?? []) }
 
     // MARK: Building blocks
 
