@@ -51,7 +51,7 @@ extension ConsoleHub {
             if fd < 0 { return }  // EAGAIN: none left (or a transient error: try on the next event)
             _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
             _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK)
-            let c = Connection(fd: fd, kind: .socket)
+            let c = Connection(fd: fd, kind: .socket, source: ring)
             do { try loop.add(fd, events: EventLoop.readable) { [unowned self] ev in writable(c, ev) } } catch {
                 Glibc.close(fd)
                 continue

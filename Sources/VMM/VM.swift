@@ -71,8 +71,11 @@ public final class VM: @unchecked Sendable {
     /// Makes the machine: validates `config`, opens KVM, maps RAM, creates the irqchip,
     /// the devices and every vCPU; then boots it (a bad kernel is a usage error now).
     /// Nothing runs until `start()`.
+    /// `log` takes what devices report while the VM runs (from vCPU and device threads,
+    /// so it must not block: pvmm-vmm passes the console hub's log ring).
     public init(config: VMConfig, console: any ByteSink, resetPolicy: ResetPolicy = .exit,
-                observer: (@Sendable (VMStateEvent) -> Void)? = nil) throws(VMMError) {
+                observer: (@Sendable (VMStateEvent) -> Void)? = nil,
+                log: @escaping @Sendable (String) -> Void = writeStderrLine) throws(VMMError) {
         self.config = config
         self.console = console
         self.resetPolicy = resetPolicy
@@ -103,7 +106,7 @@ public final class VM: @unchecked Sendable {
         serial = Serial8250(sink: console, irq: IRQLine(vmFD: vm.fd, irq: Self.com1IRQ))
         sysctl = SystemControl(memory: memory, irq: IRQLine(vmFD: vm.fd, irq: UInt32(SysCtl.eventIRQ)))
         (virtioDevices, virtioConsole) = try Self.makeVirtioDevices(config: config, disks: disks, console: console,
-                                                                    memory: memory, vm: vm)
+                                                                    memory: memory, vm: vm, log: log)
         stats = VMStats(devices: virtioDevices.map(\.device.stats))
         irqProbe = config.irqProbe ? try IRQProbe(memory: memory, vm: vm) : nil
         do {

@@ -35,12 +35,13 @@ let hub: ConsoleHub
 do {
     hub = try ConsoleHub()
     if options.noStdio { try hub.stopOnTerminationSignals() } else { try hub.attachStdout() }
+    try hub.attachStderr()
     // The socket exists before the (slower) machine build, so a supervisor can connect at once.
     if let path = options.controlPath { try hub.listen(path: path) }
 } catch { failEarly(error.description, status: error.isUsageError ? 2 : 1) }
 
 let vm: VM
-do { vm = try VM(config: config, console: hub.ring, resetPolicy: options.onReset, observer: hub.stateChanged) }
+do { vm = try VM(config: config, console: hub.ring, resetPolicy: options.onReset, observer: hub.stateChanged, log: hub.log) }
 catch { failEarly(options.flagNames ? error.flagDescription : error.description, status: error.isUsageError ? 2 : 1) }
 
 do { try hub.start(vm: vm) } catch { failEarly(error.description, status: 1) }
