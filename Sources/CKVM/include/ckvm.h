@@ -57,13 +57,18 @@ struct ckvm_vcpu_extra {
     struct kvm_vcpu_events events;
     struct kvm_fpu fpu;
 };
-int ckvm_get_vcpu_extra(int vcpu, struct ckvm_vcpu_extra *x);
-int ckvm_set_vcpu_extra(int vcpu, const struct ckvm_vcpu_extra *x);
+/// Swift keeps these as opaque bytes (imported, the structs' big arrays become tuples
+/// that cost kilobytes of code to initialise and copy): `x` holds ckvm_vcpu_extra_size().
+size_t ckvm_vcpu_extra_size(void);
+int ckvm_get_vcpu_extra(int vcpu, void *x);
+int ckvm_set_vcpu_extra(int vcpu, const void *x);
 
 /// The in-kernel PIC (chips 0, 1) and IOAPIC (chip 2).
 struct ckvm_irqchips { struct kvm_irqchip chip[3]; };
-int ckvm_get_irqchips(int vm, struct ckvm_irqchips *c);
-int ckvm_set_irqchips(int vm, const struct ckvm_irqchips *c);
+/// `c` holds ckvm_irqchips_size() bytes, as above.
+size_t ckvm_irqchips_size(void);
+int ckvm_get_irqchips(int vm, void *c);
+int ckvm_set_irqchips(int vm, const void *c);
 
 // MARK: kvm_run accessors (the mmapped page shared with the kernel)
 uint32_t ckvm_run_exit_reason(const struct kvm_run *r);
