@@ -1,5 +1,7 @@
+#define _GNU_SOURCE
 #include "curing.h"
 #include <errno.h>
+#include <sys/uio.h>
 #include <liburing.h>
 #include <stdlib.h>
 
@@ -66,4 +68,16 @@ int curing_wait(curing_ring *r, uint64_t *tag, int32_t *res) {
     *res = c->res;
     io_uring_cqe_seen(&r->ring, c);
     return 1;
+}
+
+long curing_preadv_nowait(int fd, const void *iov, uint32_t n, uint64_t off) {
+    ssize_t r;
+    do { r = preadv2(fd, iov, (int)n, (off_t)off, RWF_NOWAIT); } while (r < 0 && errno == EINTR);
+    return r < 0 ? -errno : r;
+}
+
+long curing_pwritev_nowait(int fd, const void *iov, uint32_t n, uint64_t off) {
+    ssize_t r;
+    do { r = pwritev2(fd, iov, (int)n, (off_t)off, RWF_NOWAIT); } while (r < 0 && errno == EINTR);
+    return r < 0 ? -errno : r;
 }

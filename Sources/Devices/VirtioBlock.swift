@@ -147,6 +147,8 @@ public final class VirtioBlockBackend: VirtioBackend {
 
     /// Whether requests go through the io_uring (diagnostics, tests).
     public var parallelIO: Bool { ring != nil }
+    /// Requests handed to the io_uring so far (the rest completed at once).
+    public var requestsQueued: UInt64 { core.state.withLock { _ in ring?.queuedTotal ?? 0 } }
     /// Requests submitted to the host and not completed yet.
     public var requestsInFlight: Int { core.state.withLock { _ in ring?.inFlight ?? 0 } }
 

@@ -24,6 +24,11 @@ int curing_prep_writev(curing_ring *ring, int fd, const void *iovecs, uint32_t c
 /// and before any submitted after it starts (IOSQE_IO_DRAIN).
 int curing_prep_fdatasync_drained(curing_ring *ring, int fd, uint64_t tag);
 
+/// preadv2 / pwritev2 with RWF_NOWAIT: bytes moved, or -EAGAIN when that would block
+/// (data not in the page cache), -EOPNOTSUPP where the file system cannot tell.
+long curing_preadv_nowait(int fd, const void *iovecs, uint32_t count, uint64_t offset);
+long curing_pwritev_nowait(int fd, const void *iovecs, uint32_t count, uint64_t offset);
+
 /// Submits what was queued: the number submitted.
 int curing_submit(curing_ring *ring);
 /// One completion if there is one: 1 (tag and result set, the entry consumed), 0 none.
