@@ -61,6 +61,14 @@ enum Timer {
 
     static func after(ms: UInt64) -> UInt64 { rdtsc() &+ ms * Platform.tscKHz }
 
+    /// The TSC value when `Clock.nanoseconds()` reaches `ns` (now if that has passed):
+    /// for deadlines kept in uptime nanoseconds, such as a timer list's earliest entry
+    /// (`Platform.idle(cpu, until: Timer.tsc(atUptime: next))`).
+    static func tsc(atUptime ns: UInt64) -> UInt64 {
+        let now = Clock.nanoseconds()
+        return after(ns: ns > now ? ns - now : 0)
+    }
+
     /// Makes `cpu` (the running CPU) take a timer interrupt no later than TSC `tsc`
     /// (at once if that has passed). Cheap unless it moves the armed deadline earlier.
     /// Call it with the interrupt flag clear (Platform.idle does), so the interrupt for
