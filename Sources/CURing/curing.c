@@ -23,18 +23,10 @@ void curing_destroy(curing_ring *r) {
 
 int curing_register_eventfd(curing_ring *r, int fd) { return io_uring_register_eventfd(&r->ring, fd); }
 
-int curing_prep_readv(curing_ring *r, int fd, const void *iov, uint32_t n, uint64_t off, uint64_t tag) {
+int curing_prep_rw(curing_ring *r, int write, int fd, const void *iov, uint32_t n, uint64_t off, uint64_t tag) {
     struct io_uring_sqe *s = io_uring_get_sqe(&r->ring);
     if (!s) return -EBUSY;
-    io_uring_prep_readv(s, fd, iov, n, off);
-    io_uring_sqe_set_data64(s, tag);
-    return 0;
-}
-
-int curing_prep_writev(curing_ring *r, int fd, const void *iov, uint32_t n, uint64_t off, uint64_t tag) {
-    struct io_uring_sqe *s = io_uring_get_sqe(&r->ring);
-    if (!s) return -EBUSY;
-    io_uring_prep_writev(s, fd, iov, n, off);
+    if (write) io_uring_prep_writev(s, fd, iov, n, off); else io_uring_prep_readv(s, fd, iov, n, off);
     io_uring_sqe_set_data64(s, tag);
     return 0;
 }

@@ -96,9 +96,7 @@ final class BlockRing: @unchecked Sendable {
         if now == -Int(EOPNOTSUPP) && !toGuest { inlineWrites = true; return .fallback }
         // Would block, or moved part of it: the ring redoes the whole (idempotent) transfer.
         guard now >= 0 || now == -Int(EAGAIN) else { return .fallback }
-        guard prepare({
-            toGuest ? curing_prep_readv(ring, fd, vectors, n, offset, tag) : curing_prep_writev(ring, fd, vectors, n, offset, tag)
-        }) else { return .fallback }
+        guard prepare({ curing_prep_rw(ring, toGuest ? 0 : 1, fd, vectors, n, offset, tag) }) else { return .fallback }
         slots[index].request = r
         slots[index].length = length
         slots[index].offset = offset

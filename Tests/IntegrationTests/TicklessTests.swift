@@ -17,7 +17,7 @@ func sleptMilliseconds(_ text: String) -> [Double] {
 }
 
 /// The tickless pvos (guests/pvos/Timer.swift): no timer interrupt while nothing is due,
-/// one-shot deadlines on every CPU, time that follows the host's.
+/// one-shot deadlines on every CPU (uptime within 1% of the host: ClockSMPTests).
 @Suite(.serialized) struct TicklessTests {
     /// Idle at the prompt: fewer than 5 timer interrupts a second on every CPU, and
     /// `sleep` still wakes every CPU on time, in TSC-deadline and in count mode.
@@ -53,20 +53,6 @@ func sleptMilliseconds(_ text: String) -> [Double] {
 
     @Test func underQEMU() throws {
         try idleAndSleep(try QEMUTests.boot(["-smp", "2"]), cpus: 2, mode: "tsc-deadline", timeout: 30)
-    }
-
-    /// With no tick, uptime comes from kvmclock alone: within 1% of the host's clock.
-    @Test func uptimeWithinOnePercentOfTheHost() throws {
-        let vm = try bootPVMM()
-        try vm.expect("pvos> ")
-        let t0 = Date()
-        let u0 = try #require(uptimeSeconds(try vm.command("uptime")))
-        Thread.sleep(forTimeInterval: 4)
-        let u1 = try #require(uptimeSeconds(try vm.command("uptime")))
-        let host = Date().timeIntervalSince(t0)
-        #expect(abs((u1 - u0) - host) <= 0.01 * host, "guest advanced \(u1 - u0) s, host \(host) s")
-        vm.send("poweroff\n")
-        #expect(try vm.wait() == 0)
     }
 
     @Test func sleepRejectsBadArguments() throws {

@@ -16,10 +16,9 @@ void curing_destroy(curing_ring *ring);
 /// The kernel signals `eventfd` for every completion posted.
 int curing_register_eventfd(curing_ring *ring, int eventfd);
 
-/// Queue a readv / writev of `count` iovecs at `offset` (not yet submitted). -EBUSY when
-/// the submission queue is full (submit first).
-int curing_prep_readv(curing_ring *ring, int fd, const void *iovecs, uint32_t count, uint64_t offset, uint64_t tag);
-int curing_prep_writev(curing_ring *ring, int fd, const void *iovecs, uint32_t count, uint64_t offset, uint64_t tag);
+/// Queue a readv (`write` 0) or writev of `count` iovecs at `offset` (not yet
+/// submitted). -EBUSY when the submission queue is full (submit first).
+int curing_prep_rw(curing_ring *ring, int write, int fd, const void *iovecs, uint32_t count, uint64_t offset, uint64_t tag);
 /// fdatasync that starts only after every request submitted before it has completed,
 /// and before any submitted after it starts (IOSQE_IO_DRAIN).
 int curing_prep_fdatasync_drained(curing_ring *ring, int fd, uint64_t tag);
