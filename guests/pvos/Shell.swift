@@ -41,7 +41,7 @@ enum Shell {
             if let what = args.first, matches(what, "evil") { VirtioEvil.run() } else { Console.write("usage: virtio evil\n") }
         } else if matches(command, "poweroff") {
             // Polled: transmit completions raise no interrupt, so an idle wait would
-            // last until the next timer tick (10 ms) before the VM could end.
+            // last until the drain's timeout (the kernel is tickless).
             VirtioConsole.drainPolled()
             Platform.powerOff(ExitStatus.ok)
         } else if matches(command, "panic") {
