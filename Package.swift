@@ -19,13 +19,16 @@ let package = Package(
         .target(name: "CKVM"),
         // Constants shared with the guest kernel (compiled into guests/pvos too).
         .target(name: "PVMMABI"),
+        // The VM definition and its one JSON codec: no dependencies, no Foundation, so the
+        // VMM process, the daemon and the CLI all read and write the same format.
+        .target(name: "VMDefinition"),
         .target(name: "GuestMemory", dependencies: [.product(name: "SystemPackage", package: "swift-system")]),
         .target(name: "KVM", dependencies: ["CKVM", .product(name: "SystemPackage", package: "swift-system")]),
         .target(name: "Boot", dependencies: ["GuestMemory", "PVMMABI"]),
         // The virtio spec as pure code: split queues, chains, MMIO registers. No threads, no KVM.
         .target(name: "Virtio", dependencies: ["GuestMemory"]),
         .target(name: "Devices", dependencies: ["GuestMemory", "PVMMABI", "Virtio"]),
-        .target(name: "VMM", dependencies: ["KVM", "GuestMemory", "Boot", "Devices", "PVMMABI", "Virtio"]),
+        .target(name: "VMM", dependencies: ["VMDefinition", "KVM", "GuestMemory", "Boot", "Devices", "PVMMABI", "Virtio"]),
         // The user-facing CLI. `pvmm run` validates its flags, then execs pvmm-vmm.
         .executableTarget(
             name: "pvmm",
@@ -47,6 +50,7 @@ let package = Package(
         // too), built for the host so its parsers get unit tests and a libFuzzer target.
         .target(name: "PvosNetWire", path: "guests/pvos/wire"),
         .testTarget(name: "PvosNetWireTests", dependencies: ["PvosNetWire"]),
+        .testTarget(name: "VMDefinitionTests", dependencies: ["VMDefinition"]),
         .testTarget(name: "BootTests", dependencies: ["Boot", "GuestMemory", "PVMMABI"]),
         .testTarget(name: "DevicesTests", dependencies: ["Devices", "GuestMemory", "Virtio"]),
         .testTarget(name: "VirtioTests", dependencies: ["Virtio", "GuestMemory"]),
