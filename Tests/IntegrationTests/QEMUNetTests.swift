@@ -43,7 +43,7 @@ final class NetNamespace {
     }
 
     /// QEMU microvm inside the namespace with a virtio-net-device on tap0, serial on stdio.
-    func bootQEMU(cmdline: String = "ip=\(guest)/24,\(host)") throws -> Child {
+    func bootQEMU(cmdline: String = "ip=\(guest)/24,\(host)", deviceOptions: String = "") throws -> Child {
         let qemu = "/usr/bin/qemu-system-x86_64"
         guard FileManager.default.isExecutableFile(atPath: qemu) else {
             throw HarnessError(description: "\(qemu) is missing: run Scripts/test, which installs qemu-system-x86")
@@ -54,7 +54,7 @@ final class NetNamespace {
                           "-no-reboot", "-nodefaults", "-display", "none", "-monitor", "none",
                           "-serial", "stdio", "-kernel", Paths.guest, "-append", cmdline,
                           "-global", "virtio-mmio.force-legacy=false",
-                          "-device", "virtio-net-device,netdev=n0,mac=52:54:00:77:00:02",
+                          "-device", "virtio-net-device,netdev=n0,mac=52:54:00:77:00:02" + deviceOptions,
                           "-netdev", "tap,id=n0,ifname=tap0,script=no,downscript=no"])
     }
 }
@@ -76,9 +76,12 @@ final class NetNamespace {
         #expect(try vm.wait(timeout: 30) == 0)
     }
 
-    @Test func udpEchoReturnsDatagramsUnchanged() throws {
+    /// With the offloads (the device completes checksums, marks frames NEEDS_CSUM/DATA_VALID)
+    /// and without them or mergeable buffers (the guest computes and checks every checksum).
+    @Test(arguments: ["", ",csum=off,guest_csum=off,mrg_rxbuf=off"])
+    func udpEchoReturnsDatagramsUnchanged(deviceOptions: String) throws {
         let ns = try NetNamespace()
-        let vm = try ns.bootQEMU()
+        let vm = try ns.bootQEMU(deviceOptions: deviceOptions)
         try vm.expect("pvos> ", timeout: 30)
         var seed: UInt32 = 12345
         for size in [1, 1400, 1472] {   // 1472: a full 1500-byte IP datagram
@@ -89,6 +92,7 @@ final class NetNamespace {
         }
         let net = try vm.command("net", timeout: 30)
         #expect(net.contains("udp in 3 echoed 3"), "\(net)")
+        #expect(net.contains(" csum guest-csum mrg-rxbuf") == deviceOptions.isEmpty, "\(net)")
         vm.send("poweroff\n")
         #expect(try vm.wait(timeout: 30) == 0)
     }
