@@ -61,6 +61,7 @@ enum NetEvil {
         }
         d.device.reset()
         d.counters.resets += 1
+        ARP.flush()   // resolutions the tests started were lost with the broken device
         Console.write(d.start() ? "net evil: net0 reset and re-initialised\n" : "net evil: net0 did not come back\n")
     }
 
