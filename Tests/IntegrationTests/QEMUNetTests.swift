@@ -42,20 +42,16 @@ final class NetNamespace {
         try Self.run(["/usr/sbin/ip", "netns", "exec", name] + argv, timeout: timeout)
     }
 
-    /// QEMU microvm inside the namespace with a virtio-net-device on tap0, serial on stdio.
-    func bootQEMU(cmdline: String = "ip=\(guest)/24,\(host)", deviceOptions: String = "") throws -> Child {
-        let qemu = "/usr/bin/qemu-system-x86_64"
-        guard FileManager.default.isExecutableFile(atPath: qemu) else {
-            throw HarnessError(description: "\(qemu) is missing: run Scripts/test, which installs qemu-system-x86")
-        }
-        return try Child(["/usr/sbin/ip", "netns", "exec", name, qemu,
-                          "-M", "microvm,x-option-roms=off,rtc=off,pit=off,pic=off",
-                          "-enable-kvm", "-cpu", "host,-arch-capabilities", "-m", "128",
-                          "-no-reboot", "-nodefaults", "-display", "none", "-monitor", "none",
-                          "-serial", "stdio", "-kernel", Paths.guest, "-append", cmdline,
-                          "-global", "virtio-mmio.force-legacy=false",
-                          "-device", "virtio-net-device,netdev=n0,mac=52:54:00:77:00:02" + deviceOptions,
-                          "-netdev", "tap,id=n0,ifname=tap0,script=no,downscript=no"])
+    /// QEMU microvm inside the namespace, serial on stdio, a virtio-net-device on tap0
+    /// (or on `netdev`), at the shell prompt.
+    func bootQEMU(cmdline: String = "ip=\(guest)/24,\(host)", deviceOptions: String = "",
+                  netdev: String = "tap,id=n0,ifname=tap0,script=no,downscript=no") throws -> Child {
+        let vm = try QEMUTests.boot(["-global", "virtio-mmio.force-legacy=false",
+                                     "-device", "virtio-net-device,netdev=n0,mac=52:54:00:77:00:02" + deviceOptions,
+                                     "-netdev", netdev],
+                                    cmdline: cmdline, wrapper: ["/usr/sbin/ip", "netns", "exec", name])
+        try vm.expect("pvos> ", timeout: 30)
+        return vm
     }
 }
 
@@ -65,7 +61,6 @@ final class NetNamespace {
     @Test func hostPingsGuestWithoutLoss() throws {
         let ns = try NetNamespace()
         let vm = try ns.bootQEMU()
-        try vm.expect("pvos> ", timeout: 30)
         let ping = try ns.exec(["ping", "-c", "20", "-i", "0.05", "-W", "2", "-w", "20", NetNamespace.guest], timeout: 30)
         #expect(ping.text.contains("20 received, 0% packet loss"), "\(ping.text)")
         let net = try vm.command("net", timeout: 30)
@@ -82,7 +77,6 @@ final class NetNamespace {
     func udpEchoReturnsDatagramsUnchanged(deviceOptions: String) throws {
         let ns = try NetNamespace()
         let vm = try ns.bootQEMU(deviceOptions: deviceOptions)
-        try vm.expect("pvos> ", timeout: 30)
         var seed: UInt32 = 12345
         for size in [1, 1400, 1472] {   // 1472: a full 1500-byte IP datagram
             let data = (0..<size).map { _ -> UInt8 in seed = seed &* 1_103_515_245 &+ 12345; return UInt8(truncatingIfNeeded: seed >> 16) }
@@ -100,7 +94,6 @@ final class NetNamespace {
     @Test func guestPingsHostAndSendsUDP() throws {
         let ns = try NetNamespace()
         let vm = try ns.bootQEMU()
-        try vm.expect("pvos> ", timeout: 30)
         let out = try vm.command("ping \(NetNamespace.host) 3", timeout: 30)
         #expect(out.contains("seq=1 reply from 10.77.0.1 time="), "\(out)")
         #expect(out.contains("ping: 3 sent, 3 received, 0% loss"), "\(out)")
@@ -118,7 +111,6 @@ final class NetNamespace {
     @Test func evilModesResetQEMUsDeviceAndTheDriverRecovers() throws {
         let ns = try NetNamespace()
         let vm = try ns.bootQEMU()
-        try vm.expect("pvos> ", timeout: 30)
         // QEMU rejects looped chains and impossible avail.idx with DEVICE_NEEDS_RESET; it
         // accepts a 64 KiB + 1 frame (the tap refuses it) and maps a buffer outside RAM
         // to a bounce buffer, so those two are only checked under pvmm.
@@ -140,7 +132,6 @@ final class NetNamespace {
     @Test func garbageFromTheHostIsDroppedAndCounted() throws {
         let ns = try NetNamespace()
         let vm = try ns.bootQEMU()
-        try vm.expect("pvos> ", timeout: 30)
         let blast = try ns.exec(["python3", "-c", Self.garbage, "3"], timeout: 30)
         let sent = Int(blast.text.trimmingCharacters(in: .whitespacesAndNewlines)) ?? 0
         #expect(sent > 1000, "\(blast.text) \(blast.errorText)")
@@ -201,13 +192,8 @@ final class NetNamespace {
         // QEMU's user-mode network (slirp) has its own DHCP server: 10.0.2.15, gateway 10.0.2.2.
         // Inside an empty namespace of its own, so nothing can leave the machine.
         let ns = try NetNamespace()
-        let vm = try Child(["/usr/sbin/ip", "netns", "exec", ns.name, "/usr/bin/qemu-system-x86_64", "-M", "microvm,x-option-roms=off,rtc=off,pit=off,pic=off",
-                            "-enable-kvm", "-cpu", "host,-arch-capabilities", "-m", "128",
-                            "-no-reboot", "-nodefaults", "-display", "none", "-monitor", "none",
-                            "-serial", "stdio", "-kernel", Paths.guest, "-append", "ip=dhcp",
-                            "-global", "virtio-mmio.force-legacy=false",
-                            "-device", "virtio-net-device,netdev=n0", "-netdev", "user,id=n0"])
-        try vm.expect("net0: dhcp 10.0.2.15/24 gateway 10.0.2.2 lease", timeout: 30)
+        let vm = try ns.bootQEMU(cmdline: "ip=dhcp", netdev: "user,id=n0")
+        try vm.expect("net0: dhcp 10.0.2.15/24 gateway 10.0.2.2 lease", timeout: 30)   // printed after the prompt
         #expect(try vm.command("net", timeout: 30).contains("net0: ip 10.0.2.15/24 gateway 10.0.2.2 (dhcp)"))
         #expect(try vm.command("ping 10.0.2.2 1", timeout: 30).contains("1 received, 0% loss"))
         vm.send("poweroff\n")
