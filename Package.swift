@@ -32,11 +32,13 @@ let package = Package(
         // The user-facing CLI. `pvmm run` validates its flags, then execs pvmm-vmm.
         .executableTarget(
             name: "pvmm",
-            dependencies: ["VMM", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            dependencies: ["VMM", "Devices", .product(name: "ArgumentParser", package: "swift-argument-parser")],
             // Static in release (Scripts/build adds --static-swift-stdlib, which the
             // FoundationEssentials it pulls in needs): no dynamic loading of the runtime
             // saves ~1.7 ms of every `pvmm run` before the VMM process even starts.
-            linkerSettings: [.unsafeFlags(["-static-executable"], .when(configuration: .release))]
+            linkerSettings: [.unsafeFlags(["-static-executable"], .when(configuration: .release))],
+            // `gitRevision` for `pvmm --version`, generated before every build.
+            plugins: ["GitRevision"]
         ),
         // The per-VM VMM process: no ArgumentParser, no Foundation, linked as a static
         // executable, so its own memory stays ~3 MiB (ArgumentParser pulls in
@@ -50,10 +52,14 @@ let package = Package(
         // too), built for the host so its parsers get unit tests and a libFuzzer target.
         .target(name: "PvosNetWire", path: "guests/pvos/wire"),
         .testTarget(name: "PvosNetWireTests", dependencies: ["PvosNetWire"]),
+        .plugin(name: "GitRevision", capability: .buildTool()),
         .testTarget(name: "VMDefinitionTests", dependencies: ["VMDefinition"]),
         .testTarget(name: "BootTests", dependencies: ["Boot", "GuestMemory", "PVMMABI"]),
         .testTarget(name: "DevicesTests", dependencies: ["Devices", "GuestMemory", "Virtio"]),
         .testTarget(name: "VirtioTests", dependencies: ["Virtio", "GuestMemory"]),
-        .testTarget(name: "IntegrationTests", dependencies: ["VMM", "KVM", "PVMMABI"]),
+        // Test guests (TinyELF) for the suites that boot VMs.
+        .target(name: "TestSupport", path: "Tests/TestSupport"),
+        .testTarget(name: "VMMTests", dependencies: ["VMM", "Devices", "KVM", "PVMMABI", "TestSupport"]),
+        .testTarget(name: "IntegrationTests", dependencies: ["VMM", "KVM", "PVMMABI", "TestSupport"]),
     ]
 )

@@ -1,7 +1,7 @@
 // libFuzzer entry for the VM definition codec (what the daemon's API, config files and
 // the VMM process read): arbitrary bytes yield a ConfigError or a VMConfig, never a trap,
 // a sanitizer report, a hang or unbounded recursion; the same bytes as a `--disk` or
-// `--net` value parse or fail cleanly. Built and run by Scripts/fuzz-config.
+// `--net` or `--memory` value parse or fail cleanly. Built and run by Scripts/fuzz-config.
 import VMDefinition
 
 @_cdecl("LLVMFuzzerTestOneInput")
@@ -25,6 +25,13 @@ public func fuzzConfig(_ data: UnsafePointer<UInt8>?, _ size: Int) -> Int32 {
     if let text = String(validating: bytes, as: UTF8.self), text.utf8.count < 512 {
         if let d = try? DiskConfig(argument: text) { try! d.validate(field: "disks") }
         if let n = try? NetConfig(argument: text) { try! n.validate(field: "nets") }
+        // `--memory`: a size parses to MiB or names the flag's field; never traps on overflow.
+        do {
+            let mib = try VMConfig.memoryMiB(argument: text)
+            if !text.hasPrefix("-") { precondition(mib >= 0, "a size without a sign parsed negative") }
+        } catch {
+            precondition(error.field == "memory_mib")
+        }
     }
     return 0
 }

@@ -32,17 +32,23 @@ public final class DiskImage: Sendable {
     public let readOnly: Bool
     /// Size in bytes when opened.
     public let size: UInt64
+    /// Which file this is, however it was named (`d.img`, `./d.img`, a symlink).
+    public let identity: FileIdentity
 
     /// Bytes the guest can reach: whole 512-byte sectors (a partial tail is unreachable).
     public var capacityBytes: UInt64 { size / 512 * 512 }
 
     public static let sectorSize: UInt64 = 512
 
-    private init(path: String, fd: Int32, readOnly: Bool, size: UInt64) {
+    /// Bytes past the last whole sector: the guest cannot reach them.
+    public var unreachableTail: UInt64 { size % Self.sectorSize }
+
+    private init(path: String, fd: Int32, readOnly: Bool, size: UInt64, identity: FileIdentity) {
         self.path = path
         self.fd = fd
         self.readOnly = readOnly
         self.size = size
+        self.identity = identity
     }
 
     deinit { close(fd) }
@@ -79,7 +85,11 @@ public final class DiskImage: Sendable {
             close(fd)
             throw fail(String(cString: strerror(e)))
         }
-        return DiskImage(path: path, fd: fd, readOnly: readOnly, size: UInt64(end))
+        guard end > 0 else {
+            close(fd)
+            throw fail("empty (0 bytes): a disk needs at least one 512-byte sector")
+        }
+        return DiskImage(path: path, fd: fd, readOnly: readOnly, size: UInt64(end), identity: FileIdentity(st))
     }
 
     /// Reads exactly `buffer.count` bytes at `offset`. False on an error or end of file.
@@ -156,5 +166,27 @@ public final class DiskImage: Sendable {
             done += UInt64(n)
         }
         return true
+    }
+}
+
+/// A file's identity: device and inode, or for a block device the device it is (two nodes
+/// can name one disk).
+public struct FileIdentity: Equatable, Sendable {
+    let device: UInt64
+    let inode: UInt64
+
+    init(_ st: stat) {
+        if st.st_mode & S_IFMT == S_IFBLK {
+            (device, inode) = (UInt64(st.st_rdev), 0)
+        } else {
+            (device, inode) = (UInt64(st.st_dev), UInt64(st.st_ino))
+        }
+    }
+
+    /// The file `path` names (following symlinks), if it can be stat'ed.
+    public init?(path: String) {
+        var st = stat()
+        guard stat(path, &st) == 0 else { return nil }
+        self.init(st)
     }
 }

@@ -13,9 +13,12 @@ struct BackendQueues {
     /// Runs `body` on queue `index` if it is served, storing its cursors back.
     mutating func serve(_ index: Int, _ body: (inout SplitQueue, VirtioFeatures) -> ServeResult) -> ServeResult {
         guard active, !halted, index >= 0, index < queues.count, var q = queues[index] else { return ServeResult() }
-        let r = body(&q, features)
+        var r = body(&q, features)
         queues[index] = q
-        if r.fault != nil { halted = true }
+        if r.fault != nil {
+            halted = true
+            r.faultQueue = index
+        }
         return r
     }
 }
@@ -25,11 +28,18 @@ struct ServeResult {
     var requests = 0
     var interrupt = false
     var fault: DeviceFault?
+    /// The queue `fault` happened on (logs name it).
+    var faultQueue: Int?
 
     mutating func merge(_ other: ServeResult) {
         requests += other.requests
         interrupt = interrupt || other.interrupt
-        if fault == nil { fault = other.fault }
+        if fault == nil { (fault, faultQueue) = (other.fault, other.faultQueue) }
+    }
+
+    /// "queue 1: chain 3 loops: ..." for the DEVICE_NEEDS_RESET log line.
+    var failure: String? {
+        fault.map { f in (faultQueue.map { "queue \($0): " } ?? "") + f.description }
     }
 }
 
@@ -107,7 +117,7 @@ final class BackendState: Sendable {
             guard s.active, !s.halted else { return BackendOutcome(epoch: epoch) }
             let r = body(&s)
             return BackendOutcome(epoch: epoch, requests: r.requests, interrupt: r.interrupt,
-                                  failure: r.fault?.description)
+                                  failure: r.failure)
         }
     }
 }

@@ -32,26 +32,10 @@ public final class Serial8250: PortDevice {
         var dll: UInt8 = 0x0C, dlm: UInt8 = 0, fifoEnabled = false
         /// Set on THR write when IER.THRE, cleared by reading IIR (16550 semantics).
         var thrInterruptPending = false
-        var rx = [UInt8](repeating: 0, count: rxCapacity)
-        var rxHead = 0, rxCount = 0
-
-        mutating func pop() -> UInt8? {
-            guard rxCount > 0 else { return nil }
-            let b = rx[rxHead]
-            rxHead = (rxHead + 1) % rxCapacity
-            rxCount -= 1
-            return b
-        }
-
-        mutating func push(_ b: UInt8) -> Bool {
-            guard rxCount < rxCapacity else { return false }
-            rx[(rxHead + rxCount) % rxCapacity] = b
-            rxCount += 1
-            return true
-        }
+        var rx = ByteFIFO(capacity: rxCapacity)
 
         var interruptIdentification: UInt8 {
-            if ier & ierRxAvailable != 0 && rxCount > 0 { return iirRx }
+            if ier & ierRxAvailable != 0 && !rx.isEmpty { return iirRx }
             if ier & ierTHRE != 0 && thrInterruptPending { return iirTHRE }
             return iirNone
         }
@@ -69,11 +53,7 @@ public final class Serial8250: PortDevice {
     /// Queues host input for the guest. Returns how many bytes were accepted.
     public func receive(_ bytes: UnsafeRawBufferPointer) -> Int {
         let (n, level) = state.withLock { s -> (Int, Bool) in
-            var n = 0
-            for b in bytes {
-                guard s.push(b) else { break }
-                n += 1
-            }
+            let n = s.rx.append(bytes)
             return (n, s.interruptIdentification != Self.iirNone)
         }
         if n > 0 { irq?.set(level) }
@@ -81,7 +61,7 @@ public final class Serial8250: PortDevice {
     }
 
     /// Bytes waiting for the guest to read.
-    public var pendingInput: Int { state.withLock { $0.rxCount } }
+    public var pendingInput: Int { state.withLock { $0.rx.count } }
 
     public func read(offset: UInt16, into data: UnsafeMutableRawBufferPointer) {
         var level = false
@@ -89,7 +69,7 @@ public final class Serial8250: PortDevice {
             defer { level = s.interruptIdentification != Self.iirNone }
             let dlab = s.lcr & Self.lcrDLAB != 0
             switch offset {
-            case Self.RBR_THR: return dlab ? s.dll : (s.pop() ?? 0)
+            case Self.RBR_THR: return dlab ? s.dll : (s.rx.pop() ?? 0)
             case Self.IER: return dlab ? s.dlm : s.ier
             case Self.IIR_FCR:
                 let iir = s.interruptIdentification
@@ -97,7 +77,7 @@ public final class Serial8250: PortDevice {
                 return iir | (s.fifoEnabled ? Self.iirFIFO : 0)
             case Self.LCR: return s.lcr
             case Self.MCR: return s.mcr
-            case Self.LSR: return Self.lsrTHRE | Self.lsrTEMT | (s.rxCount > 0 ? Self.lsrDataReady : 0)
+            case Self.LSR: return Self.lsrTHRE | Self.lsrTEMT | (!s.rx.isEmpty ? Self.lsrDataReady : 0)
             case Self.MSR:
                 // In loopback the modem inputs mirror MCR outputs (drivers probe this);
                 // otherwise report carrier, DSR and CTS so a getty-style reader proceeds.
@@ -122,7 +102,7 @@ public final class Serial8250: PortDevice {
             switch offset {
             case Self.RBR_THR:
                 if dlab { s.dll = v }
-                else if s.mcr & Self.mcrLoopback != 0 { _ = s.push(v) }
+                else if s.mcr & Self.mcrLoopback != 0 { _ = s.rx.push(v) }
                 else { out = v }
                 if !dlab && s.ier & Self.ierTHRE != 0 { s.thrInterruptPending = true }
             case Self.IER:

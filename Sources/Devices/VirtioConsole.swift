@@ -46,52 +46,14 @@ public struct VirtioConsoleModel: VirtioBackedModel, Sendable {
     public mutating func reset() { backend.reset() }
 }
 
-/// Bounded FIFO of host input waiting for receive buffers.
-struct PendingInput {
-    var bytes = [UInt8](repeating: 0, count: VirtioCon.pendingCapacity)
-    var head = 0
-    var count = 0
-
-    var isEmpty: Bool { count == 0 }
-
-    /// Appends what fits; returns how many bytes were taken.
-    mutating func append(_ input: UnsafeRawBufferPointer) -> Int {
-        let n = min(input.count, bytes.count - count)
-        for i in 0..<n { bytes[(head + count + i) % bytes.count] = input[i] }
-        count += n
-        return n
-    }
-
-    /// Moves up to `writer.remaining` bytes into the guest buffers; returns how many.
-    mutating func drain(into writer: inout ChainWriter) throws(VirtqueueError) -> Int {
-        var moved = 0
-        while count > 0 && writer.remaining > 0 {
-            let run = min(count, bytes.count - head)  // contiguous up to the wrap
-            let start = head
-            let result = bytes.withUnsafeBytes { p -> Result<Int, VirtqueueError> in
-                do throws(VirtqueueError) {
-                    return .success(try writer.write(UnsafeRawBufferPointer(rebasing: p[start..<start + run])))
-                } catch {
-                    return .failure(error)
-                }
-            }
-            let n = try result.get()
-            head = (head + n) % bytes.count
-            count -= n
-            moved += n
-            if n < run { break }
-        }
-        return moved
-    }
-}
-
 /// Serves a virtio-console port (§5.3.6): transmitq bytes go to the VM's console sink;
 /// host input goes into buffers posted on receiveq, or waits in a bounded buffer until
 /// the guest posts some.
 public final class VirtioConsoleBackend: VirtioBackend {
     public let sink: any ByteSink
     let core = BackendState()
-    let pending = Mutex(PendingInput())
+    /// Host input waiting for receive buffers.
+    let pending = Mutex(ByteFIFO(capacity: VirtioCon.pendingCapacity))
     /// DRIVER_OK with receiveq enabled and the device not failed: input may come here.
     private let ready = Atomic<Bool>(false)
     /// Wakes the device thread to deliver newly queued input.
@@ -189,7 +151,9 @@ public final class VirtioConsoleBackend: VirtioBackend {
                     let chain = try vq { () throws(VirtqueueError) in try q.chain(head: head) }
                     var writer = chain.writer()
                     let n = try vq { () throws(VirtqueueError) in
-                        try pending.withLock { (p) throws(VirtqueueError) -> Int in try p.drain(into: &writer) }
+                        try pending.withLock { (p) throws(VirtqueueError) -> Int in
+                            try p.drain { (run) throws(VirtqueueError) -> Int in try writer.write(run) }
+                        }
                     }
                     try vq { () throws(VirtqueueError) in try q.addUsed(head: head, len: UInt32(n)) }
                     result.requests += 1

@@ -11,24 +11,16 @@ public protocol Notifier: AnyObject, Sendable {
     func signal()
 }
 
-/// One relaxed atomic counter (stats only: no ordering with anything else).
-public final class DeviceCounter: Sendable {
-    let raw = Atomic<UInt64>(0)
-    public init() {}
-    @inline(__always) public func add(_ n: UInt64 = 1) { raw.wrappingAdd(n, ordering: .relaxed) }
-    public var value: UInt64 { raw.load(ordering: .relaxed) }
-}
-
 /// Per-device counters, so benchmarks can report notifications and interrupts per request.
 public final class DeviceStats: Sendable {
     /// Short name used as the key prefix in PVMM_STATS ("blk0", "con0").
     public let name: String
     /// Requests completed (chains returned in a used ring).
-    public let requests = DeviceCounter()
+    public let requests = StatCounter()
     /// Queue notifications from the driver (ioeventfd signals, or MMIO QueueNotify exits).
-    public let notifications = DeviceCounter()
+    public let notifications = StatCounter()
     /// Interrupts injected (irqfd writes).
-    public let interrupts = DeviceCounter()
+    public let interrupts = StatCounter()
 
     public init(name: String) { self.name = name }
 }
@@ -235,16 +227,4 @@ public final class VirtioMMIODevice<Model: VirtioBackedModel>: VirtioDeviceContr
 /// escapes the call.
 struct Access: @unchecked Sendable {
     let bytes: UnsafeMutableRawBufferPointer
-}
-
-/// Writes one line to stderr with write(2): unbuffered, from any thread.
-@Sendable public func writeStderrLine(_ line: String) {
-    var s = line.hasSuffix("\n") ? line : line + "\n"
-    s.withUTF8 { p in
-        var off = 0
-        while off < p.count {
-            let n = write(STDERR_FILENO, p.baseAddress! + off, p.count - off)
-            if n > 0 { off += n } else if n < 0 && errno == EINTR { continue } else { return }
-        }
-    }
 }

@@ -16,8 +16,11 @@ extension VMConfig {
         if !nets.isEmpty { throw .invalidConfig(ConfigError(field: "nets", message: "virtio-net is not available in this build")) }
         let full = kernelCommandLine.utf8.count
         if full > Self.maxCmdlineBytes {
-            let devices = full == cmdline.utf8.count ? "" : " with the device entries pvmm appends"
-            throw .invalidConfig(ConfigError(field: "cmdline", message: "\(full) bytes\(devices) is too long (at most \(Self.maxCmdlineBytes))"))
+            // Say what the user may give: the limit less what pvmm appends.
+            let user = cmdline.utf8.count
+            let appended = full - user
+            let why = appended == 0 ? "" : " (the guest takes \(Self.maxCmdlineBytes); pvmm appends \(appended) bytes of device entries)"
+            throw .invalidConfig(ConfigError(field: "cmdline", message: "\(user) bytes is too long: at most \(Self.maxCmdlineBytes - appended)\(why)"))
         }
     }
 

@@ -48,24 +48,15 @@ public struct CrashReport: Sendable, Equatable, CustomStringConvertible {
 /// of work; the cost of counting is one relaxed atomic add on a path that just took a
 /// ~20 us exit.
 public final class VMStats: Sendable {
-    public let pio = AtomicCounter()
-    public let mmio = AtomicCounter()
-    public let hlt = AtomicCounter()
-    public let interrupted = AtomicCounter()
+    public let pio = StatCounter()
+    public let mmio = StatCounter()
+    public let interrupted = StatCounter()
     /// Per virtio device: requests, notifications received, interrupts sent.
     public let devices: [DeviceStats]
 
     public init(devices: [DeviceStats] = []) { self.devices = devices }
 
-    public var totalExits: UInt64 { pio.value + mmio.value + hlt.value }
-}
-
-import Synchronization
-
-public final class AtomicCounter: Sendable {
-    let raw = Atomic<UInt64>(0)
-    @inline(__always) func add(_ n: UInt64 = 1) { raw.wrappingAdd(n, ordering: .relaxed) }
-    public var value: UInt64 { raw.load(ordering: .relaxed) }
+    public var totalExits: UInt64 { pio.value + mmio.value }
 }
 
 extension BinaryInteger {

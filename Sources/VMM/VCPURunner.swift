@@ -21,10 +21,6 @@ final class VCPUContext: @unchecked Sendable {
         self.vcpu = vcpu
     }
 
-    /// How long a halted vCPU sleeps when nothing wakes it. Without an in-kernel irqchip
-    /// nothing can interrupt a HLT, so HLT means "idle until input or this long".
-    static let haltTimeoutMs: Int32 = 10
-
     func threadMain() {
         _ = ckvm_set_thread_name("vcpu\(vcpu.id)")
         _ = ckvm_unblock_kick_signal()
@@ -65,8 +61,8 @@ final class VCPUContext: @unchecked Sendable {
                 case .reset: return .reset
                 }
             case .hlt:
-                stats.hlt.add()
-                if vm.serial.pendingInput == 0 { vm.wake.wait(timeoutMs: Self.haltTimeoutMs) }
+                // The in-kernel LAPIC (always created) handles HLT: this exit cannot happen.
+                return crash("unexpected HLT exit (the in-kernel irqchip handles HLT)")
             case .interrupted:
                 stats.interrupted.add()
                 // Clear the kick first, then read the flags: a kick landing in between

@@ -222,9 +222,8 @@ public final class VM: @unchecked Sendable {
     /// the 8250 (early boot, `--console serial`, or after a virtio-console reset).
     public func sendConsoleInput(_ bytes: UnsafeRawBufferPointer) -> Int {
         if let con = virtioConsole, con.receiveReady { return con.receive(bytes) }
-        let n = serial.receive(bytes)
-        if n > 0 { wake.signal() }
-        return n
+        // The 8250 raises IRQ 4 itself; a halted vCPU wakes in the kernel.
+        return serial.receive(bytes)
     }
 
     /// Records the first reason the VM ends and kicks every vCPU out.

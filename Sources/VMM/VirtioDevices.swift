@@ -118,12 +118,25 @@ final class VirtioDeviceRunner {
 extension VM {
     /// Opens every disk image before anything else is built, so a missing, unreadable or
     /// locked image is a usage error (exit 2) naming --disk.
-    static func openDisks(_ disks: [DiskConfig]) throws(VMMError) -> [DiskImage] {
+    /// Opens every disk; refuses one file given twice under different names (before
+    /// opening it: its second lock would only say "locked by another process"), and warns
+    /// about a tail the guest cannot reach.
+    static func openDisks(_ disks: [DiskConfig], warn: (String) -> Void = writeStderrLine) throws(VMMError) -> [DiskImage] {
         var images: [DiskImage] = []
         for (i, d) in disks.enumerated() {
-            do { images.append(try DiskImage.open(path: d.path, readOnly: d.readOnly)) } catch {
+            if let id = FileIdentity(path: d.path), let j = images.firstIndex(where: { $0.identity == id }) {
+                throw .invalidConfig(ConfigError(field: "disks[\(i)].path",
+                                                 message: "\(d.path) is the same file as disk \(j) (\(disks[j].path)): a disk is given twice"))
+            }
+            let image: DiskImage
+            do { image = try DiskImage.open(path: d.path, readOnly: d.readOnly) } catch {
                 throw .invalidConfig(ConfigError(field: "disks[\(i)].path", message: error.message))
             }
+            if image.unreachableTail != 0 {
+                let sectors = image.size / DiskImage.sectorSize
+                warn("pvmm: warning: disk \(d.path): \(image.size) bytes is not a multiple of 512: the guest sees \(sectors) sectors, the last \(image.unreachableTail) bytes are unreachable")
+            }
+            images.append(image)
         }
         return images
     }

@@ -104,6 +104,7 @@ public struct DescriptorChain: Sendable {
         var index = head
         var sawWritable = false
         var total: UInt64 = 0
+        var indirectCount = 0
 
         while true {
             // index < tableCount <= 32768, so the offset cannot overflow; the table itself
@@ -131,6 +132,13 @@ public struct DescriptorChain: Sendable {
             }
 
             descriptorCount += 1
+            // Walking more descriptors of one table than it holds means one came twice.
+            if inIndirect {
+                indirectCount += 1
+                guard indirectCount <= Int(tableCount) else { throw .descriptorLoop(head: head, index: index, indirect: true) }
+            } else if descriptorCount > Int(queueSize) {
+                throw .descriptorLoop(head: head, index: index, indirect: false)
+            }
             guard descriptorCount <= Int(queueSize) else { throw .chainTooLong(head: head, limit: queueSize) }
 
             if d.isWritable {

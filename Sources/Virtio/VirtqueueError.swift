@@ -39,8 +39,11 @@ public enum VirtqueueError: Error, Equatable, Sendable {
     /// A descriptor's `next` is outside its table (queue size, or the indirect table's
     /// entry count).
     case nextOutOfRange(head: UInt16, index: UInt16, next: UInt16, indirect: Bool)
-    /// More buffer descriptors than the queue size: a loop, or a chain the driver must not
-    /// build (§2.7.5.3.1, which counts indirect descriptors too).
+    /// A chain that revisits a descriptor: more descriptors walked in one table than the
+    /// table has. `index` is where the walk stopped (§2.7.5.3.1: a chain must end).
+    case descriptorLoop(head: UInt16, index: UInt16, indirect: Bool)
+    /// More buffer descriptors than the queue size, with no loop: direct ones then an
+    /// indirect table that together exceed it (§2.7.5.3.1 counts indirect descriptors too).
     case chainTooLong(head: UInt16, limit: UInt16)
     /// VIRTQ_DESC_F_INDIRECT without VIRTIO_F_INDIRECT_DESC negotiated (§2.7.5.3.1).
     case indirectNotNegotiated(head: UInt16, index: UInt16)

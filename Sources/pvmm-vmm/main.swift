@@ -28,6 +28,7 @@ do { try vm.start() } catch {
 }
 let end = vm.wait()
 terminal.restore()
+terminal.reportStopKey()
 switch end {
 case .crashed, .failed: writeError("\(end)\n")
 default: break
@@ -40,6 +41,6 @@ if getenv("PVMM_STATS") != nil {
     let devices = s.devices.map {
         " \($0.name).requests=\($0.requests.value) \($0.name).notifications=\($0.notifications.value) \($0.name).interrupts=\($0.interrupts.value)"
     }.joined()
-    writeError("pvmm-stats: exits=\(s.totalExits) pio=\(s.pio.value) mmio=\(s.mmio.value) hlt=\(s.hlt.value) kicks=\(s.interrupted.value)\(devices)\n")
+    writeError("pvmm-stats: exits=\(s.totalExits) pio=\(s.pio.value) mmio=\(s.mmio.value) kicks=\(s.interrupted.value)\(devices)\n")
 }
 exit(end.exitStatus)

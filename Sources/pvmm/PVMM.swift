@@ -1,4 +1,5 @@
 import ArgumentParser
+import Devices
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -8,7 +9,8 @@ struct PVMM: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "pvmm",
         abstract: "A paravirtual KVM virtual machine monitor.",
-        subcommands: [Run.self]
+        version: PVMMVersion.text,
+        subcommands: [Run.self, Version.self]
     )
 
     /// ArgumentParser exits 64 on usage errors; pvmm's contract is status 2 for any bad
@@ -20,10 +22,10 @@ struct PVMM: ParsableCommand {
         } catch {
             if exitCode(for: error) == .success { exit(withError: error) }
             if let e = error as? UsageError {
-                printError("pvmm: \(e.message)\n")
+                writeStderrLine("pvmm: \(e.message)")
                 Glibc.exit(e.status)
             }
-            printError(fullMessage(for: error) + "\n")
+            writeStderrLine(fullMessage(for: error))
             Glibc.exit(2)
         }
     }
@@ -33,19 +35,4 @@ struct PVMM: ParsableCommand {
 struct UsageError: Error {
     let message: String
     var status: Int32 = 2
-}
-
-/// Writes a line to stderr with write(2): no stdio buffering, usable from any thread.
-func printError(_ s: String) {
-    var line = s
-    if !line.hasSuffix("\n") { line += "\n" }
-    line.utf8CString.withUnsafeBufferPointer { p in
-        var off = 0
-        let n = p.count - 1
-        while off < n {
-            let w = write(STDERR_FILENO, p.baseAddress! + off, n - off)
-            if w <= 0 { if w < 0 && errno == EINTR { continue }; return }
-            off += w
-        }
-    }
 }

@@ -10,7 +10,7 @@ struct Run: ParsableCommand {
         discussion: """
         The console is the guest's 8250 serial port, and a virtio-console once the guest's \
         driver for it is up (`--console serial` leaves only the 8250). When stdin is a terminal it is put in \
-        raw mode (restored on exit) and Ctrl-A x stops the VM (Ctrl-A Ctrl-A sends a Ctrl-A). \
+        raw mode (restored on exit) and Ctrl-A x stops the VM (Ctrl-A h lists the escape keys, Ctrl-A Ctrl-A sends a Ctrl-A). \
         When stdin is a pipe or file, its bytes are fed to the guest; end of input is harmless.
 
         Exit status: the guest's power-off status; 0 after a guest reset or Ctrl-A x; \
@@ -24,10 +24,15 @@ struct Run: ParsableCommand {
     @Option(name: .long, help: ArgumentHelp("Kernel command line passed to the guest in the PVH start info.", valueName: "string"))
     var cmdline: String = ""
 
-    @Option(name: .long, help: ArgumentHelp("Guest RAM in MiB, from \(VMConfig.minMemoryMiB) to the host's RAM.", valueName: "MiB"))
-    var memory: Int = 128
+    // `.unconditional`: `--memory -5` is a (bad) value, not a flag named -5, so the error
+    // says it is out of range, as for `--memory=-5`.
+    @Option(name: .long, parsing: .unconditional, help: ArgumentHelp(
+        "Guest RAM, from \(VMConfig.minMemoryMiB) MiB to the host's RAM: MiB, or with a suffix K, M, G or T (512M, 2G).",
+        valueName: "size"))
+    var memory: String = "128"
 
-    @Option(name: .long, help: ArgumentHelp("Number of vCPUs, from 1 to what KVM allows on this host; the guest starts them with INIT/SIPI.", valueName: "n"))
+    @Option(name: .long, parsing: .unconditional,
+            help: ArgumentHelp("Number of vCPUs, from 1 to what KVM allows on this host; the guest starts them with INIT/SIPI.", valueName: "n"))
     var cpus: Int = 1
 
     @Option(name: .long, help: ArgumentHelp(
@@ -54,13 +59,14 @@ struct Run: ParsableCommand {
         if let config {
             definition = try Self.load(config: config)
             errorsAs = "json"
-            let flags = [kernel.map { _ in "--kernel" }, cmdline.isEmpty ? nil : "--cmdline", memory == 128 ? nil : "--memory",
+            let flags = [kernel.map { _ in "--kernel" }, cmdline.isEmpty ? nil : "--cmdline", memory == "128" ? nil : "--memory",
                          cpus == 1 ? nil : "--cpus", disk.isEmpty ? nil : "--disk",
                          console == ConsoleKind.virtio.rawValue ? nil : "--console", irqProbe ? "--irq-probe" : nil].compactMap { $0 }
             if let f = flags.first { throw UsageError(message: "\(f): not allowed with --config (the file defines the whole VM)") }
         } else {
             do {
-                definition = VMConfig(kernel: try kernel ?? Executables.bundledGuest(), cmdline: cmdline, memoryMiB: memory, cpus: cpus,
+                definition = VMConfig(kernel: try kernel ?? Executables.bundledGuest(), cmdline: cmdline,
+                                      memoryMiB: try VMConfig.memoryMiB(argument: memory), cpus: cpus,
                                       disks: try disk.map { spec throws(ConfigError) in try DiskConfig(argument: spec) },
                                       console: try ConsoleKind(argument: console), irqProbe: irqProbe)
             } catch let e as ConfigError {

@@ -112,7 +112,11 @@ func hex8(_ v: UInt32) -> String {
         #expect(try vm.command("blk read 0 0 8").contains("crc32 \(hex8(crc32(disk.bytes[0..<4096])))"))
         vm.send("poweroff\n")
         #expect(try vm.wait() == 0)
-        #expect(vm.errorText.contains("DEVICE_NEEDS_RESET"))
+        // One sentence per rejection: the queue, hex addresses, a loop called a loop.
+        let log = vm.errorText
+        #expect(log.contains("pvmm: virtio-blk blk0: DEVICE_NEEDS_RESET: queue 0: chain 0 loops back to descriptor "), "\(log)")
+        #expect(log.contains("queue 0: chain 0 has a buffer at 0x7f0000000000 ("), "\(log)")
+        #expect(log.contains("queue 0: avail.idx "), "\(log)")
     }
 
     @Test func writableImageIsLockedAgainstASecondVM() throws {

@@ -1,4 +1,5 @@
 import Foundation
+@_exported import TestSupport
 import Testing
 
 /// Where the repository and its build products are.
@@ -31,7 +32,7 @@ struct HarnessError: Error, CustomStringConvertible {
 /// failing test never leaves a VM behind.
 final class Child {
     let pid: pid_t
-    let input: Int32
+    private(set) var input: Int32
     let output: Int32
     let errorOutput: Int32
     private(set) var stdout = [UInt8]()
@@ -41,9 +42,17 @@ final class Child {
     /// Spawns `argv` in a new process group. With `pty`, stdin/stdout are that terminal.
     init(_ argv: [String], pty: (master: Int32, slave: Int32)? = nil, environment: [String: String] = [:]) throws {
         var inPipe: [Int32] = [0, 0], outPipe: [Int32] = [0, 0], errPipe: [Int32] = [0, 0]
-        guard pipe(&errPipe) == 0 else { throw HarnessError(description: "pipe") }
+        // Close-on-exec: tests spawn children in parallel, and a pipe end leaked into
+        // another test's child would hold back this child's EOF (spawn's dup2 clears the
+        // flag on the child's own 0, 1 and 2).
+        func cloexecPipe(_ fds: inout [Int32]) -> Bool {
+            guard pipe(&fds) == 0 else { return false }
+            for fd in fds { _ = fcntl(fd, F_SETFD, FD_CLOEXEC) }
+            return true
+        }
+        guard cloexecPipe(&errPipe) else { throw HarnessError(description: "pipe") }
         if pty == nil {
-            guard pipe(&inPipe) == 0, pipe(&outPipe) == 0 else { throw HarnessError(description: "pipe") }
+            guard cloexecPipe(&inPipe), cloexecPipe(&outPipe) else { throw HarnessError(description: "pipe") }
         }
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
@@ -92,7 +101,8 @@ final class Child {
             var st: Int32 = 0
             waitpid(pid, &st, 0)
         }
-        close(input); close(output); close(errorOutput)
+        if input >= 0 { close(input) }
+        close(output); close(errorOutput)
     }
 
     var text: String { String(decoding: stdout, as: UTF8.self) }
@@ -146,7 +156,12 @@ final class Child {
         }
     }
 
-    func closeInput() { close(dup2(open("/dev/null", O_RDONLY), input)) }
+    /// The child sees end of input. Closed once: a second close could hit an fd another
+    /// test (running in parallel) has opened since.
+    func closeInput() {
+        if input >= 0 { close(input) }
+        input = -1
+    }
 
     private func reap() -> Int32? {
         var st: Int32 = 0
@@ -185,3 +200,30 @@ final class Child {
 func bootPVMM(_ extra: [String] = [], kernel: String? = Paths.guest) throws -> Child {
     try Child([Paths.pvmm, "run"] + (kernel.map { ["--kernel", $0] } ?? []) + extra)
 }
+
+/// `pvmm run --kernel <guest> ARGS` with no input, to its end: status and stderr (for the
+/// flag checks that must fail before a VM starts, or end it at once).
+func runPVMMToEnd(_ args: [String]) throws -> (Int32, String) {
+    let c = try Child([Paths.pvmm, "run", "--kernel", Paths.guest] + args)
+    c.closeInput()
+    let status = try c.wait()
+    return (status, c.errorText)
+}
+
+/// A pseudo-terminal pair for tests of terminal behaviour; closed on deinit.
+final class PTY {
+    let master: Int32
+    let slave: Int32
+
+    init() throws {
+        var m: Int32 = 0, s: Int32 = 0
+        guard openpty(&m, &s, nil, nil, nil) == 0 else { throw HarnessError(description: "openpty: \(String(cString: strerror(errno)))") }
+        (master, slave) = (m, s)
+    }
+
+    deinit { close(master); close(slave) }
+
+    /// `pvmm run ARGS` with this terminal as its stdin and stdout.
+    func pvmm(_ args: [String]) throws -> Child { try Child([Paths.pvmm, "run"] + args, pty: (master, slave)) }
+}
+

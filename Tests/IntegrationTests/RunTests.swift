@@ -171,3 +171,32 @@ import Testing
         for flag in ["--kernel", "--cmdline", "--memory", "--cpus", "Ctrl-A x"] { #expect(c.text.contains(flag)) }
     }
 }
+
+/// The console escape keys on a terminal (Ctrl-A h, Ctrl-A x) through a pty.
+@Suite(.serialized) struct ConsoleEscapeKeyTests {
+    @Test func ctrlAHShowsTheKeysAndSendsNothing() throws {
+        let pty = try PTY()
+        let vm = try pty.pvmm(["--kernel", Paths.guest])
+        try vm.expect("pvos> ")
+        let mark = vm.stdout.count
+        vm.send("\u{01}h")
+        let help = try vm.expect("send Ctrl-A to the guest\r\n", after: mark)  // ONLCR: LF -> CR LF
+        #expect(help.contains("Ctrl-A, then") && help.contains("x       stop the VM"), "\(help)")
+        // The guest got no `h`: the next line runs as typed.
+        let out = try vm.command("echo ok")
+        #expect(out.contains("\nok\r") && !out.contains("unknown command"), "\(out)")  // CR LF + ONLCR
+        vm.send("\u{01}x")
+        #expect(try vm.wait() == 0)
+    }
+
+    @Test func ctrlAXEndsTheLineAndSaysWhy() throws {
+        let pty = try PTY()
+        let vm = try pty.pvmm(["--kernel", Paths.guest])
+        try vm.expect("pvos> ")
+        vm.send("\u{01}x")
+        #expect(try vm.wait() == 0)
+        // The prompt's line is ended, so the user's shell prompt starts a line of its own.
+        #expect(vm.text.hasSuffix("pvos> \r\n"), "\(vm.text.suffix(40).debugDescription)")
+        #expect(vm.errorText == "pvmm: stopped by Ctrl-A x\n", "\(vm.errorText.debugDescription)")
+    }
+}

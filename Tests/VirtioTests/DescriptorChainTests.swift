@@ -131,10 +131,10 @@ let withIndirect: VirtioFeatures = [.version1, .indirectDesc]
         let g = try FakeGuest(size: 8)
         try g.setDescriptor(0, Descriptor(addr: D, len: 8, flags: N, next: 1))
         try g.setDescriptor(1, Descriptor(addr: D, len: 8, flags: N, next: 0))
-        #expect(throws: VirtqueueError.chainTooLong(head: 0, limit: 8)) { try g.queue().chain(head: 0) }
+        #expect(throws: VirtqueueError.descriptorLoop(head: 0, index: 0, indirect: false)) { try g.queue().chain(head: 0) }
         // Self-loop of writable zero-length descriptors: no bytes, still ends.
         try g.setDescriptor(5, Descriptor(addr: 0, len: 0, flags: W | N, next: 5))
-        #expect(throws: VirtqueueError.chainTooLong(head: 5, limit: 8)) { try g.queue().chain(head: 5) }
+        #expect(throws: VirtqueueError.descriptorLoop(head: 5, index: 5, indirect: false)) { try g.queue().chain(head: 5) }
     }
 
     @Test func loopInsideIndirectTable() throws {
@@ -145,7 +145,7 @@ let withIndirect: VirtioFeatures = [.version1, .indirectDesc]
             Descriptor(addr: D, len: 8, flags: N, next: 0),
         ])
         try g.setDescriptor(0, Descriptor(addr: table, len: len, flags: I))
-        #expect(throws: VirtqueueError.chainTooLong(head: 0, limit: 8)) {
+        #expect(throws: VirtqueueError.descriptorLoop(head: 0, index: 0, indirect: true)) {
             try g.queue(features: withIndirect).chain(head: 0)
         }
     }

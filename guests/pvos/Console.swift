@@ -9,8 +9,6 @@ enum Console {
     static let base = LegacyPorts.com1
     static var txRoom = 0           // bytes the FIFO can take without checking LSR
     static var atLineStart = true
-    static var lastWasCR = false    // swallow the LF of a CR LF pair
-    static let maxLine = 256
     static var fifo = false         // 16-byte FIFOs on
     static var depth = 0            // lock nesting, touched only by the holder
     static var interrupts = false   // IRQ 4 is routed through the IOAPIC
@@ -159,37 +157,25 @@ enum Console {
         return dataReady() ? inb(base) : nil
     }
 
-    /// Reads a line with echo and minimal editing. Bytes after the newline stay in the
-    /// UART FIFO for the next call, so piped input is never dropped.
-    static func readLine() -> [UInt8] {
-        var line: [UInt8] = []
+    /// The next input byte, sleeping until one comes (the prompt and echo so far are
+    /// sent first). The line editor (LineEditor.swift) calls `inputDone` after a line.
+    static func waitByte() -> UInt8 {
         while true {
-            guard let c = readByte() else {
-                if VirtioConsole.active {
-                    lock()
-                    VirtioConsole.flush()    // the prompt and the echo so far
-                    unlock()
-                    Idle.wait { VirtioConsole.inputReady }
-                    continue
-                }
-                receiveInterrupt(true)
-                Idle.wait { dataReady() }
+            if let c = readByte() { return c }
+            if VirtioConsole.active {
+                lock()
+                VirtioConsole.flush()    // the prompt and the echo so far
+                unlock()
+                Idle.wait { VirtioConsole.inputReady }
                 continue
             }
-            if c == 10 && lastWasCR { lastWasCR = false; continue }
-            lastWasCR = c == 13
-            switch c {
-            case 10, 13:
-                receiveInterrupt(false)
-                put(10)
-                return line
-            case 8, 127:
-                if !line.isEmpty { line.removeLast(); write("\u{8} \u{8}") }
-            case 21:  // Ctrl-U: erase the whole line
-                while !line.isEmpty { line.removeLast(); write("\u{8} \u{8}") }
-            default:
-                if c >= 32 && c < 127 && line.count < maxLine { line.append(c); put(c) }
-            }
+            receiveInterrupt(true)
+            Idle.wait { dataReady() }
         }
     }
+
+    /// The shell stops waiting for input: no receive interrupts while it works.
+    static func inputDone() { receiveInterrupt(false) }
+
+    static func readLine() -> [UInt8] { LineEditor.readLine() }
 }

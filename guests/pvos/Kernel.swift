@@ -127,6 +127,17 @@ enum Kernel {
             options.append((key: key, value: Array(w[(eq + 1)...])))
         }
     }
+
+    /// The entries the VMM appends for its devices (`virtio_mmio.device=`, pvmm's
+    /// `pvmm_irq_probe=`), as opposed to the user's own options.
+    static func isDeviceEntry(_ word: [UInt8]) -> Bool {
+        guard let eq = word.firstIndex(of: 61) else { return false }
+        return isDeviceKey(word[..<eq])
+    }
+
+    static func isDeviceKey<C: Collection>(_ key: C) -> Bool where C.Element == UInt8 {
+        matches(key, "virtio_mmio.device") || matches(key, "pvmm_irq_probe")
+    }
 }
 
 func matches<C: Collection>(_ bytes: C, _ s: StaticString) -> Bool where C.Element == UInt8 {

@@ -78,10 +78,17 @@ enum Shell {
         }
         Console.write(VirtioConsole.active ? "\nconsole: virtio\ndisks: " : "\nconsole: serial\ndisks: ")
         Console.writeDecimal(UInt64(BlockDevice.disks.count))
-        Console.write("\ncmdline: ")
-        Console.write(Kernel.cmdline)
+        // The user's words and options; the VMM's device entries on a line of their own.
+        let all = words(Kernel.cmdline)
+        Console.write("\ncmdline:")
+        for w in all where !Kernel.isDeviceEntry(w) { Console.put(32); Console.write(w) }
         Console.put(10)
-        for o in Kernel.options {
+        if all.contains(where: Kernel.isDeviceEntry) {
+            Console.write("devices:")
+            for w in all where Kernel.isDeviceEntry(w) { Console.put(32); Console.write(w) }
+            Console.put(10)
+        }
+        for o in Kernel.options where !Kernel.isDeviceKey(o.key) {
             Console.write("option: ")
             Console.write(o.key)
             Console.put(61)

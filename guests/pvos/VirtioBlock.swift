@@ -156,25 +156,77 @@ extension Shell {
     static func blk(_ args: ArraySlice<[UInt8]>) {
         guard let sub = args.first else { blkList(); return }
         let rest = Array(args.dropFirst())
+        // Each subcommand's argument names; "" is a word (bench's read|write, seq|rand).
+        let command: StaticString, usage: StaticString, names: [StaticString]
+        if matches(sub, "read") {
+            (command, usage, names) = ("blk read", "blk read DISK LBA COUNT", ["DISK", "LBA", "COUNT"])
+        } else if matches(sub, "write") {
+            (command, usage, names) = ("blk write", "blk write DISK LBA COUNT SEED", ["DISK", "LBA", "COUNT", "SEED"])
+        } else if matches(sub, "flush") {
+            (command, usage, names) = ("blk flush", "blk flush DISK", ["DISK"])
+        } else if matches(sub, "bench") {
+            (command, usage, names) = ("blk bench", "blk bench DISK read|write seq|rand BS DEPTH SECONDS",
+                                       ["DISK", "", "", "BS", "DEPTH", "SECONDS"])
+        } else {
+            Console.write("usage: blk [read DISK LBA COUNT | write DISK LBA COUNT SEED | flush DISK | bench DISK read|write seq|rand BS DEPTH SECONDS]\n")
+            return
+        }
+        guard rest.count == names.count else {
+            Console.write("usage: ")
+            Console.write(usage)
+            Console.write(" (DISK = index, LBA and COUNT in 512-byte sectors)\n")
+            return
+        }
         var n: [UInt64] = []
-        for w in rest { if let v = parseDecimal(w) { n.append(v) } else { n.append(UInt64.max) } }
-        guard !n.isEmpty, n[0] < UInt64(BlockDevice.disks.count) else {
-            Console.write("usage: blk [read DISK LBA COUNT | write DISK LBA COUNT SEED | flush DISK | bench DISK read|write seq|rand BS DEPTH SECONDS]; no such disk\n")
+        for (i, name) in names.enumerated() {
+            if name.utf8CodeUnitCount == 0 { n.append(0); continue }
+            guard let v = parseDecimal(rest[i]) else {
+                blkArgumentError(command, name, rest[i], "is not a number")
+                return
+            }
+            n.append(v)
+        }
+        guard n[0] < UInt64(BlockDevice.disks.count) else {
+            Console.write(command)
+            Console.write(": no disk ")
+            Console.writeDecimal(n[0])
+            if BlockDevice.disks.isEmpty {
+                Console.write(" (there are no disks)\n")
+            } else {
+                Console.write(" (disks are 0 to ")
+                Console.writeDecimal(UInt64(BlockDevice.disks.count - 1))
+                Console.write(")\n")
+            }
             return
         }
         let disk = BlockDevice.disks[Int(n[0])]
-        if matches(sub, "read") && n.count == 3 {
+        if matches(sub, "read") {
             blkTransfer(disk, write: false, n[1], n[2], 0)
-        } else if matches(sub, "write") && n.count == 4 && n[3] <= 0xFFFF_FFFF {
+        } else if matches(sub, "write") {
+            guard n[3] <= 0xFFFF_FFFF else { blkArgumentError(command, "SEED", rest[3], "is above 4294967295"); return }
             blkTransfer(disk, write: true, n[1], n[2], UInt32(n[3]))
-        } else if matches(sub, "flush") && n.count == 1 {
+        } else if matches(sub, "flush") {
             let s = disk.run(BlockType.flush, 0, 0, 0)
             if s == 0 { Console.write("flushed\n") } else { blkError("blk flush", s) }
-        } else if matches(sub, "bench") && rest.count == 6 {
-            BlockBench.run(disk, write: matches(rest[1], "write"), random: matches(rest[2], "rand"), n[3], n[4], n[5])
         } else {
-            Console.write("usage: blk read DISK LBA COUNT | write DISK LBA COUNT SEED | flush DISK | bench DISK read|write seq|rand BS DEPTH SECONDS\n")
+            let write = matches(rest[1], "write")
+            guard write || matches(rest[1], "read") else { blkArgumentError(command, "mode", rest[1], "is not read or write"); return }
+            let random = matches(rest[2], "rand")
+            guard random || matches(rest[2], "seq") else { blkArgumentError(command, "pattern", rest[2], "is not seq or rand"); return }
+            BlockBench.run(disk, write: write, random: random, n[3], n[4], n[5])
         }
+    }
+
+    /// `blk read: LBA 'y' is not a number`
+    static func blkArgumentError(_ command: StaticString, _ name: StaticString, _ value: [UInt8], _ problem: StaticString) {
+        Console.write(command)
+        Console.write(": ")
+        Console.write(name)
+        Console.write(" '")
+        Console.write(value)
+        Console.write("' ")
+        Console.write(problem)
+        Console.put(10)
     }
 
     /// `blk0: 32768 sectors (16 MiB) rw id=NAME`

@@ -4,12 +4,7 @@
 	.text
 	.code64
 
-.macro FUNC name
-	.section .text.\name, "ax"
-	.globl \name
-	.type \name, @function
-\name:
-.endm
+#include "asm.h"
 
 .macro FIXUP fault, resume
 	.pushsection .fixup, "a"
@@ -115,22 +110,16 @@ FUNC pvos_read64
 	mov (%rdi), %rax
 	ret
 
-FUNC pvos_vif_page_addr
-	lea pvos_vif_page(%rip), %rax
-	ret
+ADDRESS_OF pvos_vif_page_addr, pvos_vif_page
 
 FUNC pvos_boot_tsc_value
 	mov pvos_boot_tsc(%rip), %rax
 	ret
 
 /* [start, end) of the loaded image including stacks and tables. */
-FUNC pvos_image_start
-	lea __kernel_start(%rip), %rax
-	ret
+ADDRESS_OF pvos_image_start, __kernel_start
 
-FUNC pvos_image_end
-	lea __kernel_end(%rip), %rax
-	ret
+ADDRESS_OF pvos_image_end, __kernel_end
 
 /* The C memory primitives Embedded Swift links against. */
 FUNC memset
@@ -176,9 +165,7 @@ FUNC memcmp
 2:	ret
 
 /* Static table for the page allocator's free ranges (needed before any heap). */
-FUNC pvos_range_table
-	lea range_table(%rip), %rax
-	ret
+ADDRESS_OF pvos_range_table, range_table
 	.section .bss.ranges, "aw", @nobits
 	.balign 16
 range_table:
@@ -228,18 +215,12 @@ FUNC pvos_xchg32
 /* virtio interrupts: irq_entry reads InterruptStatus of the device on GSI g (MMIO base
  * in pvos_virtio_irq_base[g], 0 = none), writes it to InterruptACK and ORs it into
  * pvos_virtio_irq_status[g] for the driver, which fetches and clears it. */
-FUNC pvos_virtio_irq_base_addr
-	lea pvos_virtio_irq_base(%rip), %rax
-	ret
+ADDRESS_OF pvos_virtio_irq_base_addr, pvos_virtio_irq_base
 
-FUNC pvos_virtio_irq_status_addr
-	lea pvos_virtio_irq_status(%rip), %rax
-	ret
+ADDRESS_OF pvos_virtio_irq_status_addr, pvos_virtio_irq_status
 /* Set under pvmm (docs/devices.md): its interrupts are irqfd edges that do not depend on
  * InterruptStatus, so irq_entry skips the read and the ACK (two ~20 us exits). */
-FUNC pvos_virtio_lazy_ack_addr
-	lea pvos_virtio_lazy_ack(%rip), %rax
-	ret
+ADDRESS_OF pvos_virtio_lazy_ack_addr, pvos_virtio_lazy_ack
 	.section .bss.virtio, "aw", @nobits
 	.globl pvos_virtio_lazy_ack
 pvos_virtio_lazy_ack:	.byte 0

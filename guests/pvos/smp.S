@@ -3,12 +3,7 @@
 
 #include "percpu.h"
 
-.macro FUNC name
-	.section .text.\name, "ax"
-	.globl \name
-	.type \name, @function
-\name:
-.endm
+#include "asm.h"
 
 #define T(x) ((x) - ap_trampoline)
 
@@ -243,30 +238,18 @@ FUNC pvos_bench_loop
 	jnz 1b
 2:	ret
 
-FUNC pvos_cpu_table_addr
-	lea pvos_cpu_table(%rip), %rax
-	ret
+ADDRESS_OF pvos_cpu_table_addr, pvos_cpu_table
 
 /* The BSP's stacks (IST then kernel): [low, high) identifies it by RSP. */
-FUNC pvos_bsp_stacks_low
-	lea ist_stacks(%rip), %rax
-	ret
+ADDRESS_OF pvos_bsp_stacks_low, ist_stacks
 
-FUNC pvos_bsp_stacks_high
-	lea kernel_stack_top(%rip), %rax
-	ret
+ADDRESS_OF pvos_bsp_stacks_high, kernel_stack_top
 
-FUNC pvos_apic_on_addr
-	lea pvos_apic_on(%rip), %rax
-	ret
+ADDRESS_OF pvos_apic_on_addr, pvos_apic_on
 
-FUNC pvos_console_lock_addr
-	lea console_lock(%rip), %rax
-	ret
+ADDRESS_OF pvos_console_lock_addr, console_lock
 
-FUNC pvos_cpu0_addr
-	lea pvos_cpu0(%rip), %rax
-	ret
+ADDRESS_OF pvos_cpu0_addr, pvos_cpu0
 
 	.section .bss.cpus, "aw", @nobits
 	.balign 4096

@@ -1,0 +1,27 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Writes all of `s` to `fd` with write(2): unbuffered (no stdio), usable from any thread,
+/// retried on EINTR; gives up if the fd is gone. The one writer for pvmm's messages.
+public func writeAll(_ fd: Int32, _ s: String) {
+    var s = s
+    s.withUTF8 { p in
+        var off = 0
+        while off < p.count {
+            let n = write(fd, p.baseAddress! + off, p.count - off)
+            if n > 0 { off += n } else if n < 0 && errno == EINTR { continue } else { return }
+        }
+    }
+}
+
+/// Writes `s` to stderr as it is.
+public func writeError(_ s: String) { writeAll(STDERR_FILENO, s) }
+
+/// Writes `s` to stdout as it is (the terminal's own messages, not guest output).
+public func writeOut(_ s: String) { writeAll(STDOUT_FILENO, s) }
+
+/// Writes one line to stderr, adding the newline if it has none.
+@Sendable public func writeStderrLine(_ line: String) {
+    writeError(line.hasSuffix("\n") ? line : line + "\n")
+}
