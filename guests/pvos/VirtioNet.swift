@@ -37,7 +37,7 @@ final class NetDevice {
     var up = false                  // initialised and not failed
     var counters = NetCounters()
     var lastHealthCheck: UInt64 = 0
-    var batch: [(head: Int, length: UInt32)] = []
+    var batch: [(buffer: Int, length: UInt32)] = []
     var mergeBuffer = -1            // gathers a frame the device spread over buffers
     var mergeRemaining = 0
     var mergeLength = 0
@@ -66,7 +66,8 @@ final class NetDevice {
         while rx.numFree > 0, let b = PacketPool.take() { post(b) }
         device.driverOK()
         rx.kick()
-        _ = rx.collect { _, _ in }   // nothing yet; arms used_event
+        // used_event is 0 (cleared rings): the first used buffer interrupts. Frames the
+        // device delivers from now on are taken by `receive`, never discarded here.
         tx.collect(interrupt: false) { _, _ in }
         lastHealthCheck = rdtsc()
         up = true
@@ -124,13 +125,15 @@ final class NetDevice {
     func receive(_ deliver: (UnsafeMutableRawPointer, Int, Bool) -> Void) -> Int {
         checkHealth()
         guard up, let rx else { return 0 }
+        // Heads are mapped to their buffers while collecting: posting a buffer again
+        // reuses a freed head, possibly one later in this batch.
         batch.removeAll(keepingCapacity: true)
-        rx.collect { head, length in batch.append((head, length)) }
-        var delivered = 0
-        for (head, length) in batch {
-            let b = Int(rxBuffer[head])
+        rx.collect { head, length in
+            batch.append((Int(rxBuffer[head]), length))
             rxBuffer[head] = -1
-            guard b >= 0 else { continue }
+        }
+        var delivered = 0
+        for (b, length) in batch where b >= 0 {
             delivered += consume(b, Int(length), deliver)
             post(b)
         }
