@@ -75,10 +75,12 @@ final class NetNamespace {
 
     /// With the offloads (the device completes checksums, marks frames NEEDS_CSUM/DATA_VALID)
     /// and without them or mergeable buffers (the guest computes and checks every checksum).
-    @Test(arguments: ["", ",csum=off,guest_csum=off,mrg_rxbuf=off"])
-    func udpEchoReturnsDatagramsUnchanged(deviceOptions: String) throws {
+    /// And with 512-byte receive buffers, so that QEMU spreads each frame over several
+    /// (MRG_RXBUF's num_buffers > 1).
+    @Test(arguments: [("", ""), (",csum=off,guest_csum=off,mrg_rxbuf=off", ""), ("", " netrxbuf=512")])
+    func udpEchoReturnsDatagramsUnchanged(deviceOptions: String, cmdline: String) throws {
         let ns = try NetNamespace()
-        let vm = try ns.bootQEMU(deviceOptions: deviceOptions)
+        let vm = try ns.bootQEMU(cmdline: "ip=\(NetNamespace.guest)/24,\(NetNamespace.host)" + cmdline, deviceOptions: deviceOptions)
         var seed: UInt32 = 12345
         for size in [1, 1400, 1472] {   // 1472: a full 1500-byte IP datagram
             let data = (0..<size).map { _ -> UInt8 in seed = seed &* 1_103_515_245 &+ 12345; return UInt8(truncatingIfNeeded: seed >> 16) }
@@ -89,6 +91,8 @@ final class NetNamespace {
         let net = try vm.command("net", timeout: 30)
         #expect(net.contains("udp in 3 echoed 3"), "\(net)")
         #expect(net.contains(" csum guest-csum mrg-rxbuf") == deviceOptions.isEmpty, "\(net)")
+        // 1400 and 1472 bytes do not fit one 512-byte buffer (nor does 1 byte's reply: 60).
+        #expect(net.contains("rx merged 2") == !cmdline.isEmpty, "\(net)")
         vm.send("poweroff\n")
         #expect(try vm.wait(timeout: 30) == 0)
     }

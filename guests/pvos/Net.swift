@@ -34,6 +34,10 @@ enum Net {
         guard device == nil else { Console.write("virtio-net: only one device is used; another skipped\n"); return }
         guard PacketPool.initialize(poolBuffers) else { Console.write("net0: out of memory\n"); return }
         let n = NetDevice(d)
+        for o in Kernel.options where matches(o.key, "netrxbuf") {
+            if let v = parseDecimal(o.value), v >= 128, v <= UInt64(PacketPool.bufferSize) { n.requestedRxSize = Int(v) }
+            else { Console.write("net0: bad netrxbuf= (128-2048 bytes)\n") }
+        }
         guard n.start() else { Console.write("net0: initialisation failed\n"); return }
         device = n
         Idle.register(poll: { poll() }, pending: { device?.pending ?? false })

@@ -78,6 +78,8 @@ enum NetShell {
         Console.writeDecimal(c.txDropped)
         Console.write(", resets ")
         Console.writeDecimal(c.resets)
+        Console.write(", rx merged ")
+        Console.writeDecimal(c.rxMerged)
         Console.write("\nnet0: udp in ")
         Console.writeDecimal(Net.udpIn)
         Console.write(" echoed ")

@@ -16,7 +16,8 @@ enum NetFeature {
 /// Per-device counters (`net`).
 struct NetCounters {
     var rxPackets: UInt64 = 0, rxBytes: UInt64 = 0, txPackets: UInt64 = 0, txBytes: UInt64 = 0
-    var txDropped: UInt64 = 0, resets: UInt64 = 0, interrupts: UInt64 = 0, notifies: UInt64 = 0
+    var txDropped: UInt64 = 0, resets: UInt64 = 0, interrupts: UInt64 = 0
+    var rxMerged: UInt64 = 0        // frames the device spread over several buffers
 }
 
 final class NetDevice {
@@ -39,6 +40,10 @@ final class NetDevice {
     var lastHealthCheck: UInt64 = 0
     var batch: [(buffer: Int, length: UInt32)] = []
     var mergeBuffer = -1            // gathers a frame the device spread over buffers
+    /// Bytes of each receive buffer offered to the device: the whole pool buffer, or less
+    /// (`netrxbuf=` on the command line, with MRG_RXBUF only) so that frames span several.
+    var rxPostSize = PacketPool.bufferSize
+    var requestedRxSize = PacketPool.bufferSize
     var mergeRemaining = 0
     var mergeLength = 0
     var mergeTrusted = false
@@ -62,6 +67,7 @@ final class NetDevice {
         if txBuffer.count != tx.size { txBuffer = [Int32](repeating: -1, count: tx.size) }
         if mergeBuffer < 0 { mergeBuffer = PacketPool.take() ?? -1 }
         readConfig()
+        rxPostSize = mergeable ? requestedRxSize : PacketPool.bufferSize
         mergeRemaining = 0
         while rx.numFree > 0, let b = PacketPool.take() { post(b) }
         device.driverOK()
@@ -106,7 +112,7 @@ final class NetDevice {
     private func post(_ b: Int) {
         guard let rx else { PacketPool.release(b); return }
         let head = rx.nextHead
-        guard rx.add(1, { _ in (PacketPool.address(b), UInt32(PacketPool.bufferSize), true) }) != nil else {
+        guard rx.add(1, { _ in (PacketPool.address(b), UInt32(rxPostSize), true) }) != nil else {
             PacketPool.release(b)
             return
         }
@@ -145,17 +151,18 @@ final class NetDevice {
     /// One used receive buffer: a whole frame, or a piece of a merged one (§5.1.6.4).
     private func consume(_ b: Int, _ length: Int, _ deliver: (UnsafeMutableRawPointer, Int, Bool) -> Void) -> Int {
         let p = PacketPool.pointer(b)
-        let used = min(length, PacketPool.bufferSize)   // a used.len beyond the buffer is a lie
+        let used = min(length, rxPostSize)   // a used.len beyond the buffer is a lie
         if mergeRemaining > 0 {
-            if length > PacketPool.bufferSize || mergeLength + used > PacketPool.bufferSize { mergeBad = true }
+            if length > rxPostSize || mergeLength + used > PacketPool.bufferSize { mergeBad = true }
             else { PacketPool.pointer(mergeBuffer).advanced(by: mergeLength).copyMemory(from: p, byteCount: used) }
             mergeLength += used
             mergeRemaining -= 1
             guard mergeRemaining == 0 else { return 0 }
             if mergeBad { Net.drop(.oversize); return 0 }
+            counters.rxMerged += 1
             return frame(PacketPool.pointer(mergeBuffer), mergeLength, mergeTrusted, deliver)
         }
-        guard length <= PacketPool.bufferSize, let h = VirtioNetHeader.parse(p, length) else {
+        guard length <= rxPostSize, let h = VirtioNetHeader.parse(p, length) else {
             Net.drop(.badVirtioHeader)
             return 0
         }
