@@ -8,14 +8,25 @@ final class NetNamespace {
     let name: String
     static let host = "10.77.0.1", guest = "10.77.0.2"
 
-    init() throws {
+    /// With `bridgedTaps`, that many taps (tap0, tap1, ...) join a bridge br0 that has the
+    /// host address instead of tap0.
+    init(bridgedTaps: Int = 0) throws {
         name = "pvos-net-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
         _ = try Self.run(["/usr/sbin/ip", "netns", "add", name])
         do {
-            for cmd in [["ip", "link", "set", "lo", "up"], ["ip", "tuntap", "add", "dev", "tap0", "mode", "tap"],
-                        ["ip", "addr", "add", "\(Self.host)/24", "dev", "tap0"], ["ip", "link", "set", "tap0", "up"]] {
-                _ = try exec(cmd)
+            var cmds = [["ip", "link", "set", "lo", "up"]]
+            if bridgedTaps == 0 {
+                cmds += [["ip", "tuntap", "add", "dev", "tap0", "mode", "tap"],
+                         ["ip", "addr", "add", "\(Self.host)/24", "dev", "tap0"], ["ip", "link", "set", "tap0", "up"]]
+            } else {
+                cmds += [["ip", "link", "add", "br0", "type", "bridge"], ["ip", "addr", "add", "\(Self.host)/24", "dev", "br0"],
+                         ["ip", "link", "set", "br0", "up"]]
+                for i in 0..<bridgedTaps {
+                    cmds += [["ip", "tuntap", "add", "dev", "tap\(i)", "mode", "tap"], ["ip", "link", "set", "tap\(i)", "master", "br0"],
+                             ["ip", "link", "set", "tap\(i)", "up"]]
+                }
             }
+            for cmd in cmds { _ = try exec(cmd) }
         } catch {
             _ = try? Self.run(["/usr/sbin/ip", "netns", "del", name])
             throw error
@@ -45,9 +56,10 @@ final class NetNamespace {
     /// QEMU microvm inside the namespace, serial on stdio, a virtio-net-device on tap0
     /// (or on `netdev`), at the shell prompt.
     func bootQEMU(cmdline: String = "ip=\(guest)/24,\(host)", deviceOptions: String = "",
-                  netdev: String = "tap,id=n0,ifname=tap0,script=no,downscript=no") throws -> Child {
+                  netdev: String = "tap,id=n0,ifname=tap0,script=no,downscript=no",
+                  mac: String = "52:54:00:77:00:02") throws -> Child {
         let vm = try QEMUTests.boot(["-global", "virtio-mmio.force-legacy=false",
-                                     "-device", "virtio-net-device,netdev=n0,mac=52:54:00:77:00:02" + deviceOptions,
+                                     "-device", "virtio-net-device,netdev=n0,mac=\(mac)" + deviceOptions,
                                      "-netdev", netdev],
                                     cmdline: cmdline, wrapper: ["/usr/sbin/ip", "netns", "exec", name])
         try vm.expect("pvos> ", timeout: 30)
@@ -112,6 +124,42 @@ final class NetNamespace {
         #expect(listener.text == "hello from pvos", "\(listener.text)")
         vm.send("poweroff\n")
         #expect(try vm.wait(timeout: 30) == 0)
+    }
+
+    /// Unreachable neighbours and bad `ip=` values are reported, not hung on.
+    @Test func unresolvedNeighboursAndBadAddressesAreReported() throws {
+        let ns = try NetNamespace()
+        let vm = try ns.bootQEMU()
+        let ping = try vm.command("ping 10.77.0.99 1", timeout: 30)
+        #expect(ping.contains("seq=1 timeout") && ping.contains("ping: 1 sent, 0 received, 100% loss"), "\(ping)")
+        #expect(try vm.command("udp send 10.77.0.99 9 x", timeout: 30).contains("udp: not sent (no ARP reply from the next hop)"))
+        #expect(try vm.command("ping 10.77.0", timeout: 30).contains("usage: ping ADDR [COUNT]"))
+        let net = try vm.command("net", timeout: 30)
+        #expect(net.contains("arp-unresolved="), "\(net)")
+        vm.send("poweroff\n")
+        #expect(try vm.wait(timeout: 30) == 0)
+
+        let bad = try ns.bootQEMU(cmdline: "ip=10.77.0.2/33")
+        #expect(bad.text.contains("net0: bad ip= (prefix); expected ip=ADDR/PREFIX[,GATEWAY] or ip=dhcp"), "\(bad.text)")
+        #expect(try bad.command("net", timeout: 30).contains("net0: ip none"))
+        #expect(try bad.command("ping 10.77.0.1", timeout: 30).contains("ping: no address"))
+        bad.send("poweroff\n")
+        #expect(try bad.wait(timeout: 30) == 0)
+    }
+
+    /// Two pvos guests on one Linux bridge: each one's ARP and ICMP against the other's.
+    @Test func twoGuestsOnABridgePingEachOther() throws {
+        let ns = try NetNamespace(bridgedTaps: 2)
+        let a = try ns.bootQEMU(cmdline: "ip=10.77.0.2/24")
+        let b = try ns.bootQEMU(cmdline: "ip=10.77.0.3/24", netdev: "tap,id=n0,ifname=tap1,script=no,downscript=no",
+                                mac: "52:54:00:77:00:03")
+        #expect(try a.command("ping 10.77.0.3 3", timeout: 30).contains("ping: 3 sent, 3 received, 0% loss"))
+        #expect(try b.command("ping 10.77.0.2 2", timeout: 30).contains("ping: 2 sent, 2 received, 0% loss"))
+        #expect(try b.command("ping \(NetNamespace.host) 1", timeout: 30).contains("1 received, 0% loss"))
+        for vm in [a, b] {
+            vm.send("poweroff\n")
+            #expect(try vm.wait(timeout: 30) == 0)
+        }
     }
 
     @Test func evilModesResetQEMUsDeviceAndTheDriverRecovers() throws {

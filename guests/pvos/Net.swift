@@ -185,10 +185,15 @@ enum Net {
             return
         }
         if let mac { try transmit(b, length, csum: csum, to: mac); return }
-        let onLink = dst & mask == address & mask
-        guard onLink || gateway != 0 else { PacketPool.release(b); throw .noRoute }
+        guard let hop = nextHop(dst) else { PacketPool.release(b); throw .noRoute }
         EthernetHeader.write(f, destination: 0, source: d.mac, type: EtherType.ipv4)
-        ARP.send(b, length, csum: csum, via: onLink ? dst : gateway)
+        ARP.send(b, length, csum: csum, via: hop)
+    }
+
+    /// Where a frame for `dst` goes: `dst` itself on the subnet, else the gateway.
+    static func nextHop(_ dst: UInt32) -> UInt32? {
+        if dst & mask == address & mask { return dst }
+        return gateway != 0 ? gateway : nil
     }
 
     /// Ethernet's 60-byte minimum (without FCS), zero padded: bridges expect it.

@@ -45,7 +45,7 @@ enum NetBench {
 
     /// The next hop's MAC, resolved with one ARP exchange if needed (≤ 3.5 s).
     static func resolve(_ dst: UInt32) -> UInt64? {
-        let hop = dst & Net.mask == Net.address & Net.mask || Net.gateway == 0 ? dst : Net.gateway
+        guard let hop = Net.nextHop(dst) else { return nil }
         if let m = ARP.lookup(hop) { return m }
         guard Ping.send(hop) == nil else { return nil }   // queued behind an ARP request
         _ = Idle.wait(timeoutMs: 3500) { ARP.lookup(hop) != nil }

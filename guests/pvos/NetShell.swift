@@ -178,8 +178,7 @@ enum NetShell {
             if i > 0 { text.append(32) }
             text.append(contentsOf: w)
         }
-        guard let d = ready("udp") else { return }
-        let before = d.counters.txPackets
+        guard ready("udp") != nil else { return }
         do throws(NetError) {
             try Net.sendUDP(to: dst, port: UInt16(port), from: 40007, count: text.count) { p in
                 text.withUnsafeBytes { p.copyMemory(from: $0.baseAddress!, byteCount: text.count) }
@@ -190,7 +189,10 @@ enum NetShell {
             Console.put(10)
             return
         }
-        if Idle.wait(timeoutMs: 3500, { d.counters.txPackets != before || ARP.waiting == 0 }) && d.counters.txPackets != before {
+        // Queued behind ARP until the next hop answers (then it left) or gives up.
+        let hop = Net.nextHop(dst) ?? dst
+        _ = Idle.wait(timeoutMs: 3500) { ARP.lookup(hop) != nil || ARP.index(hop) == nil }
+        if ARP.lookup(hop) != nil {
             Console.write("udp: sent ")
             Console.writeDecimal(UInt64(text.count))
             Console.write(" bytes\n")
