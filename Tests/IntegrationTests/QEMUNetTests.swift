@@ -147,6 +147,32 @@ final class NetNamespace {
         #expect(try bad.wait(timeout: 30) == 0)
     }
 
+    /// `net bench tx` frames reach the host's tap; `net bench rx` counts the host's pings.
+    @Test func benchCommandsCountWhatCrossesTheTap() throws {
+        let ns = try NetNamespace()
+        let vm = try ns.bootQEMU()
+        func hostRx() throws -> Int {
+            Int(try ns.exec(["cat", "/sys/class/net/tap0/statistics/rx_packets"]).text.trimmingCharacters(in: .whitespacesAndNewlines)) ?? -1
+        }
+        _ = try vm.command("ping \(NetNamespace.host) 1", timeout: 30)   // ARP settled
+        let before = try hostRx()
+        let tx = try vm.command("net bench tx \(NetNamespace.host) 9999 1 64", timeout: 30)
+        let sent = tx.range(of: "bench tx: ").flatMap { r in Int(tx[r.upperBound...].prefix { $0.isNumber }) } ?? 0
+        let arrived = try hostRx() - before
+        #expect(sent > 1000 && tx.contains("pkt/s") && tx.contains("Mbit/s"), "\(tx)")
+        #expect(arrived >= sent && arrived < sent + 50, "guest sent \(sent), the tap got \(arrived)")
+        let mark = vm.stdout.count
+        vm.send("net bench rx 3\n")
+        let ping = try ns.exec(["ping", "-c", "300", "-i", "0.002", "-q", NetNamespace.guest], timeout: 30)
+        let rx = try vm.expect("udp datagrams", after: mark, timeout: 30)
+        let counted = rx.range(of: "bench rx: ").flatMap { r in Int(rx[r.upperBound...].prefix { $0.isNumber }) } ?? 0
+        #expect(ping.text.contains("300 received"), "\(ping.text)")
+        #expect(counted >= 300 && counted < 400, "\(rx)")
+        try vm.expect("pvos> ", after: mark, timeout: 10)
+        vm.send("poweroff\n")
+        #expect(try vm.wait(timeout: 30) == 0)
+    }
+
     /// Two pvos guests on one Linux bridge: each one's ARP and ICMP against the other's.
     @Test func twoGuestsOnABridgePingEachOther() throws {
         let ns = try NetNamespace(bridgedTaps: 2)

@@ -194,10 +194,11 @@ final class NetDevice {
         return 1
     }
 
-    /// Returns completed transmit buffers to the pool (no interrupt asked for).
-    func reclaim() {
+    /// Returns completed transmit buffers to the pool; asks for an interrupt at the next
+    /// completion only when `interrupt` (someone waits for room).
+    func reclaim(interrupt: Bool = false) {
         guard let tx else { return }
-        tx.collect(interrupt: false) { head, _ in
+        tx.collect(interrupt: interrupt) { head, _ in
             let b = Int(txBuffer[head])
             txBuffer[head] = -1
             if b >= 0 { PacketPool.release(b) }
@@ -219,10 +220,7 @@ final class NetDevice {
         if tx.numFree == 0 {
             let t0 = rdtsc()
             while tx.numFree == 0 && !tx.corrupt && rdtsc() &- t0 < Platform.tscKHz * 1000 {
-                tx.collect(interrupt: true) { head, _ in
-                    let r = Int(txBuffer[head]); txBuffer[head] = -1
-                    if r >= 0 { PacketPool.release(r) }
-                }
+                reclaim(interrupt: true)
                 if tx.numFree == 0 { Platform.idle(SMP.bsp) { tx.pending || device.interruptPending } }
                 _ = device.takeInterrupts()
             }
