@@ -47,7 +47,7 @@ enum NetBench {
     static func resolve(_ dst: UInt32) -> UInt64? {
         guard let hop = Net.nextHop(dst) else { return nil }
         if let m = ARP.lookup(hop) { return m }
-        guard Ping.send(hop) == nil else { return nil }   // queued behind an ARP request
+        guard Ping.echo(hop, sequence: 0) == nil else { return nil }   // queued behind an ARP request
         _ = Idle.wait(timeoutMs: 3500) { ARP.lookup(hop) != nil }
         return ARP.lookup(hop)
     }

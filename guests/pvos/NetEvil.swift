@@ -35,7 +35,7 @@ enum NetEvil {
             case 0:
                 for i in 0..<rx.size { write64(rx.desc + 16 * UInt64(i), outside) }
                 memoryFence()
-                _ = Ping.send(peer)
+                _ = Ping.echo(peer, sequence: 0)
             case 1:
                 VirtioEvil.descriptor(tx, 0, PacketPool.address(0), 16, 1, 1)
                 VirtioEvil.descriptor(tx, 1, PacketPool.address(0), 16, 1, 0)

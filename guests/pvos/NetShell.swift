@@ -106,60 +106,50 @@ enum NetShell {
 
     // MARK: ping
 
-    /// `ping ADDR [COUNT]`: one 56-byte echo request a second (the first at once), each
-    /// answered within 1 s or reported as a timeout; then a summary.
+    /// `ping ADDR [COUNT]`: one 56-byte echo request a second (the first at once); each
+    /// reply is printed when it comes, however late, until 2 s after the last request
+    /// (a timer); then the unanswered ones and a summary.
     static func ping(_ args: [[UInt8]]) {
         guard args.count == 1 || args.count == 2, let dst = IPv4.parseAddress(args[0]) else {
             Console.write("usage: ping ADDR [COUNT] (COUNT 1-1000, default 4)\n")
             return
         }
-        var count: UInt64 = 4
+        var count = 4
         if args.count == 2 {
             guard let n = parseDecimal(args[1]), n >= 1, n <= 1000 else { Console.write("ping: COUNT must be 1-1000\n"); return }
-            count = n
+            count = Int(n)
         }
         guard ready("ping") != nil else { return }
-        Ping.identifier = UInt16(truncatingIfNeeded: rdtsc() >> 4) | 1
-        Ping.target = dst
-        var received: UInt64 = 0
+        Ping.start(dst, count)
+        defer { Ping.active = false }
+        let start = rdtsc()
         for seq in 1...count {
-            let t0 = rdtsc()
-            Ping.sequence = UInt16(truncatingIfNeeded: seq)
-            Ping.replyTSC = 0
-            var timedOut = false
-            let timer = Timers.schedule(afterMs: 1000) { timedOut = true }
-            if let err = Ping.send(dst) {
-                Timers.cancel(timer)
+            if let err = Ping.send(seq) {
                 Console.write("ping: ")
                 Console.write(err)
                 Console.put(10)
                 return
             }
-            _ = Idle.wait(timeoutMs: 2000) { Ping.replyTSC != 0 || timedOut }
-            Timers.cancel(timer)
-            Console.write("seq=")
-            Console.writeDecimal(seq)
-            if Ping.replyTSC != 0 {
-                received += 1
-                Console.write(" reply from ")
-                writeAddress(dst)
-                Console.write(" time=")
-                Console.writeMilli(Shell.picoseconds(Ping.replyTSC &- t0) / 1_000_000)   // us, shown as ms
-                Console.write(" ms\n")
-            } else {
-                Console.write(" timeout\n")
-            }
             if seq < count {
-                let next = t0 &+ Platform.tscKHz * 1000
-                _ = Idle.wait(timeoutMs: 1000) { rdtsc() >= next }
+                let next = start &+ UInt64(seq) * 1000 * Platform.tscKHz
+                _ = Idle.wait(timeoutMs: 1100) { rdtsc() >= next }
             }
         }
+        var late = false
+        let timer = Timers.schedule(afterMs: 2000) { late = true }
+        _ = Idle.wait(timeoutMs: 2500) { late || Ping.replies == count }
+        Timers.cancel(timer)
+        for (i, t) in Ping.sentAt.enumerated() where t != 0 {
+            Console.write("seq=")
+            Console.writeDecimal(UInt64(i + 1))
+            Console.write(" timeout\n")
+        }
         Console.write("ping: ")
-        Console.writeDecimal(count)
+        Console.writeDecimal(UInt64(count))
         Console.write(" sent, ")
-        Console.writeDecimal(received)
+        Console.writeDecimal(UInt64(Ping.replies))
         Console.write(" received, ")
-        Console.writeDecimal((count - received) * 100 / count)
+        Console.writeDecimal(UInt64((count - Ping.replies) * 100 / count))
         Console.write("% loss\n")
     }
 
@@ -213,15 +203,31 @@ enum NetShell {
     }
 }
 
-/// The echo exchange `ping` is waiting for.
+/// The echo requests `ping` has outstanding.
 enum Ping {
     static var identifier: UInt16 = 0
-    static var sequence: UInt16 = 0
     static var target: UInt32 = 0
-    static var replyTSC: UInt64 = 0
+    static var sentAt: [UInt64] = []   // TSC per sequence number - 1; 0 once answered
+    static var replies = 0
+    static var active = false
     static let payload = 56
 
-    static func send(_ dst: UInt32) -> StaticString? {
+    static func start(_ dst: UInt32, _ count: Int) {
+        identifier = UInt16(truncatingIfNeeded: rdtsc() >> 4) | 1
+        target = dst
+        sentAt = [UInt64](repeating: 0, count: count)
+        replies = 0
+        active = true
+    }
+
+    /// Echo request number `seq` (1-based) to `target`; nil or why it could not go.
+    static func send(_ seq: Int) -> StaticString? {
+        if seq >= 1 && seq <= sentAt.count { sentAt[seq - 1] = rdtsc() }
+        return echo(target, sequence: UInt16(truncatingIfNeeded: seq))
+    }
+
+    /// One echo request (also `net evil` and `net bench`'s ARP prod).
+    static func echo(_ dst: UInt32, sequence: UInt16) -> StaticString? {
         guard let b = PacketPool.take() else { return "out of packet buffers" }
         let f = Net.frame(b).advanced(by: Net.ipPayload)
         for i in 0..<payload { Wire.set8(f, ICMPEcho.headerSize + i, UInt8(truncatingIfNeeded: i)) }
@@ -234,9 +240,21 @@ enum Ping {
         return nil
     }
 
+    /// An echo reply: printed and counted if it answers an outstanding request (once).
     static func received(_ echo: ICMPEcho, from source: UInt32) {
-        if echo.identifier == identifier && echo.sequence == sequence && source == target && replyTSC == 0 {
-            replyTSC = rdtsc()
-        }
+        let i = Int(echo.sequence) - 1
+        guard active, echo.identifier == identifier, source == target, i >= 0, i < sentAt.count, sentAt[i] != 0 else { return }
+        let rtt = rdtsc() &- sentAt[i]
+        sentAt[i] = 0
+        replies += 1
+        Console.lock()
+        Console.write("seq=")
+        Console.writeDecimal(UInt64(i + 1))
+        Console.write(" reply from ")
+        NetShell.writeAddress(source)
+        Console.write(" time=")
+        Console.writeMilli(Shell.picoseconds(rtt) / 1_000_000)   // us, shown as ms
+        Console.write(" ms\n")
+        Console.unlock()
     }
 }
