@@ -52,6 +52,9 @@ let package = Package(
         // too), built for the host so its parsers get unit tests and a libFuzzer target.
         .target(name: "PvosNetWire", path: "guests/pvos/wire"),
         .testTarget(name: "PvosNetWireTests", dependencies: ["PvosNetWire"]),
+        // pvos's timer list (guests/pvos/timers), likewise.
+        .target(name: "PvosTimers", path: "guests/pvos/timers"),
+        .testTarget(name: "PvosTimersTests", dependencies: ["PvosTimers"]),
         .plugin(name: "GitRevision", capability: .buildTool()),
         .testTarget(name: "VMDefinitionTests", dependencies: ["VMDefinition"]),
         .testTarget(name: "BootTests", dependencies: ["Boot", "GuestMemory", "PVMMABI"]),

@@ -49,29 +49,16 @@ enum Idle {
     }
 }
 
-/// A timer list: actions at absolute deadlines (Clock.nanoseconds()), kept sorted.
-/// Users only schedule and cancel; Idle.wait fires what is due. Today the periodic
-/// LAPIC tick bounds each sleep (so a timer fires at most one tick late); a tickless
-/// kernel programs a one-shot LAPIC deadline for `nextDeadline` before it sleeps, and
-/// nothing that schedules timers changes.
+/// The kernel's timer list (timers/TimerList.swift) on kvmclock nanoseconds: ARP
+/// retries, DHCP, ping. Idle.wait fires what is due; `nextDeadline` is what a tickless
+/// idle would program the LAPIC's one-shot mode with.
 enum Timers {
-    struct Entry {
-        var deadline: UInt64
-        var id: UInt32
-        var action: () -> Void
-    }
-    static var entries: [Entry] = []
-    static var lastID: UInt32 = 0
+    static var list = TimerList()
 
-    /// Runs `action` at `deadline` ns; returns an id for `cancel` (never 0).
+    /// Runs `action` at `deadline` ns (Clock.nanoseconds()); an id for `cancel`, never 0.
     @discardableResult
     static func schedule(at deadline: UInt64, _ action: @escaping () -> Void) -> UInt32 {
-        lastID &+= 1
-        if lastID == 0 { lastID = 1 }
-        var i = entries.count
-        while i > 0 && entries[i - 1].deadline > deadline { i -= 1 }
-        entries.insert(Entry(deadline: deadline, id: lastID, action: action), at: i)
-        return lastID
+        list.schedule(at: deadline, action)
     }
 
     @discardableResult
@@ -79,27 +66,21 @@ enum Timers {
         schedule(at: Clock.nanoseconds() + ms * 1_000_000, action)
     }
 
-    static func cancel(_ id: UInt32) {
-        guard id != 0 else { return }
-        entries.removeAll { $0.id == id }
-    }
+    static func cancel(_ id: UInt32) { list.cancel(id) }
 
-    /// The earliest deadline (what a one-shot timer would be programmed with).
-    static var nextDeadline: UInt64? { entries.first?.deadline }
+    static var nextDeadline: UInt64? { list.nextDeadline }
 
     static var due: Bool {
-        guard let d = nextDeadline else { return false }
+        guard let d = list.nextDeadline else { return false }
         return Clock.nanoseconds() >= d
     }
 
-    /// Fires every due entry, earliest first; an action may schedule or cancel others.
+    /// Fires every due entry, earliest first (each outside the list's access, so it may
+    /// schedule or cancel others).
     static func runDue() {
-        guard !entries.isEmpty else { return }
+        guard list.count > 0 else { return }
         let now = Clock.nanoseconds()
-        while let first = entries.first, first.deadline <= now {
-            entries.removeFirst()
-            first.action()
-        }
+        while let action = list.popDue(now) { action() }
     }
 }
 
