@@ -126,6 +126,23 @@ final class NetNamespace {
         #expect(try vm.wait(timeout: 30) == 0)
     }
 
+    /// A device MTU below 1500 (VIRTIO_NET_F_MTU) bounds what the guest sends: an echo
+    /// that would exceed it is not sent.
+    @Test func deviceMTUBoundsWhatIsSent() throws {
+        let ns = try NetNamespace()
+        let vm = try ns.bootQEMU(deviceOptions: ",host_mtu=1400")
+        #expect(try vm.command("net", timeout: 30).contains("link up mtu 1400"))
+        for (size, echoed) in [(1372, true), (1373, false)] {
+            let data = [UInt8](repeating: 0x41, count: size)
+            let file = try Paths.temporaryFile("mtu-\(size).bin", data)
+            let socat = try ns.exec(["sh", "-c", "socat -T 3 -t 1 - UDP:\(NetNamespace.guest):7 < \(file)"], timeout: 20)
+            #expect((socat.stdout == data) == echoed, "\(size) bytes: \(socat.stdout.count) came back")
+        }
+        #expect(try vm.command("net", timeout: 30).contains("udp in 2 echoed 1"))
+        vm.send("poweroff\n")
+        #expect(try vm.wait(timeout: 30) == 0)
+    }
+
     /// Unreachable neighbours and bad `ip=` values are reported, not hung on.
     @Test func unresolvedNeighboursAndBadAddressesAreReported() throws {
         let ns = try NetNamespace()

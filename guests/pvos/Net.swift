@@ -173,6 +173,7 @@ enum Net {
     static func sendIPv4(_ b: Int, to dst: UInt32, proto: UInt8, payload: Int, csum: (start: Int, offset: Int)?,
                          mac: UInt64? = nil, source: UInt32? = nil) throws(NetError) {
         guard let d = device else { PacketPool.release(b); throw .noDevice }
+        guard IPv4.minHeader + payload <= d.mtu else { PacketPool.release(b); throw .tooLong }   // the device's MTU (§5.1.4.1)
         let src = source ?? address
         guard src != 0 || dst == 0xFFFF_FFFF else { PacketPool.release(b); throw .unconfigured }
         let f = frame(b)

@@ -197,7 +197,7 @@ enum NetShell {
         case .unconfigured: return "no address"
         case .noRoute: return "no route (off the subnet and no gateway)"
         case .noBuffer: return "out of packet buffers"
-        case .tooLong: return "too long for one frame (1472 bytes at most)"
+        case .tooLong: return "too long for one frame (the MTU less 28 bytes: 1472 at 1500)"
         case .device: return "device failure"
         }
     }
