@@ -17,6 +17,19 @@ public enum GuestMemoryError: Error, Equatable, Sendable {
     case mapFailed(Errno)
 }
 
+extension GuestMemoryError: CustomStringConvertible {
+    /// A sentence with hex guest addresses, for logs and crash reports.
+    public var description: String {
+        func hex(_ v: UInt64) -> String { "0x" + String(v, radix: 16) }
+        return switch self {
+        case let .outOfRange(address, length): "\(hex(address)) (\(length) bytes) is not inside guest RAM"
+        case let .overflow(address, length): "\(hex(address)) + \(length) bytes overflows 64 bits"
+        case let .badSize(size): "\(size) bytes of RAM cannot be laid out (zero, not page-aligned or too large)"
+        case let .mapFailed(e): "mmap of guest RAM failed: \(e)"
+        }
+    }
+}
+
 /// One contiguous range of guest-physical RAM and where it lives in this process.
 public struct GuestRegion: Sendable, Equatable {
     public let guestBase: UInt64
