@@ -101,7 +101,7 @@ enum ARP {
         let f = Net.frame(b)
         ARPPacket(operation: operation, senderMAC: d.mac, senderIP: Net.address, targetMAC: targetMAC, targetIP: targetIP)
             .write(f.advanced(by: EthernetHeader.size))
-        let length = Net.pad(f, EthernetHeader.size + ARPPacket.size)
+        let length = EthernetHeader.size + ARPPacket.size
         try? Net.transmit(b, length, csum: nil, to: mac, type: EtherType.arp)
     }
 

@@ -180,7 +180,9 @@ enum Net {
         identification &+= 1
         IPv4.write(f.advanced(by: ethIP), source: src, destination: dst, proto: proto, payloadLength: payload,
                    identification: identification)
-        let length = pad(f, ipPayload + payload)
+        // No padding to Ethernet's 60 bytes: virtio devices and taps do not need it (as
+        // Linux's virtio_net), and some passt versions drop frames longer than their IP packet.
+        let length = ipPayload + payload
         if dst == 0xFFFF_FFFF || (address != 0 && prefix < 31 && dst == subnetBroadcast) {
             try transmit(b, length, csum: csum, to: EthernetHeader.broadcast)
             return
@@ -195,13 +197,6 @@ enum Net {
     static func nextHop(_ dst: UInt32) -> UInt32? {
         if dst & mask == address & mask { return dst }
         return gateway != 0 ? gateway : nil
-    }
-
-    /// Ethernet's 60-byte minimum (without FCS), zero padded: bridges expect it.
-    static func pad(_ f: UnsafeMutableRawPointer, _ length: Int) -> Int {
-        guard length < 60 else { return length }
-        for i in length..<60 { Wire.set8(f, i, 0) }
-        return 60
     }
 
     static func transmit(_ b: Int, _ length: Int, csum: (start: Int, offset: Int)?, to mac: UInt64, type: UInt16 = EtherType.ipv4) throws(NetError) {
