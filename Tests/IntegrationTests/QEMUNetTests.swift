@@ -53,6 +53,12 @@ final class NetNamespace {
         try Self.run(["/usr/sbin/ip", "netns", "exec", name] + argv, timeout: timeout)
     }
 
+    /// One datagram from the host to the guest's UDP echo port (socat); what came back.
+    func udpEcho(_ data: [UInt8], name: String) throws -> [UInt8] {
+        let file = try Paths.temporaryFile(name, data)
+        return try exec(["sh", "-c", "socat -T 5 -t 1 - UDP:\(Self.guest):7 < \(file)"], timeout: 20).stdout
+    }
+
     /// QEMU microvm inside the namespace, serial on stdio, a virtio-net-device on tap0
     /// (or on `netdev`), at the shell prompt.
     func bootQEMU(cmdline: String = "ip=\(guest)/24,\(host)", deviceOptions: String = "",
@@ -96,9 +102,8 @@ final class NetNamespace {
         var seed: UInt32 = 12345
         for size in [1, 1400, 1472] {   // 1472: a full 1500-byte IP datagram
             let data = (0..<size).map { _ -> UInt8 in seed = seed &* 1_103_515_245 &+ 12345; return UInt8(truncatingIfNeeded: seed >> 16) }
-            let file = try Paths.temporaryFile("udp-\(size).bin", data)
-            let socat = try ns.exec(["sh", "-c", "socat -T 5 -t 1 - UDP:\(NetNamespace.guest):7 < \(file)"], timeout: 20)
-            #expect(socat.stdout == data, "\(size) bytes sent, \(socat.stdout.count) came back")
+            let back = try ns.udpEcho(data, name: "udp-\(size).bin")
+            #expect(back == data, "\(size) bytes sent, \(back.count) came back")
         }
         let net = try vm.command("net", timeout: 30)
         #expect(net.contains("udp in 3 echoed 3"), "\(net)")
@@ -134,9 +139,8 @@ final class NetNamespace {
         #expect(try vm.command("net", timeout: 30).contains("link up mtu 1400"))
         for (size, echoed) in [(1372, true), (1373, false)] {
             let data = [UInt8](repeating: 0x41, count: size)
-            let file = try Paths.temporaryFile("mtu-\(size).bin", data)
-            let socat = try ns.exec(["sh", "-c", "socat -T 3 -t 1 - UDP:\(NetNamespace.guest):7 < \(file)"], timeout: 20)
-            #expect((socat.stdout == data) == echoed, "\(size) bytes: \(socat.stdout.count) came back")
+            let back = try ns.udpEcho(data, name: "mtu-\(size).bin")
+            #expect((back == data) == echoed, "\(size) bytes: \(back.count) came back")
         }
         #expect(try vm.command("net", timeout: 30).contains("udp in 2 echoed 1"))
         vm.send("poweroff\n")
@@ -236,9 +240,7 @@ final class NetNamespace {
         #expect(sent > 1000, "\(blast.text) \(blast.errorText)")
         let ping = try ns.exec(["ping", "-c", "10", "-i", "0.05", "-W", "2", NetNamespace.guest], timeout: 30)
         #expect(ping.text.contains("10 received, 0% packet loss"), "\(ping.text)")
-        let file = try Paths.temporaryFile("udp-after-garbage.bin", Array("still echoing".utf8))
-        let socat = try ns.exec(["sh", "-c", "socat -T 5 -t 1 - UDP:\(NetNamespace.guest):7 < \(file)"], timeout: 20)
-        #expect(socat.text == "still echoing")
+        #expect(try ns.udpEcho(Array("still echoing".utf8), name: "udp-after-garbage.bin") == Array("still echoing".utf8))
         let net = try vm.command("net", timeout: 30)
         for reason in ["oversize=", "ethertype=", "ip-checksum=", "ip-header=", "ip-fragment=", "udp-checksum=", "arp=", "icmp="] {
             #expect(net.contains(reason), "no \(reason) drops: \(net)")
