@@ -29,29 +29,40 @@ enum Idle {
         return Timers.due
     }
 
-    /// One wait step: polls, and unless `ready()` sleeps until an interrupt (at most a
-    /// timer tick, which also bounds how late a timer fires), then polls again.
-    static func wait(_ ready: () -> Bool) {
+    /// One wait step: polls, and unless `ready()` sleeps until an interrupt, `deadline`
+    /// (a TSC value, 0 = none) or the earliest timer (the kernel is tickless: nothing
+    /// else would wake it), then polls again.
+    static func wait(until deadline: UInt64 = 0, _ ready: () -> Bool) {
         runPollers()
         if ready() { return }
-        Platform.idle(SMP.bsp) { ready() || workPending }
+        var wake = deadline
+        if let next = Timers.nextDeadline {
+            let t = Timer.tsc(atUptime: next)
+            if wake == 0 || t < wake { wake = t }
+        }
+        Platform.idle(SMP.bsp, until: wake) { ready() || workPending }
         runPollers()
     }
 
     /// Waits until `ready()` or `timeoutMs`; returns whether `ready()` held.
     static func wait(timeoutMs: UInt64, _ ready: () -> Bool) -> Bool {
-        let deadline = Clock.nanoseconds() + timeoutMs * 1_000_000
+        let end = Timer.after(ms: timeoutMs)
         while !ready() {
-            if Clock.nanoseconds() >= deadline { return false }
-            wait(ready)
+            if rdtsc() >= end { return false }
+            wait(until: end, ready)
         }
         return true
+    }
+
+    /// Sleeps until TSC `tsc`, polling meanwhile.
+    static func sleep(until tsc: UInt64) {
+        while rdtsc() < tsc { wait(until: tsc) { rdtsc() >= tsc } }
     }
 }
 
 /// The kernel's timer list (timers/TimerList.swift) on kvmclock nanoseconds: ARP
-/// retries, DHCP, ping. Idle.wait fires what is due; `nextDeadline` is what a tickless
-/// idle would program the LAPIC's one-shot mode with.
+/// retries, DHCP, ping. Idle.wait fires what is due and arms the one-shot LAPIC timer
+/// (Timer.wake, through Platform.idle's deadline) for `nextDeadline`.
 enum Timers {
     static var list = TimerList()
 

@@ -58,7 +58,7 @@ enum NetBench {
         let packets = d.counters.rxPackets, bytes = d.counters.rxBytes, udp = Net.udpIn
         let t0 = rdtsc()
         let end = t0 &+ seconds * 1000 * Platform.tscKHz
-        _ = Idle.wait(timeoutMs: seconds * 1000 + 100) { rdtsc() >= end }
+        Idle.sleep(until: end)
         report("bench rx: ", d.counters.rxPackets - packets, d.counters.rxBytes - bytes, rdtsc() &- t0)
         Console.write("bench rx: ")
         Console.writeDecimal(Net.udpIn - udp)

@@ -131,8 +131,7 @@ enum NetShell {
                 return
             }
             if seq < count {
-                let next = start &+ UInt64(seq) * 1000 * Platform.tscKHz
-                _ = Idle.wait(timeoutMs: 1100) { rdtsc() >= next }
+                Idle.sleep(until: start &+ UInt64(seq) * 1000 * Platform.tscKHz)
             }
         }
         var late = false

@@ -221,7 +221,9 @@ final class NetDevice {
             let t0 = rdtsc()
             while tx.numFree == 0 && !tx.corrupt && rdtsc() &- t0 < Platform.tscKHz * 1000 {
                 reclaim(interrupt: true)
-                if tx.numFree == 0 { Platform.idle(SMP.bsp) { tx.pending || device.interruptPending } }
+                if tx.numFree == 0 {
+                    Platform.idle(SMP.bsp, until: t0 &+ Platform.tscKHz * 1000) { tx.pending || device.interruptPending }
+                }
                 _ = device.takeInterrupts()
             }
             if tx.numFree == 0 {

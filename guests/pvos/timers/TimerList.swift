@@ -1,9 +1,9 @@
 // A list of actions at absolute deadlines, kept sorted: the part of pvos's timers that
 // does not know the clock (Idle.swift's `Timers` supplies "now"). Pure code, also built
 // for the host (target PvosTimers) for unit tests.
-// Users schedule and cancel; whoever sleeps asks `nextDeadline`. Today the periodic
-// LAPIC tick bounds each sleep; a tickless kernel programs a one-shot LAPIC deadline for
-// `nextDeadline` instead, and nothing that schedules timers changes.
+// Users schedule and cancel; whoever sleeps asks `nextDeadline` and arms the one-shot
+// LAPIC timer for it (Idle.wait -> Platform.idle -> Timer.wake), so nothing that
+// schedules timers knows how the CPU is woken.
 
 public struct TimerList {
     struct Entry {
