@@ -17,6 +17,13 @@ let package = Package(
     targets: [
         // Thin ioctl wrappers: a value or -errno, no logic.
         .target(name: "CKVM"),
+        // Linux calls Swift cannot make cleanly (epoll, spawning a child that dies with us).
+        .target(name: "CSys"),
+        // tun/tap ioctls.
+        .target(name: "CHostNet"),
+        // Host network endpoints for virtio-net: taps, passt. Foundation-free, so the
+        // daemon can open taps with it for unprivileged VMMs.
+        .target(name: "HostNet", dependencies: ["CHostNet", "CSys", .product(name: "SystemPackage", package: "swift-system")]),
         // Constants shared with the guest kernel (compiled into guests/pvos too).
         .target(name: "PVMMABI"),
         .target(name: "GuestMemory", dependencies: [.product(name: "SystemPackage", package: "swift-system")]),
@@ -24,8 +31,8 @@ let package = Package(
         .target(name: "Boot", dependencies: ["GuestMemory", "PVMMABI"]),
         // The virtio spec as pure code: split queues, chains, MMIO registers. No threads, no KVM.
         .target(name: "Virtio", dependencies: ["GuestMemory"]),
-        .target(name: "Devices", dependencies: ["GuestMemory", "PVMMABI", "Virtio"]),
-        .target(name: "VMM", dependencies: ["KVM", "GuestMemory", "Boot", "Devices", "PVMMABI", "Virtio"]),
+        .target(name: "Devices", dependencies: ["GuestMemory", "PVMMABI", "Virtio", "HostNet"]),
+        .target(name: "VMM", dependencies: ["KVM", "GuestMemory", "Boot", "Devices", "PVMMABI", "Virtio", "CSys", "HostNet"]),
         // The user-facing CLI. `pvmm run` validates its flags, then execs pvmm-vmm.
         .executableTarget(
             name: "pvmm",
@@ -44,7 +51,8 @@ let package = Package(
             linkerSettings: [.unsafeFlags(["-static-executable"])]
         ),
         .testTarget(name: "BootTests", dependencies: ["Boot", "GuestMemory", "PVMMABI"]),
-        .testTarget(name: "DevicesTests", dependencies: ["Devices", "GuestMemory", "Virtio"]),
+        .testTarget(name: "DevicesTests", dependencies: ["Devices", "GuestMemory", "Virtio", "HostNet"]),
+        .testTarget(name: "HostNetTests", dependencies: ["HostNet"]),
         .testTarget(name: "VirtioTests", dependencies: ["Virtio", "GuestMemory"]),
         .testTarget(name: "IntegrationTests", dependencies: ["VMM", "KVM", "PVMMABI"]),
     ]

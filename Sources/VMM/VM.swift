@@ -92,7 +92,7 @@ public final class VM: @unchecked Sendable {
         }
 
         wake = try EventFD()
-        serial = Serial8250(sink: console, irq: IRQLine(vmFD: vm.fd, irq: Self.com1IRQ))
+        serial = Serial8250(sink: console, irq: IRQLine(vm: vm.handle, irq: Self.com1IRQ))
         (virtioDevices, virtioConsole) = try Self.makeVirtioDevices(config: config, disks: disks, console: console,
                                                                     memory: memory, vm: vm)
         stats = VMStats(devices: virtioDevices.map(\.device.stats))

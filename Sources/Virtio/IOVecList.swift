@@ -1,0 +1,108 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import GuestMemory
+
+/// A reusable list of iovecs pointing into guest memory, so a device moves a frame with
+/// one readv/writev between a host fd and the guest's buffers: no copy, and no allocation
+/// per frame (the storage is allocated once, for `capacity` entries).
+///
+/// Filled from validated chains (`SplitQueue.collect`), whose buffers were checked to lie
+/// in RAM; the host pointers come from `GuestMemory.hostPointer`, so nothing here does
+/// pointer arithmetic on guest addresses. Owned by one device thread.
+public final class IOVecList: @unchecked Sendable {
+    // @unchecked: used by one thread at a time (the device thread); the pointers point
+    // into guest RAM, which the guest may rewrite at any time anyway.
+    public let capacity: Int
+    let storage: UnsafeMutablePointer<iovec>
+    public private(set) var count = 0
+    /// Sum of the iovec lengths.
+    public private(set) var totalLength = 0
+    /// Entries dropped from the front by `dropFirst` (they stay in storage).
+    private var offset = 0
+
+    public init(capacity: Int) {
+        self.capacity = capacity
+        storage = .allocate(capacity: capacity)
+    }
+
+    deinit { storage.deallocate() }
+
+    public func removeAll() {
+        count = 0
+        totalLength = 0
+        offset = 0
+    }
+
+    /// Adds guest buffer `b`. Throws when the list is full (a chain with more pieces than
+    /// the device allows) or the buffer is not in RAM.
+    public func append(_ b: Buffer, memory: GuestMemory) throws(VirtqueueError) {
+        guard offset + count < capacity else { throw .chainTooLong(head: 0, limit: UInt16(clamping: capacity)) }
+        let p: UnsafeMutableRawPointer
+        do { p = try memory.hostPointer(at: b.addr, length: UInt64(b.len)) } catch { throw .memory(error) }
+        storage[offset + count] = iovec(iov_base: p, iov_len: Int(b.len))
+        count += 1
+        totalLength += Int(b.len)
+    }
+
+    /// The entries, for readv/writev.
+    public var vectors: UnsafeBufferPointer<iovec> { UnsafeBufferPointer(start: storage + offset, count: count) }
+
+    /// Removes the first `n` bytes (e.g. a header the device handles itself); an entry cut
+    /// in the middle is shortened in place.
+    public func dropFirst(_ n: Int) {
+        var left = min(n, totalLength)
+        totalLength -= left
+        while left > 0 {
+            let v = storage[offset]
+            if v.iov_len <= left {
+                left -= v.iov_len
+                offset += 1
+                count -= 1
+            } else {
+                storage[offset] = iovec(iov_base: v.iov_base! + left, iov_len: v.iov_len - left)
+                left = 0
+            }
+        }
+    }
+
+    /// Copies `bytes` to byte offset `at` of the list (a header field inside the frame);
+    /// returns false when they do not fit.
+    @discardableResult
+    public func write(_ bytes: UnsafeRawBufferPointer, at: Int) -> Bool {
+        guard at >= 0, at + bytes.count <= totalLength else { return false }
+        var skip = at
+        var done = 0
+        var i = offset
+        while done < bytes.count {
+            let v = storage[i]
+            i += 1
+            if skip >= v.iov_len { skip -= v.iov_len; continue }
+            let piece = min(v.iov_len - skip, bytes.count - done)
+            (v.iov_base! + skip).copyMemory(from: bytes.baseAddress! + done, byteCount: piece)
+            done += piece
+            skip = 0
+        }
+        return true
+    }
+
+    /// Copies bytes [at, at + into.count) of the list out; returns false when the list is
+    /// shorter.
+    @discardableResult
+    public func read(into: UnsafeMutableRawBufferPointer, at: Int) -> Bool {
+        guard at >= 0, at + into.count <= totalLength else { return false }
+        var skip = at
+        var done = 0
+        var i = offset
+        while done < into.count {
+            let v = storage[i]
+            i += 1
+            if skip >= v.iov_len { skip -= v.iov_len; continue }
+            let piece = min(v.iov_len - skip, into.count - done)
+            (into.baseAddress! + done).copyMemory(from: v.iov_base! + skip, byteCount: piece)
+            done += piece
+            skip = 0
+        }
+        return true
+    }
+}
