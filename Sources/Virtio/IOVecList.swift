@@ -18,12 +18,13 @@ public final class IOVecList: @unchecked Sendable {
     public private(set) var count = 0
     /// Sum of the iovec lengths.
     public private(set) var totalLength = 0
-    /// Entries dropped from the front by `dropFirst` (they stay in storage).
-    private var offset = 0
+    /// Index of the first entry. Storage slot 0 is kept free so `prepend` always has room
+    /// for one entry (a header the device rewrote in its own buffer).
+    private var offset = 1
 
     public init(capacity: Int) {
         self.capacity = capacity
-        storage = .allocate(capacity: capacity)
+        storage = .allocate(capacity: capacity + 1)
     }
 
     deinit { storage.deallocate() }
@@ -31,13 +32,40 @@ public final class IOVecList: @unchecked Sendable {
     public func removeAll() {
         count = 0
         totalLength = 0
-        offset = 0
+        offset = 1
+    }
+
+    /// Puts `bytes` (host memory the caller keeps alive until the I/O is done) in front.
+    /// At most one prepend between `removeAll`s... or more after `dropFirst` freed entries.
+    public func prepend(_ bytes: UnsafeMutableRawBufferPointer) {
+        precondition(offset > 0, "IOVecList.prepend without a free front slot")
+        offset -= 1
+        storage[offset] = iovec(iov_base: bytes.baseAddress, iov_len: bytes.count)
+        count += 1
+        totalLength += bytes.count
+    }
+
+    /// The list's state, to undo a `dropFirst` with `restore`.
+    public struct Mark {
+        let offset: Int, count: Int, totalLength: Int
+        let first: iovec
+    }
+
+    public func mark() -> Mark {
+        Mark(offset: offset, count: count, totalLength: totalLength, first: count > 0 ? storage[offset] : iovec())
+    }
+
+    public func restore(_ m: Mark) {
+        offset = m.offset
+        count = m.count
+        totalLength = m.totalLength
+        if m.count > 0 { storage[offset] = m.first }
     }
 
     /// Adds guest buffer `b`. Throws when the list is full (a chain with more pieces than
     /// the device allows) or the buffer is not in RAM.
     public func append(_ b: Buffer, memory: GuestMemory) throws(VirtqueueError) {
-        guard offset + count < capacity else { throw .chainTooLong(head: 0, limit: UInt16(clamping: capacity)) }
+        guard offset + count <= capacity else { throw .chainTooLong(head: 0, limit: UInt16(clamping: capacity)) }
         let p: UnsafeMutableRawPointer
         do { p = try memory.hostPointer(at: b.addr, length: UInt64(b.len)) } catch { throw .memory(error) }
         storage[offset + count] = iovec(iov_base: p, iov_len: Int(b.len))

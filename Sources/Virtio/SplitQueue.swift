@@ -265,6 +265,21 @@ public struct SplitQueue: Sendable {
         return idx != nextAvail
     }
 
+    /// Asks for a notification when the driver posts beyond what the ring already holds
+    /// (a device that popped and gave back buffers too small for its next use, e.g.
+    /// virtio-net mergeable rx). Returns true when more was posted meanwhile.
+    public mutating func enableNotificationsForMore() throws(VirtqueueError) -> Bool {
+        let posted: UInt16 = try load(availIdxAddress)
+        if eventIdx {
+            try setAvailEvent(posted)
+        } else {
+            try store(UInt16(0), usedRing)
+        }
+        atomicMemoryFence(ordering: .sequentiallyConsistent)
+        let idx: UInt16 = try load(availIdxAddress)
+        return idx != posted
+    }
+
     /// Tells the driver notifications are not needed (while the device is busy draining).
     /// With EVENT_IDX this is implicit: avail_event stays behind avail.idx.
     public func disableNotifications() throws(VirtqueueError) {
