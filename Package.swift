@@ -26,13 +26,16 @@ let package = Package(
         .target(name: "HostNet", dependencies: ["CHostNet", "CSys", .product(name: "SystemPackage", package: "swift-system")]),
         // Constants shared with the guest kernel (compiled into guests/pvos too).
         .target(name: "PVMMABI"),
+        // The VM definition and its one JSON codec: no dependencies, no Foundation, so the
+        // VMM process, the daemon and the CLI all read and write the same format.
+        .target(name: "VMDefinition"),
         .target(name: "GuestMemory", dependencies: [.product(name: "SystemPackage", package: "swift-system")]),
         .target(name: "KVM", dependencies: ["CKVM", .product(name: "SystemPackage", package: "swift-system")]),
         .target(name: "Boot", dependencies: ["GuestMemory", "PVMMABI"]),
         // The virtio spec as pure code: split queues, chains, MMIO registers. No threads, no KVM.
         .target(name: "Virtio", dependencies: ["GuestMemory"]),
         .target(name: "Devices", dependencies: ["GuestMemory", "PVMMABI", "Virtio", "HostNet"]),
-        .target(name: "VMM", dependencies: ["KVM", "GuestMemory", "Boot", "Devices", "PVMMABI", "Virtio", "CSys", "HostNet"]),
+        .target(name: "VMM", dependencies: ["VMDefinition", "KVM", "GuestMemory", "Boot", "Devices", "PVMMABI", "Virtio", "CSys", "HostNet"]),
         // The user-facing CLI. `pvmm run` validates its flags, then execs pvmm-vmm.
         .executableTarget(
             name: "pvmm",
@@ -50,6 +53,7 @@ let package = Package(
             dependencies: ["VMM", "CKVM"],
             linkerSettings: [.unsafeFlags(["-static-executable"])]
         ),
+        .testTarget(name: "VMDefinitionTests", dependencies: ["VMDefinition"]),
         .testTarget(name: "BootTests", dependencies: ["Boot", "GuestMemory", "PVMMABI"]),
         .testTarget(name: "DevicesTests", dependencies: ["Devices", "GuestMemory", "Virtio", "HostNet"]),
         .testTarget(name: "HostNetTests", dependencies: ["HostNet"]),

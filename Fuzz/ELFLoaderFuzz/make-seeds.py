@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Writes the seed corpus for the ELF loader fuzzer (valid kernels for its 16 MiB RAM
-with a hole at 8-12 MiB). Rerun after changing the harness's memory layout."""
+with a hole at 8-12 MiB, each followed by the harness's 8-byte trailer). Rerun after
+changing the harness's memory layouts or trailer."""
 import struct, os
 
 def note(name, ntype, desc, align=4):
@@ -33,5 +34,10 @@ seeds = {
 }
 d = os.path.join(os.path.dirname(os.path.abspath(__file__)), "seeds")
 os.makedirs(d, exist_ok=True)
+# The harness reads an 8-byte trailer: layout (bit 7: prefer PVH), cmdline length (u16),
+# RSDP bytes. Each seed gets an ordinary one; a few get limits.
+trailers = {"": bytes([0, 13, 0, 0, 0, 0xE, 0, 0]), "-small": bytes([1, 0xFF, 0x0F, 0, 0, 0, 0, 0]),
+            "-tiny-pvh": bytes([0x82, 0, 0x10, 0, 0, 0, 0, 0])}
 for name, b in seeds.items():
-    open(os.path.join(d, name + ".elf"), "wb").write(b)
+    for suffix, t in trailers.items():
+        open(os.path.join(d, name + suffix + ".elf"), "wb").write(b + t)

@@ -1,11 +1,12 @@
 import Boot
+import VMDefinition
 import GuestMemory
 import KVM
 
 /// Why a VM could not be built or run.
 public enum VMMError: Error, CustomStringConvertible, Sendable {
-    /// A config field (a `pvmm run` flag, a JSON field) is unusable; `field` names it.
-    case invalidConfig(field: String, message: String)
+    /// A field of the definition (a JSON field, a `pvmm run` flag) is unusable.
+    case invalidConfig(ConfigError)
     /// The kernel file could not be read.
     case kernelUnreadable(path: String, message: String)
     /// The kernel file is not something we can boot.
@@ -25,9 +26,15 @@ public enum VMMError: Error, CustomStringConvertible, Sendable {
         }
     }
 
+    /// As `description`, with definition fields spelled as `pvmm run` flags.
+    public var flagDescription: String {
+        if case .invalidConfig(let e) = self { return e.flagDescription }
+        return description
+    }
+
     public var description: String {
         switch self {
-        case let .invalidConfig(field, message): "--\(field): \(message)"
+        case let .invalidConfig(e): e.description
         case let .kernelUnreadable(path, message): "kernel \(path): \(message)"
         case let .badKernel(path, error): "kernel \(path): \(error)"
         case let .kvmUnavailable(message): message

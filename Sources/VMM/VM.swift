@@ -59,7 +59,7 @@ public final class VM: @unchecked Sendable {
         do { system = try KVMSystem() } catch {
             throw .kvmUnavailable(message: Self.explainKVMOpen(error))
         }
-        try config.validate(hostMemoryMiB: Self.hostMemoryMiB(), hostMaxVCPUs: system.maxVCPUs)
+        try config.validateForHost(hostMemoryMiB: Self.hostMemoryMiB(), hostMaxVCPUs: system.maxVCPUs)
         let image = try Self.readKernel(config.kernel, limit: UInt64(config.memoryMiB) << 20)
         let disks = try Self.openDisks(config.disks)
 

@@ -120,9 +120,9 @@ extension VM {
     /// locked image is a usage error (exit 2) naming --disk.
     static func openDisks(_ disks: [DiskConfig]) throws(VMMError) -> [DiskImage] {
         var images: [DiskImage] = []
-        for d in disks {
+        for (i, d) in disks.enumerated() {
             do { images.append(try DiskImage.open(path: d.path, readOnly: d.readOnly)) } catch {
-                throw .invalidConfig(field: "disk", message: error.message)
+                throw .invalidConfig(ConfigError(field: "disks[\(i)].path", message: error.message))
             }
         }
         return images

@@ -1,5 +1,5 @@
-// pvmm-vmm: one VM's VMM process. `pvmm run` execs it with the VM definition as
-// arguments (VMConfig.arguments); it runs the VM with the console on stdin/stdout and
+// pvmm-vmm: one VM's VMM process. `pvmm run` execs it with the VM definition as JSON
+// on an inherited fd (`--config-fd N`, see VMMOptions); it runs the VM with the console on stdin/stdout and
 // exits with the VM's status. Deliberately free of ArgumentParser and Foundation.
 import Devices
 import VMM
@@ -12,13 +12,14 @@ func fail(_ message: String, status: Int32) -> Never {
     exit(status)
 }
 
-let config: VMConfig
-do { config = try VMConfig(arguments: Array(CommandLine.arguments.dropFirst())) }
-catch { fail("\(error)", status: 2) }
+let options: VMMOptions
+do { options = try VMMOptions(arguments: Array(CommandLine.arguments.dropFirst())) }
+catch { fail(error.message, status: 2) }
+let config = options.config
 
 let vm: VM
 do { vm = try VM(config: config, console: FDSink(fd: STDOUT_FILENO)) }
-catch { fail("\(error)", status: error.isUsageError ? 2 : 1) }
+catch { fail(options.flagNames ? error.flagDescription : error.description, status: error.isUsageError ? 2 : 1) }
 
 let terminal = Terminal.attach(to: vm)
 do { try vm.start() } catch {

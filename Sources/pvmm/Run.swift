@@ -40,22 +40,61 @@ struct Run: ParsableCommand {
         valueName: "serial|virtio"))
     var console: String = ConsoleKind.virtio.rawValue
 
+    @Option(name: .long, help: ArgumentHelp(
+        "A VM definition in JSON (docs/config.md: the same format as the daemon's API). Replaces the VM flags above; give one or the other.",
+        valueName: "file"))
+    var config: String?
+
     @Flag(name: .customLong("irq-probe"), help: "Benchmark aid: add the interrupt-latency probe device (pvos `bench irq`, Scripts/bench-cpu).")
     var irqProbe = false
 
     func run() throws {
-        let disks: [DiskConfig]
-        let consoleKind: ConsoleKind
-        do {
-            disks = try disk.map { spec throws(VMMError) in try DiskConfig(argument: spec) }
-            consoleKind = try ConsoleKind(argument: console)
-        } catch {
-            throw UsageError(message: error.description)
+        let definition: VMConfig
+        var errorsAs = "flags"
+        if let config {
+            definition = try Self.load(config: config)
+            errorsAs = "json"
+            let flags = [kernel.map { _ in "--kernel" }, cmdline.isEmpty ? nil : "--cmdline", memory == 128 ? nil : "--memory",
+                         cpus == 1 ? nil : "--cpus", disk.isEmpty ? nil : "--disk",
+                         console == ConsoleKind.virtio.rawValue ? nil : "--console", irqProbe ? "--irq-probe" : nil].compactMap { $0 }
+            if let f = flags.first { throw UsageError(message: "\(f): not allowed with --config (the file defines the whole VM)") }
+        } else {
+            do {
+                definition = VMConfig(kernel: try kernel ?? Executables.bundledGuest(), cmdline: cmdline, memoryMiB: memory, cpus: cpus,
+                                      disks: try disk.map { spec throws(ConfigError) in try DiskConfig(argument: spec) },
+                                      console: try ConsoleKind(argument: console), irqProbe: irqProbe)
+            } catch let e as ConfigError {
+                throw UsageError(message: e.flagDescription)
+            }
         }
-        let config = VMConfig(kernel: try kernel ?? Executables.bundledGuest(), cmdline: cmdline, memoryMiB: memory, cpus: cpus,
-                              disks: disks, console: consoleKind, irqProbe: irqProbe)
-        // The VM runs in a lean process of its own (see Package.swift): replace this one.
-        try Executables.exec(Executables.sibling("pvmm-vmm"), config.arguments)
+        // The VM runs in a lean process of its own (see Package.swift): replace this one,
+        // handing it the definition as JSON on an inherited pipe.
+        let fd = try Executables.pipe(definition.jsonBytes)
+        try Executables.exec(Executables.sibling("pvmm-vmm"), ["--config-fd", String(fd), "--errors-as", errorsAs])
+    }
+
+    /// Reads and decodes a definition file; errors name the file and the field.
+    static func load(config path: String) throws(UsageError) -> VMConfig {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        if fd < 0 { throw UsageError(message: "--config \(path): \(String(cString: strerror(errno)))") }
+        defer { close(fd) }
+        var bytes: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 16 << 10)
+        while true {
+            let n = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+            if n < 0 && errno == EINTR { continue }
+            if n < 0 { throw UsageError(message: "--config \(path): \(String(cString: strerror(errno)))") }
+            if n == 0 { break }
+            bytes += chunk[..<n]
+            if bytes.count > 1 << 20 { throw UsageError(message: "--config \(path): larger than 1 MiB: not a VM definition") }
+        }
+        do {
+            let c = try VMConfig(json: bytes)
+            try c.validate()
+            return c
+        } catch {
+            throw UsageError(message: "--config \(path): \(error)")
+        }
     }
 }
 
@@ -88,6 +127,24 @@ enum Executables {
         }
         for c in candidates where access(c, R_OK) == 0 { return c }
         throw UsageError(message: "--kernel: not given, and the bundled guest \(name) was not found next to pvmm or in guests/pvos/build (run Scripts/build)")
+    }
+
+    /// A pipe holding `bytes`, write end closed: the read end (returned, not
+    /// close-on-exec) is how a VM definition reaches the process exec'd next.
+    static func pipe(_ bytes: [UInt8]) throws(UsageError) -> Int32 {
+        var fds: [Int32] = [0, 0]
+        guard Glibc.pipe(&fds) == 0 else { throw UsageError(message: "pipe: \(String(cString: strerror(errno)))", status: 1) }
+        // F_SETPIPE_SZ (1031): a definition may exceed the default 64 KiB pipe buffer.
+        if bytes.count > 60 << 10 { _ = fcntl(fds[1], 1031, Int32(min(bytes.count + 4096, 1 << 20))) }
+        var off = 0
+        while off < bytes.count {
+            let n = bytes.withUnsafeBytes { write(fds[1], $0.baseAddress! + off, $0.count - off) }
+            if n < 0 && errno == EINTR { continue }
+            guard n > 0 else { throw UsageError(message: "pipe write: \(String(cString: strerror(errno)))", status: 1) }
+            off += n
+        }
+        close(fds[1])
+        return fds[0]
     }
 
     static func exec(_ path: String, _ arguments: [String]) throws(UsageError) -> Never {

@@ -1,0 +1,75 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import VMM
+
+/// How this VMM process was asked to run (flags), as opposed to what VM it runs (the
+/// JSON definition it is handed: `--config-fd N` or `--config FILE`).
+struct VMMOptions {
+    var config: VMConfig
+    /// Report definition errors with `pvmm run` flag names (`--memory`) rather than JSON
+    /// field names (`memory_mib`): set by `pvmm run` when the user gave flags.
+    var flagNames = false
+
+    /// A VM definition is small; anything larger is not one.
+    static let maxConfigBytes = 1 << 20
+
+    struct Failure: Error {
+        let message: String
+    }
+
+    init(arguments: [String]) throws(Failure) {
+        var source: (name: String, bytes: [UInt8])?
+        var i = 0
+        func value(_ flag: String) throws(Failure) -> String {
+            guard i + 1 < arguments.count else { throw Failure(message: "\(flag): missing value") }
+            i += 1
+            return arguments[i]
+        }
+        while i < arguments.count {
+            switch arguments[i] {
+            case "--config":
+                let path = try value("--config")
+                source = (path, try Self.read(path: path))
+            case "--config-fd":
+                let v = try value("--config-fd")
+                guard let fd = Int32(v), fd >= 0 else { throw Failure(message: "--config-fd: '\(v)' is not a file descriptor") }
+                source = ("config", try Self.read(fd: fd, name: "--config-fd \(fd)"))
+                close(fd)
+            case "--errors-as":
+                let v = try value("--errors-as")
+                guard v == "flags" || v == "json" else { throw Failure(message: "--errors-as: '\(v)' is not one of: flags, json") }
+                flagNames = v == "flags"
+            case let other:
+                throw Failure(message: "\(other): unknown option")
+            }
+            i += 1
+        }
+        guard let source else { throw Failure(message: "no VM definition: give --config FILE or --config-fd N") }
+        do { config = try VMConfig(json: source.bytes) } catch {
+            throw Failure(message: flagNames ? error.flagDescription : "\(source.name): \(error)")
+        }
+    }
+
+    static func read(path: String) throws(Failure) -> [UInt8] {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        if fd < 0 { throw Failure(message: "\(path): \(String(cString: strerror(errno)))") }
+        defer { close(fd) }
+        return try read(fd: fd, name: path)
+    }
+
+    static func read(fd: Int32, name: String) throws(Failure) -> [UInt8] {
+        var out: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 16 << 10)
+        while true {
+            let n = chunk.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, $0.count) }
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw Failure(message: "\(name): \(String(cString: strerror(errno)))")
+            }
+            if n == 0 { return out }
+            out += chunk[..<n]
+            if out.count > maxConfigBytes { throw Failure(message: "\(name): larger than \(maxConfigBytes) bytes: not a VM definition") }
+        }
+    }
+}
