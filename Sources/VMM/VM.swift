@@ -5,6 +5,7 @@ import Boot
 import CKVM
 import Devices
 import GuestMemory
+import HostNet
 import KVM
 import PVMMABI
 import Synchronization
@@ -39,6 +40,8 @@ public final class VM: @unchecked Sendable {
     /// virtio devices in slot order, each with its own thread (VirtioDevices.swift).
     let virtioDevices: [VirtioDeviceRunner]
     let irqProbe: IRQProbe?
+    /// The net backends, so passt processes pvmm started end when the VM does.
+    let netChannels: [any FrameChannel]
     /// Takes console input once its driver is ready (nil with `--console serial`).
     let virtioConsole: VirtioConsoleBackend?
 
@@ -62,6 +65,8 @@ public final class VM: @unchecked Sendable {
         try config.validateForHost(hostMemoryMiB: Self.hostMemoryMiB(), hostMaxVCPUs: system.maxVCPUs)
         let image = try Self.readKernel(config.kernel, limit: UInt64(config.memoryMiB) << 20)
         let disks = try Self.openDisks(config.disks)
+        let nets = try Self.openNets(config.nets)
+        netChannels = nets
 
         let vm: VirtualMachine
         do { vm = try system.createVM() } catch { throw .kvm(error) }
@@ -93,7 +98,7 @@ public final class VM: @unchecked Sendable {
 
         wake = try EventFD()
         serial = Serial8250(sink: console, irq: IRQLine(vm: vm.handle, irq: Self.com1IRQ))
-        (virtioDevices, virtioConsole) = try Self.makeVirtioDevices(config: config, disks: disks, console: console,
+        (virtioDevices, virtioConsole) = try Self.makeVirtioDevices(config: config, disks: disks, nets: nets, console: console,
                                                                     memory: memory, vm: vm)
         stats = VMStats(devices: virtioDevices.map(\.device.stats))
         irqProbe = config.irqProbe ? try IRQProbe(memory: memory, vm: vm) : nil
@@ -183,6 +188,9 @@ public final class VM: @unchecked Sendable {
             }
         }
         for d in virtioDevices { d.loop.stop() }
+        // passt would also get SIGTERM when this process ends (PR_SET_PDEATHSIG); end it
+        // now so it is gone when wait() returns.
+        for case let p as PasstChannel in netChannels { p.terminate() }
         irqProbe?.loop.stop()
         return lifecycle.withLock { $0.exit } ?? .stopped
     }
