@@ -54,6 +54,10 @@ let package = Package(
             linkerSettings: [.unsafeFlags(["-static-executable"])]
         ),
         .testTarget(name: "VMDefinitionTests", dependencies: ["VMDefinition"]),
+        // pvos's network wire formats (guests/pvos/wire/NetWire.swift, compiled into the guest
+        // too), built for the host so its parsers get unit tests and a libFuzzer target.
+        .target(name: "PvosNetWire", path: "guests/pvos/wire"),
+        .testTarget(name: "PvosNetWireTests", dependencies: ["PvosNetWire"]),
         .testTarget(name: "BootTests", dependencies: ["Boot", "GuestMemory", "PVMMABI"]),
         .testTarget(name: "DevicesTests", dependencies: ["Devices", "GuestMemory", "Virtio", "HostNet"]),
         .testTarget(name: "HostNetTests", dependencies: ["HostNet"]),

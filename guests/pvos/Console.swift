@@ -169,11 +169,11 @@ enum Console {
                     lock()
                     VirtioConsole.flush()    // the prompt and the echo so far
                     unlock()
-                    Platform.idle(SMP.bsp) { VirtioConsole.inputReady }
+                    Idle.wait { VirtioConsole.inputReady }
                     continue
                 }
                 receiveInterrupt(true)
-                Platform.idle(SMP.bsp) { dataReady() }
+                Idle.wait { dataReady() }
                 continue
             }
             if c == 10 && lastWasCR { lastWasCR = false; continue }

@@ -12,7 +12,7 @@ enum Shell {
 
     static func execute(_ command: [UInt8], _ args: ArraySlice<[UInt8]>) {
         if matches(command, "help") {
-            Console.write("commands: help echo info cpus bench uptime blk virtio poweroff panic\n")
+            Console.write("commands: help echo info cpus bench uptime blk virtio net ping udp poweroff panic\n")
         } else if matches(command, "echo") {
             var first = true
             for a in args {
@@ -37,6 +37,8 @@ enum Shell {
             blk(args)
         } else if matches(command, "virtio") {
             if let what = args.first, matches(what, "evil") { VirtioEvil.run() } else { Console.write("usage: virtio evil\n") }
+        } else if NetShell.execute(command, args) {
+            // net, ping, udp (NetShell.swift)
         } else if matches(command, "poweroff") {
             // Polled: transmit completions raise no interrupt, so an idle wait would
             // last until the next timer tick (10 ms) before the VM could end.
