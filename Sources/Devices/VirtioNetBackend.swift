@@ -54,6 +54,8 @@ public final class VirtioNetBackend: HostFDBackend, @unchecked Sendable {
     private let rxChains = UnsafeMutablePointer<(head: UInt16, room: UInt32)>.allocate(capacity: Int(VirtioNetSpec.queueSize))
     private let txHeader = UnsafeMutableRawBufferPointer.allocate(byteCount: VirtioNetSpec.headerSize, alignment: 8)
     private let zeroHeader = UnsafeMutableRawBufferPointer.allocate(byteCount: VirtioNetSpec.headerSize, alignment: 8)
+    /// Where the tail of a frame longer than the guest's buffers goes (then dropped).
+    private let overflow = UnsafeMutableRawBufferPointer.allocate(byteCount: 65536 + VirtioNetSpec.headerSize, alignment: 16)
     private var txBlocked = false
     private var rxWanted = false
     private var closed = false
@@ -76,6 +78,7 @@ public final class VirtioNetBackend: HostFDBackend, @unchecked Sendable {
         rxChains.deallocate()
         txHeader.deallocate()
         zeroHeader.deallocate()
+        overflow.deallocate()
     }
 
     public var epoch: UInt64 { core.epoch }
@@ -285,7 +288,9 @@ public final class VirtioNetBackend: HostFDBackend, @unchecked Sendable {
                         chains += 1
                     }
                     if chains > 0 && (!mergeable || rxIOV.totalLength >= maxFrame) {
-                        return .ready(chains: chains, room: rxIOV.totalLength, mergeable: mergeable, guestCsum: guestCsum)
+                        let room = rxIOV.totalLength
+                        rxIOV.appendHost(overflow)
+                        return .ready(chains: chains, room: room, mergeable: mergeable, guestCsum: guestCsum)
                     }
                     // Not enough room for a whole frame (the ring ran out): give the chains
                     // back and ask for a notification when the guest posts more (§2.7.14

@@ -35,8 +35,8 @@ public final class IOVecList: @unchecked Sendable {
         offset = 1
     }
 
-    /// Puts `bytes` (host memory the caller keeps alive until the I/O is done) in front.
-    /// At most one prepend between `removeAll`s... or more after `dropFirst` freed entries.
+    /// Puts `bytes` (host memory the caller keeps alive until the I/O is done) in front:
+    /// once after `removeAll` (slot 0 is kept for it), more only after `dropFirst`.
     public func prepend(_ bytes: UnsafeMutableRawBufferPointer) {
         precondition(offset > 0, "IOVecList.prepend without a free front slot")
         offset -= 1
@@ -71,6 +71,18 @@ public final class IOVecList: @unchecked Sendable {
         storage[offset + count] = iovec(iov_base: p, iov_len: Int(b.len))
         count += 1
         totalLength += Int(b.len)
+    }
+
+    /// Adds host memory at the end (a device's overflow buffer: a frame longer than the
+    /// guest's buffers spills there, so the read's length shows it was too long whatever
+    /// the host fd does with a short iovec). Returns false when the list is full.
+    @discardableResult
+    public func appendHost(_ bytes: UnsafeMutableRawBufferPointer) -> Bool {
+        guard offset + count <= capacity else { return false }
+        storage[offset + count] = iovec(iov_base: bytes.baseAddress, iov_len: bytes.count)
+        count += 1
+        totalLength += bytes.count
+        return true
     }
 
     /// The entries, for readv/writev.
