@@ -37,12 +37,7 @@ final class FuzzChannel: FrameChannel, @unchecked Sendable {
     func receive(_ iov: UnsafeBufferPointer<iovec>) -> FrameIOResult {
         guard !inbound.isEmpty else { return .wouldBlock }
         let f = inbound.removeFirst()
-        var off = 0
-        for v in iov where off < f.count {
-            let n = min(v.iov_len, f.count - off)
-            f.withUnsafeBytes { v.iov_base.copyMemory(from: $0.baseAddress! + off, byteCount: n) }
-            off += n
-        }
+        _ = f.withUnsafeBytes { copy($0, into: iov) }
         return .done(f.count)
     }
     func send(_ iov: UnsafeBufferPointer<iovec>) -> FrameIOResult {

@@ -150,6 +150,8 @@ public final class VirtioMMIODevice<Model: VirtioBackedModel>: VirtioDeviceContr
     /// "virtio-blk blk0": the prefix of log lines.
     public let name: String
     public let backend: Model.Backend
+    /// The backend again when it serves a host fd (cast once, not per event).
+    let hostBackend: (any HostFDBackend)?
     public let stats: DeviceStats
     let transport: Mutex<MMIOTransport<Model>>
     let interrupt: any Notifier
@@ -168,6 +170,7 @@ public final class VirtioMMIODevice<Model: VirtioBackedModel>: VirtioDeviceContr
                 log: @escaping @Sendable (String) -> Void = writeStderrLine) {
         self.name = name
         self.backend = model.backend
+        hostBackend = model.backend as? any HostFDBackend
         self.stats = stats
         self.interrupt = interrupt
         self.queueNotifiers = queueNotifiers
@@ -221,7 +224,7 @@ public final class VirtioMMIODevice<Model: VirtioBackedModel>: VirtioDeviceContr
     }
 
     public func hostEvent(_ events: IOEvents) {
-        if let b = backend as? any HostFDBackend { complete(b.hostEvent(events)) }
+        if let b = hostBackend { complete(b.hostEvent(events)) }
     }
 
     /// Publishes a batch's result: InterruptStatus and DEVICE_NEEDS_RESET under the

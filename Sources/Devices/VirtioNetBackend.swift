@@ -63,8 +63,15 @@ public final class VirtioNetBackend: HostFDBackend, @unchecked Sendable {
     private var offloadEpoch: UInt64 = .max
     private var localEpoch: UInt64 = .max
 
-    public init(channel: any FrameChannel, mac: MACBytes, stats: NetStats, service: any Notifier) {
+    /// Log lines (the host side going away) start "pvmm: virtio-net NAME".
+    let name: String
+    let log: @Sendable (String) -> Void
+
+    public init(channel: any FrameChannel, mac: MACBytes, stats: NetStats, service: any Notifier, name: String = "net",
+                log: @escaping @Sendable (String) -> Void = writeStderrLine) {
         self.channel = channel
+        self.name = name
+        self.log = log
         self.mac = mac
         self.stats = stats
         self.service = service
@@ -179,6 +186,7 @@ public final class VirtioNetBackend: HostFDBackend, @unchecked Sendable {
         interest?.remove(channel.fd)
         link.store(false, ordering: .releasing)
         linkChanged = true
+        log("pvmm: virtio-net \(name): the host side closed (passt exited?): link down, transmits dropped")
     }
 
     // MARK: Receive (§5.1.6.3, §5.1.6.4)
@@ -239,10 +247,15 @@ public final class VirtioNetBackend: HostFDBackend, @unchecked Sendable {
                 }
             }
         }
-        // One publish and one notification decision for everything delivered.
+        publish(VirtioNetSpec.receiveQueue, epoch: epoch, &result)
+        return result
+    }
+
+    /// One used.idx store and one notification decision for everything a pass returned
+    /// on `queue` (chains completed before a fault are published too).
+    private func publish(_ queue: Int, epoch: UInt64, _ result: inout ServeResult) {
         core.state.withLock { s in
-            guard core.epoch == epoch, s.active, !s.halted || result.requests > 0,
-                  var q = s.queues[VirtioNetSpec.receiveQueue] else { return }
+            guard core.epoch == epoch, s.active, !s.halted || result.requests > 0, var q = s.queues[queue] else { return }
             do throws(VirtqueueError) {
                 try q.publishUsed()
                 if result.requests > 0 { result.interrupt = try q.needsNotification() }
@@ -250,10 +263,9 @@ public final class VirtioNetBackend: HostFDBackend, @unchecked Sendable {
                 if result.fault == nil { result.fault = .queue(error) }
                 result.interrupt = result.requests > 0
             }
-            s.queues[VirtioNetSpec.receiveQueue] = q
+            s.queues[queue] = q
             if result.fault != nil { s.halted = true }
         }
-        return result
     }
 
     /// Under the lock: pops chains into `rxIOV` until they hold a maximal frame (one
@@ -427,19 +439,7 @@ public final class VirtioNetBackend: HostFDBackend, @unchecked Sendable {
                 moved += 1
             }
         }
-        core.state.withLock { s in
-            guard core.epoch == epoch, s.active, !s.halted || result.requests > 0,
-                  var q = s.queues[VirtioNetSpec.transmitQueue] else { return }
-            do throws(VirtqueueError) {
-                try q.publishUsed()
-                if result.requests > 0 { result.interrupt = try q.needsNotification() }
-            } catch {
-                if result.fault == nil { result.fault = .queue(error) }
-                result.interrupt = result.requests > 0
-            }
-            s.queues[VirtioNetSpec.transmitQueue] = q
-            if result.fault != nil { s.halted = true }
-        }
+        publish(VirtioNetSpec.transmitQueue, epoch: epoch, &result)
         return result
     }
 

@@ -81,3 +81,15 @@ public final class TapChannel: FrameChannel, @unchecked Sendable {
 
     public func flush() -> FrameIOResult { .done(0) }
 }
+
+/// Copies `frame` into `iov` in order, as far as it fits; returns the bytes copied. For
+/// channels that hold frames in host memory (passt's stream buffer, test fakes).
+public func copy(_ frame: UnsafeRawBufferPointer, into iov: UnsafeBufferPointer<iovec>) -> Int {
+    var off = 0
+    for v in iov where off < frame.count {
+        let piece = min(v.iov_len, frame.count - off)
+        v.iov_base.copyMemory(from: frame.baseAddress! + off, byteCount: piece)
+        off += piece
+    }
+    return off
+}

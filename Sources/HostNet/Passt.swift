@@ -102,15 +102,10 @@ public final class PasstChannel: FrameChannel, @unchecked Sendable {
         while true {
             switch reader.nextFrame() {
             case .frame(let frame):
-                let n = frame.count
-                var off = 0
-                for v in iov where off < n {
-                    let piece = min(v.iov_len, n - off)
-                    v.iov_base.copyMemory(from: frame.baseAddress! + off, byteCount: piece)
-                    off += piece
-                }
+                _ = copy(frame, into: iov)
                 reader.consume()
-                return .done(n)
+                // The whole length: longer than `iov` means the frame was too big for it.
+                return .done(frame.count)
             case .corrupt:
                 return .closed
             case .incomplete:

@@ -206,7 +206,7 @@ extension VM {
                 let name = "net\(i)"
                 let netStats = NetStats()
                 let mac = config.nets[i].mac.map { MACBytes($0.array) } ?? MACBytes.generated(index: i)
-                let backend = VirtioNetBackend(channel: nets[i], mac: mac, stats: netStats, service: service)
+                let backend = VirtioNetBackend(channel: nets[i], mac: mac, stats: netStats, service: service, name: name)
                 runners.append(try .make(slot: s.slot, thread: "pvmm-\(name)", logName: "virtio-net \(name)",
                                          stats: DeviceStats(name: name, extra: netStats.named),
                                          model: VirtioNetModel(backend: backend), service: service, memory: memory, vm: vm))

@@ -110,36 +110,28 @@ public final class IOVecList: @unchecked Sendable {
     /// returns false when they do not fit.
     @discardableResult
     public func write(_ bytes: UnsafeRawBufferPointer, at: Int) -> Bool {
-        guard at >= 0, at + bytes.count <= totalLength else { return false }
-        var skip = at
-        var done = 0
-        var i = offset
-        while done < bytes.count {
-            let v = storage[i]
-            i += 1
-            if skip >= v.iov_len { skip -= v.iov_len; continue }
-            let piece = min(v.iov_len - skip, bytes.count - done)
-            (v.iov_base! + skip).copyMemory(from: bytes.baseAddress! + done, byteCount: piece)
-            done += piece
-            skip = 0
-        }
-        return true
+        pieces(at: at, count: bytes.count) { p, done, n in p.copyMemory(from: bytes.baseAddress! + done, byteCount: n) }
     }
 
     /// Copies bytes [at, at + into.count) of the list out; returns false when the list is
     /// shorter.
     @discardableResult
     public func read(into: UnsafeMutableRawBufferPointer, at: Int) -> Bool {
-        guard at >= 0, at + into.count <= totalLength else { return false }
+        pieces(at: at, count: into.count) { p, done, n in (into.baseAddress! + done).copyMemory(from: p, byteCount: n) }
+    }
+
+    /// Calls `body(pointer, progress, length)` for the pieces of bytes [at, at + count).
+    private func pieces(at: Int, count: Int, _ body: (UnsafeMutableRawPointer, Int, Int) -> Void) -> Bool {
+        guard at >= 0, at + count <= totalLength else { return false }
         var skip = at
         var done = 0
         var i = offset
-        while done < into.count {
+        while done < count {
             let v = storage[i]
             i += 1
             if skip >= v.iov_len { skip -= v.iov_len; continue }
-            let piece = min(v.iov_len - skip, into.count - done)
-            (into.baseAddress! + done).copyMemory(from: v.iov_base! + skip, byteCount: piece)
+            let piece = min(v.iov_len - skip, count - done)
+            body(v.iov_base! + skip, done, piece)
             done += piece
             skip = 0
         }

@@ -31,12 +31,7 @@ final class FakeChannel: FrameChannel, @unchecked Sendable {
         if isClosed { return .closed }
         guard !inbound.isEmpty else { return .wouldBlock }
         let f = inbound.removeFirst()
-        var off = 0
-        for v in iov where off < f.count {
-            let n = min(v.iov_len, f.count - off)
-            f.withUnsafeBytes { v.iov_base.copyMemory(from: $0.baseAddress! + off, byteCount: n) }
-            off += n
-        }
+        _ = f.withUnsafeBytes { copy($0, into: iov) }
         return .done(f.count)
     }
 
@@ -66,11 +61,13 @@ struct NetRig {
     let channel: FakeChannel
     let interest = FakeInterest()
     let stats = NetStats()
+    let backendLog = LogRecorder()
 
     init(vnetHeader: Bool = true, features: VirtioFeatures = [.ringEventIdx], start: Bool = true) throws {
         channel = FakeChannel(vnetHeader: vnetHeader)
         let service = RecordingNotifier()
-        let backend = VirtioNetBackend(channel: channel, mac: MACBytes([0x52, 0x54, 0, 1, 2, 3]), stats: stats, service: service)
+        let backend = VirtioNetBackend(channel: channel, mac: MACBytes([0x52, 0x54, 0, 1, 2, 3]), stats: stats, service: service,
+                                       name: "t0", log: backendLog.sink)
         backend.attach(interest)
         d = try NetDriver(model: VirtioNetModel(backend: backend))
         if start {
@@ -334,5 +331,9 @@ struct NetRig {
         #expect((rig.d.r32(0x104) >> 16) & 1 == 0)  // status: link down
         #expect(rig.d.device.interruptStatus.contains(.configChange))
         #expect(rig.d.irq.signals == 1)
+        #expect(rig.backendLog.all == ["pvmm: virtio-net t0: the host side closed (passt exited?): link down, transmits dropped"])
+        // Transmits are dropped and returned, not left in the ring.
+        try rig.send(NetRig.txChain(length: 60))
+        #expect(try rig.tx.usedIdx() == 1 && rig.stats.txDropError.value == 1)
     }
 }
