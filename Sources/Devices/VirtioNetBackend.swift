@@ -46,7 +46,8 @@ public final class VirtioNetBackend: HostFDBackend, @unchecked Sendable {
     static let budget = 64
 
     // Device-thread state.
-    private var interest: (any IOInterest)?
+    // weak: the loop owns the handler that owns the device that owns this backend.
+    private weak var interest: (any IOInterest)?
     private let rxIOV = IOVecList(capacity: 1024 + Int(VirtioNetSpec.queueSize))
     private let txIOV = IOVecList(capacity: Int(VirtioNetSpec.queueSize) + 1)
     private let scratch = IOVecList(capacity: Int(VirtioNetSpec.queueSize))
