@@ -91,6 +91,7 @@ public final class VirtioNetBackend: HostFDBackend, @unchecked Sendable {
 
     public var epoch: UInt64 { core.epoch }
     public var hostFD: Int32 { channel.fd }
+    public var hostFDBackend: (any HostFDBackend)? { self }
     /// VIRTIO_NET_S_LINK_UP: false once the channel's peer has gone (passt exited).
     public var linkUp: Bool { link.load(ordering: .acquiring) }
 

@@ -120,7 +120,7 @@ final class VirtioDeviceRunner {
         let device = VirtioMMIODevice(model: model, memory: memory, name: logName, stats: stats,
                                       interrupt: irq, queueNotifiers: queueEvents, service: service)
         let loop = try EventLoop(name: thread)
-        if let host = model.backend as? any HostFDBackend {
+        if let host = model.backend.hostFDBackend {
             // Not watched until the device has something to do with it (rx buffers posted,
             // a transmit held back): the backend sets the interest from its thread.
             host.attach(loop)
