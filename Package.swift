@@ -24,6 +24,16 @@ let package = Package(
     targets: [
         // Thin ioctl wrappers: a value or -errno, no logic.
         .target(name: "CKVM"),
+        // liburing (Debian's liburing-dev) for the block backend's parallel host I/O: a
+        // value or -errno per wrapper, as CKVM. Static in pvmm-vmm (liburing.a).
+        .target(name: "CURing", linkerSettings: [.linkedLibrary("uring")]),
+        // Linux calls Swift cannot make cleanly (epoll, spawning a child that dies with us).
+        .target(name: "CSys"),
+        // tun/tap ioctls.
+        .target(name: "CHostNet"),
+        // Host network endpoints for virtio-net: taps, passt. Foundation-free, so the
+        // daemon can open taps with it for unprivileged VMMs.
+        .target(name: "HostNet", dependencies: ["CHostNet", "CSys", .product(name: "SystemPackage", package: "swift-system")]),
         // Constants shared with the guest kernel (compiled into guests/pvos too).
         .target(name: "PVMMABI"),
         // The VM definition and its one JSON codec: no dependencies, no Foundation, so the
@@ -34,11 +44,11 @@ let package = Package(
         .target(name: "Boot", dependencies: ["GuestMemory", "PVMMABI"]),
         // The virtio spec as pure code: split queues, chains, MMIO registers. No threads, no KVM.
         .target(name: "Virtio", dependencies: ["GuestMemory"]),
-        .target(name: "Devices", dependencies: ["GuestMemory", "PVMMABI", "Virtio"]),
+        .target(name: "Devices", dependencies: ["CURing", "GuestMemory", "PVMMABI", "Virtio", "HostNet"]),
         // The lifecycle states and the control socket's protocol (docs/control.md), shared
         // by the VMM that serves it and its clients; no dependencies beyond the JSON codec.
         .target(name: "VMControl", dependencies: ["VMDefinition"]),
-        .target(name: "VMM", dependencies: ["VMDefinition", "VMControl", "KVM", "GuestMemory", "Boot", "Devices", "PVMMABI", "Virtio"]),
+        .target(name: "VMM", dependencies: ["VMDefinition", "VMControl", "KVM", "GuestMemory", "Boot", "Devices", "PVMMABI", "Virtio", "CSys", "HostNet"]),
         // The user-facing CLI. `pvmm run` validates its flags, then execs pvmm-vmm.
         .executableTarget(
             name: "pvmm",
@@ -67,7 +77,7 @@ let package = Package(
         .target(
             name: "Daemon",
             dependencies: [
-                "VMDefinition", "VMControl", "CSupervise", "DaemonClient",
+                "VMDefinition", "VMControl", "CSupervise", "CSys", "HostNet", "DaemonClient",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdCore", package: "hummingbird"),
                 .product(name: "HummingbirdWebSocket", package: "hummingbird-websocket"),
@@ -86,13 +96,21 @@ let package = Package(
             name: "pvmmd",
             dependencies: ["Daemon"]
         ),
+        // pvos's network wire formats (guests/pvos/wire/NetWire.swift, compiled into the guest
+        // too), built for the host so its parsers get unit tests and a libFuzzer target.
+        .target(name: "PvosNetWire", path: "guests/pvos/wire"),
+        .testTarget(name: "PvosNetWireTests", dependencies: ["PvosNetWire"]),
+        // pvos's timer list (guests/pvos/timers), likewise.
+        .target(name: "PvosTimers", path: "guests/pvos/timers"),
+        .testTarget(name: "PvosTimersTests", dependencies: ["PvosTimers"]),
         .plugin(name: "GitRevision", capability: .buildTool()),
         .testTarget(name: "VMDefinitionTests", dependencies: ["VMDefinition"]),
         .testTarget(name: "DaemonClientTests", dependencies: ["DaemonClient"]),
         .testTarget(name: "DaemonTests", dependencies: ["Daemon", "VMDefinition", "VMControl"]),
         .testTarget(name: "VMControlTests", dependencies: ["VMControl", "VMDefinition"]),
         .testTarget(name: "BootTests", dependencies: ["Boot", "GuestMemory", "PVMMABI"]),
-        .testTarget(name: "DevicesTests", dependencies: ["Devices", "GuestMemory", "Virtio"]),
+        .testTarget(name: "DevicesTests", dependencies: ["Devices", "GuestMemory", "Virtio", "HostNet"]),
+        .testTarget(name: "HostNetTests", dependencies: ["HostNet"]),
         .testTarget(name: "VirtioTests", dependencies: ["Virtio", "GuestMemory"]),
         // Test guests (TinyELF) for the suites that boot VMs.
         .target(name: "TestSupport", path: "Tests/TestSupport"),

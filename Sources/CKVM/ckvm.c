@@ -1,9 +1,9 @@
 // Definitions of the wrappers declared in include/ckvm.h (see the contract there).
 #define _GNU_SOURCE
 #include <errno.h>
+#include <malloc.h>
 #include <pthread.h>
 #include <signal.h>
-#include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
@@ -98,21 +98,28 @@ int ckvm_set_mp_state(int vcpu, uint32_t state) {
     return ckvm_ret(ioctl(vcpu, KVM_SET_MP_STATE, &m));
 }
 
-int ckvm_get_vcpu_extra(int vcpu, struct ckvm_vcpu_extra *x) {
+size_t ckvm_vcpu_extra_size(void) { return sizeof(struct ckvm_vcpu_extra); }
+
+int ckvm_get_vcpu_extra(int vcpu, void *p) {
+    struct ckvm_vcpu_extra *x = p;
     int r = ckvm_ret(ioctl(vcpu, KVM_GET_LAPIC, &x->lapic));
     if (r >= 0) r = ckvm_ret(ioctl(vcpu, KVM_GET_VCPU_EVENTS, &x->events));
     if (r >= 0) r = ckvm_ret(ioctl(vcpu, KVM_GET_FPU, &x->fpu));
     return r;
 }
 
-int ckvm_set_vcpu_extra(int vcpu, const struct ckvm_vcpu_extra *x) {
+int ckvm_set_vcpu_extra(int vcpu, const void *p) {
+    const struct ckvm_vcpu_extra *x = p;
     int r = ckvm_ret(ioctl(vcpu, KVM_SET_LAPIC, &x->lapic));
     if (r >= 0) r = ckvm_ret(ioctl(vcpu, KVM_SET_VCPU_EVENTS, &x->events));
     if (r >= 0) r = ckvm_ret(ioctl(vcpu, KVM_SET_FPU, &x->fpu));
     return r;
 }
 
-int ckvm_get_irqchips(int vm, struct ckvm_irqchips *c) {
+size_t ckvm_irqchips_size(void) { return sizeof(struct ckvm_irqchips); }
+
+int ckvm_get_irqchips(int vm, void *p) {
+    struct ckvm_irqchips *c = p;
     for (int i = 0; i < 3; i++) {
         c->chip[i].chip_id = i;
         int r = ckvm_ret(ioctl(vm, KVM_GET_IRQCHIP, &c->chip[i]));
@@ -121,7 +128,8 @@ int ckvm_get_irqchips(int vm, struct ckvm_irqchips *c) {
     return 0;
 }
 
-int ckvm_set_irqchips(int vm, const struct ckvm_irqchips *c) {
+int ckvm_set_irqchips(int vm, const void *p) {
+    const struct ckvm_irqchips *c = p;
     for (int i = 0; i < 3; i++) {
         int r = ckvm_ret(ioctl(vm, KVM_SET_IRQCHIP, &c->chip[i]));
         if (r < 0) return r;
@@ -177,40 +185,6 @@ struct kvm_sregs ckvm_run_sync_sregs(const struct kvm_run *r) { return r->s.regs
 
 int ckvm_eventfd_nonblock(void) { int fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK); return fd < 0 ? -errno : fd; }
 
-int ckvm_epoll_create(void) { int e = epoll_create1(EPOLL_CLOEXEC); return e < 0 ? -errno : e; }
-
-int ckvm_epoll_add(int ep, int fd) {
-    struct epoll_event ev = { .events = EPOLLIN, .data = { .fd = fd } };
-    return epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev) < 0 ? -errno : 0;
-}
-
-int ckvm_epoll_ctl(int ep, int op, int fd, uint32_t events) {
-    struct epoll_event ev = { .events = events, .data = { .fd = fd } };
-    return epoll_ctl(ep, op, fd, &ev) < 0 ? -errno : 0;
-}
-
-uint32_t ckvm_epoll_in(void) { return EPOLLIN; }
-uint32_t ckvm_epoll_out(void) { return EPOLLOUT; }
-uint32_t ckvm_epoll_hup(void) { return EPOLLHUP | EPOLLERR | EPOLLRDHUP; }
-
-int ckvm_epoll_wait_events(int ep, int *fds, uint32_t *events, int max, int timeout_ms) {
-    struct epoll_event ev[32];
-    if (max > 32) max = 32;
-    int n = epoll_wait(ep, ev, max, timeout_ms);
-    if (n < 0) return -errno;
-    for (int i = 0; i < n; i++) { fds[i] = ev[i].data.fd; events[i] = ev[i].events; }
-    return n;
-}
-
-int ckvm_epoll_wait(int ep, int *fds, int max, int timeout_ms) {
-    struct epoll_event ev[32];
-    if (max > 32) max = 32;
-    int n = epoll_wait(ep, ev, max, timeout_ms);
-    if (n < 0) return -errno;
-    for (int i = 0; i < n; i++) fds[i] = ev[i].data.fd;
-    return n;
-}
-
 int ckvm_set_thread_name(const char *name) {
     char n[16];  /* Linux keeps 15 bytes and refuses longer names: truncate */
     size_t i = 0;
@@ -229,3 +203,5 @@ int ckvm_unblock_kick_signal(void) {
 }
 
 uint64_t ckvm_rdtsc(void) { return __builtin_ia32_rdtsc(); }
+
+int ckvm_single_malloc_arena(void) { return mallopt(M_ARENA_MAX, 1) ? 0 : -EINVAL; }

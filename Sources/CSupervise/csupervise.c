@@ -3,7 +3,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
-#include <sys/epoll.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -33,24 +32,6 @@ int csupervise_reap_pidfd(int pidfd, int *status) {
     default: *status = 0; break;
     }
     return 1;
-}
-
-int csupervise_epoll_create(void) { int e = epoll_create1(EPOLL_CLOEXEC); return e < 0 ? -errno : e; }
-
-int csupervise_epoll_add(int ep, int fd) {
-    struct epoll_event ev = {.events = EPOLLIN, .data.fd = fd};
-    return epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev) < 0 ? -errno : 0;
-}
-
-int csupervise_epoll_del(int ep, int fd) { return epoll_ctl(ep, EPOLL_CTL_DEL, fd, 0) < 0 ? -errno : 0; }
-
-int csupervise_epoll_wait(int ep, int *fds, int max) {
-    struct epoll_event evs[64];
-    if (max > 64) max = 64;
-    int n = epoll_wait(ep, evs, max, -1);
-    if (n < 0) return -errno;
-    for (int i = 0; i < n; i++) fds[i] = evs[i].data.fd;
-    return n;
 }
 
 int csupervise_pipe_cloexec(int fds[2]) { return pipe2(fds, O_CLOEXEC) < 0 ? -errno : 0; }

@@ -1,6 +1,7 @@
 import Foundation
 import Logging
 import VMControl
+import HostNet
 import VMDefinition
 
 /// One VM the daemon manages.
@@ -10,8 +11,6 @@ struct ManagedVM {
     /// Identifies the current VMM run: callbacks from an older run (a late event line, the
     /// watcher of a process already replaced) carry an older token and are ignored.
     var token: UInt64 = 0
-    /// Tap fds the daemon opened for this run; closed when the run ends.
-    var heldFDs: [Int32] = []
     /// Counts states applied from the VMM's event stream: a command's answer is applied
     /// only if no event came in meanwhile (the stream is newer than a late answer).
     var eventSeq: UInt64 = 0
@@ -160,6 +159,7 @@ public actor Registry {
         do { try config.validate(hostMemoryMiB: hostMemoryMiB, hostMaxVCPUs: 255) } catch { throw .invalid(error) }
         if vms[name] != nil { throw .conflict("a VM named '\(name)' exists", field: "name") }
         try Self.checkFiles(config)
+        try TapOpener.check(config)
         try checkDiskSharing(config)
         let paths = VMPaths(stateDir: stateDir, name: name)
         do {
@@ -239,19 +239,17 @@ public actor Registry {
         let paths = VMPaths(stateDir: stateDir, name: name)
         for stale in [paths.exit, paths.control, paths.consoleLog] { unlink(stale) }
         var config = vm.config
-        var fds: [Int32] = []
-        if !config.nets.isEmpty, let taps {
-            do { (config, fds) = try taps.handOver(config) } catch { throw error }
-        }
+        var opened: [Tap] = []
+        if !config.nets.isEmpty, let taps { (config, opened) = try taps.handOver(config) }
         let pid: Int32
         do {
-            pid = try spawnVMM(executable: vmmExecutable, configJSON: config.jsonBytes, paths: paths, extraFDs: fds)
+            pid = try spawnVMM(executable: vmmExecutable, configJSON: config.jsonBytes, paths: paths,
+                               extraFDs: opened.map(\.fd))
         } catch {
-            fds.forEach { close($0) }
             throw APIError(.internalServerError, "cannot start the VMM: \(error)")
         }
+        withExtendedLifetime(opened) {}  // the VMM has its own copies now; ours close here
         vm.token = newToken()
-        vm.heldFDs = fds
         vm.record.state = .starting
         vm.record.pid = pid
         vm.record.pidStart = processStartTime(pid)
@@ -341,8 +339,6 @@ public actor Registry {
         let paths = VMPaths(stateDir: stateDir, name: name)
         let (state, exit) = endRecord(exitJSON: StateFiles.readJSON(paths.exit), end: end, logTail: lastLogLine(paths.log))
         vm.record.end(state: state, exit: exit)
-        vm.heldFDs.forEach { close($0) }
-        vm.heldFDs = []
         vms[name] = vm
         unlink(paths.pidFile)
         unlink(paths.control)

@@ -1,4 +1,5 @@
 import CSupervise
+import CSys
 import Foundation
 #if canImport(Glibc)
 import Glibc
@@ -26,7 +27,7 @@ public final class ProcessWatcher: @unchecked Sendable {
     private let onEnd: @Sendable (_ pid: pid_t, _ token: UInt64, ProcessEnd) -> Void
 
     public init(onEnd: @escaping @Sendable (_ pid: pid_t, _ token: UInt64, ProcessEnd) -> Void) {
-        epfd = csupervise_epoll_create()
+        epfd = csys_epoll_create()
         self.onEnd = onEnd
         let t = Thread { [unowned self] in self.loop() }
         t.name = "pvmmd-reaper"
@@ -47,7 +48,7 @@ public final class ProcessWatcher: @unchecked Sendable {
         lock.lock()
         watched[fd] = (pid, child, token)
         lock.unlock()
-        _ = csupervise_epoll_add(epfd, fd)
+        _ = csys_epoll_add(epfd, fd, csys_epoll_in())
     }
 
     static func decode(_ st: Int32) -> ProcessEnd {
@@ -58,8 +59,9 @@ public final class ProcessWatcher: @unchecked Sendable {
 
     private func loop() {
         var ready = [Int32](repeating: 0, count: 64)
+        var bits = [UInt32](repeating: 0, count: 64)
         while true {
-            let n = csupervise_epoll_wait(epfd, &ready, Int32(ready.count))
+            let n = csys_epoll_wait(epfd, &ready, &bits, Int32(ready.count), -1)
             if n < 0 { if n == -EINTR { continue }; return }
             for i in 0..<Int(n) {
                 let fd = ready[i]
@@ -67,7 +69,7 @@ public final class ProcessWatcher: @unchecked Sendable {
                 let entry = watched.removeValue(forKey: fd)
                 lock.unlock()
                 guard let entry else { continue }
-                _ = csupervise_epoll_del(epfd, fd)
+                _ = csys_epoll_remove(epfd, fd)
                 var end = ProcessEnd.unknown
                 if entry.child {
                     var st: Int32 = 0
@@ -116,15 +118,20 @@ public func spawnVMM(executable: String, configJSON: [UInt8], paths: VMPaths, ex
     let logFD = open(paths.log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o600)
     guard logFD >= 0 else { close(p[1]); throw .system(call: "open \(paths.log)", errno: errno) }
     defer { close(logFD) }
+    // The child's fds 3, 4, ... come from these; copies above 64 first, so no dup2 below
+    // overwrites a source that a later one still needs (a tap opened as fd 4, say).
+    let sources = ([p[0]] + extraFDs).map { fcntl($0, F_DUPFD_CLOEXEC, Int32(64)) }
+    defer { sources.forEach { if $0 >= 0 { close($0) } } }
+    guard !sources.contains(where: { $0 < 0 }) else { close(p[1]); throw .system(call: "fcntl F_DUPFD_CLOEXEC", errno: errno) }
     var actions = posix_spawn_file_actions_t()
     posix_spawn_file_actions_init(&actions)
     defer { posix_spawn_file_actions_destroy(&actions) }
     posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
     posix_spawn_file_actions_adddup2(&actions, logFD, 1)
     posix_spawn_file_actions_adddup2(&actions, logFD, 2)
-    posix_spawn_file_actions_adddup2(&actions, p[0], 3)
-    // Handed-over fds (taps) land at 4, 5, ... in order; everything else is CLOEXEC.
-    for (i, fd) in extraFDs.enumerated() { posix_spawn_file_actions_adddup2(&actions, fd, Int32(4 + i)) }
+    // The definition on 3; handed-over fds (taps) at 4, 5, ... in order; everything else
+    // is close-on-exec.
+    for (i, fd) in sources.enumerated() { posix_spawn_file_actions_adddup2(&actions, fd, Int32(3 + i)) }
     var attr = posix_spawnattr_t()
     posix_spawnattr_init(&attr)
     defer { posix_spawnattr_destroy(&attr) }

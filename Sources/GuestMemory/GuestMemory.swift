@@ -17,6 +17,19 @@ public enum GuestMemoryError: Error, Equatable, Sendable {
     case mapFailed(Errno)
 }
 
+extension GuestMemoryError: CustomStringConvertible {
+    /// A sentence with hex guest addresses, for logs and crash reports.
+    public var description: String {
+        func hex(_ v: UInt64) -> String { "0x" + String(v, radix: 16) }
+        return switch self {
+        case let .outOfRange(address, length): "\(hex(address)) (\(length) bytes) is not inside guest RAM"
+        case let .overflow(address, length): "\(hex(address)) + \(length) bytes overflows 64 bits"
+        case let .badSize(size): "\(size) bytes of RAM cannot be laid out (zero, not page-aligned or too large)"
+        case let .mapFailed(e): "mmap of guest RAM failed: \(e)"
+        }
+    }
+}
+
 /// One contiguous range of guest-physical RAM and where it lives in this process.
 public struct GuestRegion: Sendable, Equatable {
     public let guestBase: UInt64
@@ -99,6 +112,14 @@ public final class GuestMemory: @unchecked Sendable {
         guard length >= 0 else { throw .outOfRange(address: address, length: UInt64(bitPattern: Int64(length))) }
         let off = try offset(of: address, length: UInt64(length))
         return try body(UnsafeMutableRawBufferPointer(start: base + off, count: length))
+    }
+
+    /// The host address of [address, address+length), for an iovec that readv/writev fill
+    /// or drain straight from guest memory. Checked like every access; valid only while
+    /// this GuestMemory lives (the device holding the iovec holds the memory too).
+    @inline(__always)
+    public func hostPointer(at address: UInt64, length: UInt64) throws(GuestMemoryError) -> UnsafeMutableRawPointer {
+        base + (try offset(of: address, length: length))
     }
 
     // MARK: Scalars (little-endian, unaligned allowed)

@@ -5,11 +5,11 @@ import CKVM
 public struct VCPUState: Sendable {
     public var regs: kvm_regs
     public var sregs: kvm_sregs
-    /// LAPIC page, pending events, FPU/SSE.
-    public var extra: ckvm_vcpu_extra
+    /// LAPIC page, pending events, FPU/SSE (a `struct ckvm_vcpu_extra`, as bytes).
+    public var extra: [UInt8]
     public var mpState: UInt32
-    /// (index, value) of the MSRs in `VCPUState.msrIndices` that KVM knows.
-    public var msrs: [(UInt32, UInt64)]
+    /// Values of the MSRs in `VCPUState.msrIndices`, nil where KVM does not know one.
+    public var msrs: [UInt64?]
 
     /// The MSRs a guest programs that outlive its memory: paravirtual areas KVM keeps
     /// writing to (kvmclock, async PF, steal time, PV EOI), PVM's VIF page, syscall
@@ -32,12 +32,10 @@ extension VCPU {
 
     /// Reads the state (registers, LAPIC, events, FPU, MP state, `msrIndices`).
     public func saveState() throws(KVMError) -> VCPUState {
-        var x = ckvm_vcpu_extra()
-        _ = try check(ckvm_get_vcpu_extra(fd, &x), "KVM_GET_LAPIC/VCPU_EVENTS/FPU")
-        var msrs: [(UInt32, UInt64)] = []
-        for i in VCPUState.msrIndices {
-            if let v = try msr(i) { msrs.append((i, v)) }
-        }
+        var x = [UInt8](repeating: 0, count: ckvm_vcpu_extra_size())
+        _ = try check(x.withUnsafeMutableBytes { ckvm_get_vcpu_extra(fd, $0.baseAddress) }, "KVM_GET_LAPIC/VCPU_EVENTS/FPU")
+        var msrs: [UInt64?] = []
+        for i in VCPUState.msrIndices { msrs.append(try msr(i)) }
         return VCPUState(regs: try registers(), sregs: try specialRegisters(), extra: x, mpState: try mpState(), msrs: msrs)
     }
 
@@ -47,23 +45,24 @@ extension VCPU {
     public func restoreState(_ state: VCPUState) throws(KVMError) {
         try setSpecialRegisters(state.sregs)
         try setRegisters(state.regs)
-        for (i, v) in state.msrs { _ = try setMSR(i, v) }
-        var x = state.extra
-        _ = try check(ckvm_set_vcpu_extra(fd, &x), "KVM_SET_LAPIC/VCPU_EVENTS/FPU")
+        for (n, index) in VCPUState.msrIndices.enumerated() {
+            if n < state.msrs.count, let v = state.msrs[n] { _ = try setMSR(index, v) }
+        }
+        _ = try check(state.extra.withUnsafeBytes { ckvm_set_vcpu_extra(fd, $0.baseAddress) }, "KVM_SET_LAPIC/VCPU_EVENTS/FPU")
         try setMPState(state.mpState)
     }
 }
 
 extension VirtualMachine {
-    /// The in-kernel PIC and IOAPIC state (KVM_GET_IRQCHIP for chips 0-2).
-    public func irqChipState() throws(KVMError) -> ckvm_irqchips {
-        var c = ckvm_irqchips()
-        _ = try check(ckvm_get_irqchips(fd, &c), "KVM_GET_IRQCHIP")
+    /// The in-kernel PIC and IOAPIC state (KVM_GET_IRQCHIP for chips 0-2), as the bytes
+    /// of a `struct ckvm_irqchips`.
+    public func irqChipState() throws(KVMError) -> [UInt8] {
+        var c = [UInt8](repeating: 0, count: ckvm_irqchips_size())
+        _ = try check(c.withUnsafeMutableBytes { ckvm_get_irqchips(fd, $0.baseAddress) }, "KVM_GET_IRQCHIP")
         return c
     }
 
-    public func setIRQChipState(_ c: ckvm_irqchips) throws(KVMError) {
-        var c = c
-        _ = try check(ckvm_set_irqchips(fd, &c), "KVM_SET_IRQCHIP")
+    public func setIRQChipState(_ c: [UInt8]) throws(KVMError) {
+        _ = try check(c.withUnsafeBytes { ckvm_set_irqchips(fd, $0.baseAddress) }, "KVM_SET_IRQCHIP")
     }
 }

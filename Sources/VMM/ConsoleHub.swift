@@ -19,6 +19,10 @@ import VMControl
 /// touch `events` (a Mutex) and the eventfds.
 public final class ConsoleHub: @unchecked Sendable {
     public let ring: ConsoleRing
+    /// pvmm's own messages from vCPU and device threads (a device entering
+    /// DEVICE_NEEDS_RESET): drained to stderr like the console to stdout, so a slow stderr
+    /// never stalls a vCPU.
+    public let logRing: ConsoleRing
     let loop: EventLoop
     let ringWake: EventFD
     let eventWake: EventFD
@@ -26,7 +30,8 @@ public final class ConsoleHub: @unchecked Sendable {
     let events = Mutex<[VMStateEvent]>([])
     /// A handful at most (stdout, a few clients): an array, scanned.
     var connections: [Connection] = []
-    var scratch = [UInt8](repeating: 0, count: 16 << 10)
+    /// One write's worth of ring bytes (a pipe takes 4 KiB at a time anyway).
+    var scratch = [UInt8](repeating: 0, count: 4096)
     var listener: Int32 = -1
     var socketPath: String?
     /// Set once the VM exists (control requests need it; output does not).
@@ -41,10 +46,12 @@ public final class ConsoleHub: @unchecked Sendable {
         ringWake = try EventFD()
         eventWake = try EventFD()
         ring = ConsoleRing(capacity: capacity, wake: ringWake)
+        logRing = ConsoleRing(capacity: 16 << 10, wake: ringWake)
         loop = try EventLoop(name: "pvmm-console", role: .console)
         try loop.add(ringWake.fd) { [unowned self] in
             _ = ringWake.drain()
             ring.rearm()
+            logRing.rearm()
             for c in connections where c.cursor != nil { flush(c) }
         }
         try loop.add(eventWake.fd) { [unowned self] in
@@ -64,12 +71,27 @@ public final class ConsoleHub: @unchecked Sendable {
     /// pipe or terminal is reopened non-blocking (its own file description, so the
     /// parent's stdout keeps its flags); a regular file never blocks anyway.
     public func attachStdout() throws(VMMError) {
-        let out = StdoutWriter.open()
-        let c = Connection(fd: out.fd, kind: .stdout(out))
-        c.cursor = ring.start
+        try attachOutput(fd: STDOUT_FILENO, source: ring)
+    }
+
+    /// Drains `logRing` to stderr (see `log`).
+    public func attachStderr() throws(VMMError) {
+        try attachOutput(fd: STDERR_FILENO, source: logRing)
+    }
+
+    /// A message line from any thread; it reaches stderr without blocking the caller.
+    @Sendable public func log(_ line: String) {
+        var s = line.hasSuffix("\n") ? line : line + "\n"
+        s.withUTF8 { logRing.write(UnsafeRawBufferPointer($0)) }
+    }
+
+    func attachOutput(fd: Int32, source: ConsoleRing) throws(VMMError) {
+        let out = StdoutWriter.open(fd)
+        let c = Connection(fd: out.fd, kind: .stdout(out), source: source)
+        c.cursor = source.start
         connections.append(c)
         // A regular file cannot be polled (and never blocks): it is just written.
-        do { try loop.add(c.fd, events: 0) { [unowned self] ev in writable(c, ev) } } catch { c.pollable = false }
+        do { try loop.add(c.fd, events: []) { [unowned self] ev in writable(c, ev) } } catch { c.pollable = false }
     }
 
     /// SIGTERM, SIGINT and SIGHUP end the VM as `stop` would (exit.json written), handled
@@ -110,7 +132,7 @@ public final class ConsoleHub: @unchecked Sendable {
         var open = connections
         while !open.isEmpty && monotonicNanoseconds() < deadline {
             for c in open { flush(c, final: true) }
-            open = open.filter { !$0.closed && $0.hasBacklog(ringEnd: ring.end) }
+            open = open.filter { !$0.closed && $0.hasBacklog }
             if open.isEmpty { break }
             var fds = open.map { pollfd(fd: $0.fd, events: Int16(POLLOUT), revents: 0) }
             _ = poll(&fds, nfds_t(fds.count), 50)
@@ -135,7 +157,7 @@ public final class ConsoleHub: @unchecked Sendable {
                 continue
             }
             guard let from = c.cursor else { break }
-            let r = scratch.withUnsafeMutableBytes { ring.read(from: from, into: $0, limit: c.limit) }
+            let r = scratch.withUnsafeMutableBytes { c.source.read(from: from, into: $0, limit: c.limit) }
             if r.skipped > 0 {
                 c.skipped += r.skipped
                 dropped.wrappingAdd(r.skipped, ordering: .relaxed)
@@ -151,7 +173,7 @@ public final class ConsoleHub: @unchecked Sendable {
             c.cursor = r.next - UInt64(r.count - n)
             if n < r.count { blocked = true; break }
         }
-        if c.closeWhenFlushed && !c.hasBacklog(ringEnd: ring.end) {
+        if c.closeWhenFlushed && !c.hasBacklog {
             close(c)
             return
         }
@@ -166,22 +188,25 @@ public final class ConsoleHub: @unchecked Sendable {
 
     func updateInterest(_ c: Connection) {
         guard c.pollable else { return }
-        var ev: UInt32 = c.wantsWrite ? EventLoop.writable : 0
-        if c.reading && c.pendingInput.isEmpty { ev |= EventLoop.readable }
-        loop.modify(c.fd, events: ev)
+        var ev: IOEvents = c.wantsWrite ? .writable : []
+        if c.reading && c.pendingInput.isEmpty { ev.insert(.readable) }
+        loop.setInterest(c.fd, ev)
     }
 
-    func writable(_ c: Connection, _ ev: UInt32) {
-        if ev & EventLoop.hangup != 0 && ev & EventLoop.readable == 0 { return close(c) }
-        if ev & EventLoop.readable != 0 { readable(c) }
-        if !c.closed && ev & EventLoop.writable != 0 { flush(c) }
+    func writable(_ c: Connection, _ ev: IOEvents) {
+        if ev.contains(.hangup) && !ev.contains(.readable) { return close(c) }
+        if ev.contains(.readable) { readable(c) }
+        if !c.closed && ev.contains(.writable) { flush(c) }
     }
 
     func close(_ c: Connection) {
         guard !c.closed else { return }
         c.closed = true
         if c.pollable { loop.remove(c.fd) }
-        connections.removeAll { $0 === c }
+        for i in connections.indices where connections[i].fd == c.fd {
+            connections.remove(at: i)
+            break
+        }
         c.closeFD()
     }
 
@@ -218,6 +243,8 @@ final class Connection {
 
     let fd: Int32
     let kind: Kind
+    /// The ring this connection streams from (the console, or the log for stderr).
+    let source: ConsoleRing
     var closed = false
     /// Bytes of the request line so far (nil once it has been handled).
     var request: [UInt8]? = []
@@ -239,14 +266,15 @@ final class Connection {
     var pollable = true
     var skipped: UInt64 = 0
 
-    init(fd: Int32, kind: Kind) {
+    init(fd: Int32, kind: Kind, source: ConsoleRing) {
         self.fd = fd
         self.kind = kind
+        self.source = source
         if case .stdout = kind { request = nil; reading = false }
     }
 
-    func hasBacklog(ringEnd: UInt64) -> Bool {
-        !out.isEmpty || (cursor.map { $0 < min(limit, ringEnd) } ?? false)
+    var hasBacklog: Bool {
+        !out.isEmpty || (cursor.map { $0 < min(limit, source.end) } ?? false)
     }
 
     /// Bytes written, -1 for "would block", -2 for "gone".
@@ -272,31 +300,29 @@ final class Connection {
     }
 }
 
-/// stdout, written without blocking the console thread (see `ConsoleHub.attachStdout`).
+/// stdout or stderr, written without blocking the console thread (see `ConsoleHub.attachStdout`).
 final class StdoutWriter {
+    /// Ours to close: a non-blocking reopen of the stream (its own file description) or a dup.
     let fd: Int32
-    /// Our own non-blocking description of stdout (closed at the end), or -1.
-    let reopened: Int32
     let isSocket: Bool
 
-    private init(fd: Int32, reopened: Int32, isSocket: Bool) {
+    private init(fd: Int32, isSocket: Bool) {
         self.fd = fd
-        self.reopened = reopened
         self.isSocket = isSocket
     }
 
-    static func open() -> StdoutWriter {
+    static func open(_ std: Int32) -> StdoutWriter {
         var st = stat()
-        if fstat(STDOUT_FILENO, &st) == 0 {
+        if fstat(std, &st) == 0 {
             let type = st.st_mode & S_IFMT
-            if type == S_IFSOCK { return StdoutWriter(fd: dup(STDOUT_FILENO), reopened: -1, isSocket: true) }
+            if type == S_IFSOCK { return StdoutWriter(fd: dup(std), isSocket: true) }
             if type == S_IFIFO || type == S_IFCHR {
-                let fd = Glibc.open("/proc/self/fd/1", O_WRONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY)
-                if fd >= 0 { return StdoutWriter(fd: fd, reopened: fd, isSocket: false) }
+                let fd = Glibc.open(std == STDERR_FILENO ? "/proc/self/fd/2" : "/proc/self/fd/1", O_WRONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY)
+                if fd >= 0 { return StdoutWriter(fd: fd, isSocket: false) }
             }
         }
-        // A regular file (writes do not block), or nothing better: a dup of stdout.
-        return StdoutWriter(fd: dup(STDOUT_FILENO), reopened: -1, isSocket: false)
+        // A regular file (writes do not block), or nothing better: a dup of it.
+        return StdoutWriter(fd: dup(std), isSocket: false)
     }
 
     /// As Connection.write.

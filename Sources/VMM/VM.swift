@@ -5,6 +5,7 @@ import Boot
 import CKVM
 import Devices
 import GuestMemory
+import HostNet
 import KVM
 import PVMMABI
 import SystemPackage
@@ -53,26 +54,35 @@ public final class VM: @unchecked Sendable {
     /// virtio devices in slot order, each with its own thread (VirtioDevices.swift).
     let virtioDevices: [VirtioDeviceRunner]
     let irqProbe: IRQProbe?
+    /// The net backends, so passt processes pvmm started end when the VM does.
+    let netChannels: [any FrameChannel]
     /// Takes console input once its driver is ready (nil with `--console serial`).
     let virtioConsole: VirtioConsoleBackend?
     /// The in-kernel PIC/IOAPIC as created: a reboot puts it back.
-    let powerOnIRQChips: ckvm_irqchips
+    let powerOnIRQChips: [UInt8]
 
     /// The kernel of the current boot (nil until `boot`).
     public internal(set) var kernel: LoadedKernel?
 
-    let lifecycle: Monitor<LifecycleState>
+    let lifecycle = Monitor()
+    /// Guarded by `lifecycle`.
+    var life: LifecycleState
     /// Held for the whole of pause, resume, reboot and the final teardown, so they do not
     /// interleave. vCPU and device threads never take it.
-    let operation = Monitor(false)
+    let operation = Monitor()
+    /// Guarded by `operation`.
+    var operationBusy = false
     /// Told about every state change, with the lifecycle lock held: it must only queue.
     let observer: (@Sendable (VMStateEvent) -> Void)?
 
     /// Makes the machine: validates `config`, opens KVM, maps RAM, creates the irqchip,
     /// the devices and every vCPU; then boots it (a bad kernel is a usage error now).
     /// Nothing runs until `start()`.
+    /// `log` takes what devices report while the VM runs (from vCPU and device threads,
+    /// so it must not block: pvmm-vmm passes the console hub's log ring).
     public init(config: VMConfig, console: any ByteSink, resetPolicy: ResetPolicy = .exit,
-                observer: (@Sendable (VMStateEvent) -> Void)? = nil) throws(VMMError) {
+                observer: (@Sendable (VMStateEvent) -> Void)? = nil,
+                log: @escaping @Sendable (String) -> Void = writeStderrLine) throws(VMMError) {
         self.config = config
         self.console = console
         self.resetPolicy = resetPolicy
@@ -83,6 +93,8 @@ public final class VM: @unchecked Sendable {
         }
         try config.validateForHost(hostMemoryMiB: Self.hostMemoryMiB(), hostMaxVCPUs: system.maxVCPUs)
         let disks = try Self.openDisks(config.disks)
+        let nets = try Self.openNets(config.nets)
+        netChannels = nets
 
         let vm: VirtualMachine
         do { vm = try system.createVM() } catch { throw .kvm(error) }
@@ -100,10 +112,10 @@ public final class VM: @unchecked Sendable {
         } catch { throw .kvm(error) }
 
         wake = try EventFD()
-        serial = Serial8250(sink: console, irq: IRQLine(vmFD: vm.fd, irq: Self.com1IRQ))
-        sysctl = SystemControl(memory: memory, irq: IRQLine(vmFD: vm.fd, irq: UInt32(SysCtl.eventIRQ)))
-        (virtioDevices, virtioConsole) = try Self.makeVirtioDevices(config: config, disks: disks, console: console,
-                                                                    memory: memory, vm: vm)
+        serial = Serial8250(sink: console, irq: IRQLine(vm: vm.handle, irq: Self.com1IRQ))
+        sysctl = SystemControl(memory: memory, irq: IRQLine(vm: vm.handle, irq: UInt32(SysCtl.eventIRQ)))
+        (virtioDevices, virtioConsole) = try Self.makeVirtioDevices(config: config, disks: disks, nets: nets, console: console,
+                                                                    memory: memory, vm: vm, log: log)
         stats = VMStats(devices: virtioDevices.map(\.device.stats))
         irqProbe = config.irqProbe ? try IRQProbe(memory: memory, vm: vm) : nil
         do {
@@ -136,7 +148,7 @@ public final class VM: @unchecked Sendable {
         self.system = system
         self.vm = vm
         self.vcpus = contexts
-        lifecycle = Monitor(LifecycleState(vcpus: config.cpus))
+        life = LifecycleState(vcpus: config.cpus)
         for ctx in contexts { ctx.vm = self }
         // The first boot is prepared here so a kernel that cannot boot is a usage error
         // before anything runs; reboots call `boot` again (a snapshot restore will not).
@@ -154,7 +166,12 @@ public final class VM: @unchecked Sendable {
     }
 
     /// Every device thread (virtio devices, the IRQ probe).
-    var deviceLoops: [EventLoop] { virtioDevices.map(\.loop) + (irqProbe.map { [$0.loop] } ?? []) }
+    var deviceLoops: [EventLoop] {
+        var loops: [EventLoop] = []
+        for d in virtioDevices { loops.append(d.loop) }
+        if let p = irqProbe { loops.append(p.loop) }
+        return loops
+    }
 
     // MARK: Building blocks
 

@@ -40,7 +40,7 @@ extension VirtqueueError: CustomStringConvertible {
         case let .bufferTooShort(needed, available):
             "the request needs \(needed) bytes, the chain has \(available) left"
         case let .memory(e):
-            "guest memory: \(e.sentence)"
+            "guest memory: \(e)"
         }
     }
 
@@ -56,17 +56,6 @@ extension QueueArea {
         case .descriptorTable: "descriptor table"
         case .availableRing: "available ring"
         case .usedRing: "used ring"
-        }
-    }
-}
-
-extension GuestMemoryError {
-    var sentence: String {
-        switch self {
-        case let .outOfRange(address, length): "\(hex(address)) (\(length) bytes) is not inside guest RAM"
-        case let .overflow(address, length): "\(hex(address)) + \(length) bytes overflows"
-        case let .badSize(s): "bad RAM size \(s)"
-        case let .mapFailed(e): "mmap failed: \(e)"
         }
     }
 }

@@ -3,6 +3,7 @@
 // VM with the console in a ring that goes to stdout (unless --no-stdio) and to control
 // socket clients (--control), and exits with the VM's status. Deliberately free of
 // ArgumentParser and Foundation.
+import CKVM
 import Devices
 import VMM
 #if canImport(Glibc)
@@ -13,6 +14,10 @@ func fail(_ message: String, status: Int32) -> Never {
     writeError("pvmm: \(message)\n")
     exit(status)
 }
+
+// One malloc arena for all threads: every thread here allocates only while setting up or
+// on rare control paths, and each extra arena would cost resident pages (< 5 MiB goal).
+_ = ckvm_single_malloc_arena()
 
 let options: VMMOptions
 do { options = try VMMOptions(arguments: Array(CommandLine.arguments.dropFirst())) }
@@ -30,12 +35,13 @@ let hub: ConsoleHub
 do {
     hub = try ConsoleHub()
     if options.noStdio { try hub.stopOnTerminationSignals() } else { try hub.attachStdout() }
+    try hub.attachStderr()
     // The socket exists before the (slower) machine build, so a supervisor can connect at once.
     if let path = options.controlPath { try hub.listen(path: path) }
 } catch { failEarly(error.description, status: error.isUsageError ? 2 : 1) }
 
 let vm: VM
-do { vm = try VM(config: config, console: hub.ring, resetPolicy: options.onReset, observer: hub.stateChanged) }
+do { vm = try VM(config: config, console: hub.ring, resetPolicy: options.onReset, observer: hub.stateChanged, log: hub.log) }
 catch { failEarly(options.flagNames ? error.flagDescription : error.description, status: error.isUsageError ? 2 : 1) }
 
 do { try hub.start(vm: vm) } catch { failEarly(error.description, status: 1) }
@@ -64,9 +70,8 @@ if getenv("PVMM_STATS") != nil {
     let s = vm.stats
     // Per virtio device: NAME.requests, NAME.notifications (queue kicks received),
     // NAME.interrupts (irqfd writes).
-    let devices = s.devices.map {
-        " \($0.name).requests=\($0.requests.value) \($0.name).notifications=\($0.notifications.value) \($0.name).interrupts=\($0.interrupts.value)"
-    }.joined()
+    // virtio-net devices add rx/tx packets and bytes and drops by reason (docs/devices.md).
+    let devices = s.devices.map { " " + $0.summary }.joined()
     writeError("pvmm-stats: exits=\(s.totalExits) pio=\(s.pio.value) mmio=\(s.mmio.value) kicks=\(s.interrupted.value)\(devices)\n")
 }
 exit(end.exitStatus)

@@ -62,8 +62,9 @@ def wait_until(predicate, timeout, what, interval=0.02):
 class Daemon:
     """One pvmmd on its own socket and state directory under `base`."""
 
-    def __init__(self, base, extra=()):
+    def __init__(self, base, extra=(), prefix=()):
         self.base = base
+        self.prefix = list(prefix)
         self.socket = os.path.join(base, "run", "pvmm.sock")
         self.state = os.path.join(base, "state")
         self.extra = list(extra)
@@ -72,7 +73,7 @@ class Daemon:
 
     def start(self):
         logf = open(self.log, "ab")
-        self.proc = subprocess.Popen([PVMMD, "--socket", self.socket, "--state-dir", self.state] + self.extra,
+        self.proc = subprocess.Popen(self.prefix + [PVMMD, "--socket", self.socket, "--state-dir", self.state] + self.extra,
                                      stdin=subprocess.DEVNULL, stdout=logf, stderr=logf, start_new_session=True)
         logf.close()
         wait_until(self._answers, 30, "the daemon's socket")
@@ -162,10 +163,11 @@ class DaemonTest(unittest.TestCase):
     VMM process of the test outlives it."""
 
     daemon_args = ()
+    daemon_prefix = ()
 
     def setUp(self):
         self.base = tempfile.mkdtemp(prefix="pvd-", dir="/tmp")
-        self.daemon = Daemon(self.base, self.daemon_args).start()
+        self.daemon = Daemon(self.base, self.daemon_args, self.daemon_prefix).start()
 
     def tearDown(self):
         d = self.daemon

@@ -3,12 +3,7 @@ import Testing
 
 /// `pvmm run --config FILE`: the same JSON definition the daemon's API takes.
 @Suite(.serialized) struct ConfigFileTests {
-    func run(_ args: [String]) throws -> (Int32, String) {
-        let c = try Child([Paths.pvmm, "run"] + args)
-        c.closeInput()
-        let status = try c.wait()
-        return (status, c.errorText)
-    }
+    func run(_ args: [String]) throws -> (Int32, String) { try runPVMMToEnd(args) }
 
     @Test func bootsFromAConfigFile() throws {
         let disk = try Paths.temporaryFile("config-disk.img", [UInt8](repeating: 0x5A, count: 1 << 20))

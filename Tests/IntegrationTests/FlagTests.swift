@@ -1,21 +1,24 @@
 import Foundation
 import Testing
 
+/// `pvmm run --kernel <pvos> ARGS` to its end: status and stderr.
+private func runGuest(_ args: [String]) throws -> (Int32, String) { try runPVMMToEnd(["--kernel", Paths.guest] + args) }
+
 /// `pvmm run` flags as a new user types them: sizes with suffixes, negative numbers.
 @Suite struct FlagTests {
     @Test func negativeNumbersAreOutOfRangeNotMissing() throws {
         for args in [["--memory", "-5"], ["--memory=-5"]] {
-            let (s, e) = try runPVMMToEnd(args)
+            let (s, e) = try runGuest(args)
             #expect(s == 2 && e == "pvmm: --memory: -5 MiB is too small: a VM needs at least 8 MiB\n", "\(args): \(e)")
         }
         for args in [["--cpus", "-1"], ["--cpus=-1"]] {
-            let (s, e) = try runPVMMToEnd(args)
+            let (s, e) = try runGuest(args)
             #expect(s == 2 && e == "pvmm: --cpus: -1 is out of range: a VM needs at least 1 vCPU\n", "\(args): \(e)")
         }
     }
 
     @Test func badMemorySizesNameTheFlag() throws {
-        let (s, e) = try runPVMMToEnd(["--memory", "12Q"])
+        let (s, e) = try runGuest(["--memory", "12Q"])
         #expect(s == 2 && e.hasPrefix("pvmm: --memory: '12Q' has an unknown unit"), "\(e)")
     }
 
@@ -42,18 +45,18 @@ import Testing
         #expect(symlink(disk.path, link) == 0)
         defer { unlink(link) }
         for second in [dir + "/./twice.img", link] {
-            let (s, e) = try runPVMMToEnd(["--disk", disk.path, "--disk", second])
+            let (s, e) = try runGuest(["--disk", disk.path, "--disk", second])
             #expect(s == 2 && e == "pvmm: --disk: \(second) is the same file as disk 0 (\(disk.path)): a disk is given twice\n", "\(e)")
         }
         // Read-only twice is the same mistake, even though shared locks would allow it.
-        let (s, e) = try runPVMMToEnd(["--disk", disk.path + ",readonly", "--disk", link + ",readonly"])
+        let (s, e) = try runGuest(["--disk", disk.path + ",readonly", "--disk", link + ",readonly"])
         #expect(s == 2 && e.contains("a disk is given twice"), "\(e)")
     }
 
     @Test func anEmptyDiskIsRefused() throws {
         let path = try Paths.temporaryFile("empty.img", [])
         defer { unlink(path) }
-        let (s, e) = try runPVMMToEnd(["--disk", path])
+        let (s, e) = try runGuest(["--disk", path])
         #expect(s == 2 && e == "pvmm: --disk: disk \(path): empty (0 bytes): a disk needs at least one 512-byte sector\n", "\(e)")
     }
 
@@ -72,9 +75,9 @@ import Testing
 
     @Test func anOverlongCmdlineSaysWhatTheUserMayGive() throws {
         // With the console's entry (34 bytes and a space), 4060 bytes are the most.
-        var (s, e) = try runPVMMToEnd(["--cmdline", String(repeating: "a", count: 4061)])
+        var (s, e) = try runGuest(["--cmdline", String(repeating: "a", count: 4061)])
         #expect(s == 2 && e == "pvmm: --cmdline: 4061 bytes is too long: at most 4060 (the guest takes 4095; pvmm appends 35 bytes of device entries)\n", "\(e)")
-        (s, e) = try runPVMMToEnd(["--cmdline", String(repeating: "a", count: 5000), "--console", "serial"])
+        (s, e) = try runGuest(["--cmdline", String(repeating: "a", count: 5000), "--console", "serial"])
         #expect(s == 2 && e == "pvmm: --cmdline: 5000 bytes is too long: at most 4095\n", "\(e)")
     }
 }

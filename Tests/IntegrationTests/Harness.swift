@@ -201,10 +201,10 @@ func bootPVMM(_ extra: [String] = [], kernel: String? = Paths.guest) throws -> C
     try Child([Paths.pvmm, "run"] + (kernel.map { ["--kernel", $0] } ?? []) + extra)
 }
 
-/// `pvmm run --kernel <guest> ARGS` with no input, to its end: status and stderr (for the
-/// flag checks that must fail before a VM starts, or end it at once).
+/// `pvmm run ARGS` with no input, to its end: status and stderr (for the flag checks
+/// that must fail before a VM starts, or end it at once).
 func runPVMMToEnd(_ args: [String]) throws -> (Int32, String) {
-    let c = try Child([Paths.pvmm, "run", "--kernel", Paths.guest] + args)
+    let c = try Child([Paths.pvmm, "run"] + args)
     c.closeInput()
     let status = try c.wait()
     return (status, c.errorText)

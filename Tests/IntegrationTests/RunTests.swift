@@ -109,12 +109,7 @@ import Testing
 
 /// Bad input: a clear message naming the flag or file, exit status 2, no VM started.
 @Suite struct PVMMUsageErrorTests {
-    func run(_ args: [String]) throws -> (Int32, String) {
-        let c = try Child([Paths.pvmm, "run"] + args)
-        c.closeInput()
-        let status = try c.wait()
-        return (status, c.errorText)
-    }
+    func run(_ args: [String]) throws -> (Int32, String) { try runPVMMToEnd(args) }
 
     @Test func missingKernel() throws {
         let (s, e) = try run(["--kernel", "/nonexistent/kernel.elf"])

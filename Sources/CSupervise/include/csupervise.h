@@ -1,6 +1,6 @@
 // Process-supervision syscalls Swift cannot call directly (syscall(2) is variadic) or
 // whose headers would clash with other modules' libc types. Only fixed-width types here;
-// every function returns a value or -errno.
+// every function returns a value or -errno. (epoll is CSys's.)
 #pragma once
 #include <stdint.h>
 
@@ -10,12 +10,5 @@ int csupervise_pidfd_open(int32_t pid);
 /// waitid(P_PIDFD, fd, ..., WEXITED | WNOHANG) for a child: its wait status in the
 /// waitpid(2) encoding in *status; returns 1 when reaped, 0 when still running, -errno.
 int csupervise_reap_pidfd(int pidfd, int *status);
-/// epoll_create1(EPOLL_CLOEXEC).
-int csupervise_epoll_create(void);
-/// Adds `fd` for EPOLLIN, with `fd` as the event's data.
-int csupervise_epoll_add(int ep, int fd);
-int csupervise_epoll_del(int ep, int fd);
-/// Blocks until some fds are readable; writes up to `max` of them to `fds`.
-int csupervise_epoll_wait(int ep, int *fds, int max);
 /// pipe2(fds, O_CLOEXEC).
 int csupervise_pipe_cloexec(int fds[2]);
