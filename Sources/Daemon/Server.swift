@@ -80,6 +80,13 @@ public func runDaemon(_ options: DaemonOptions) async throws {
     let logger = Logger(label: "pvmm")
     // Everything the daemon creates is its user's only: state files 0600, dirs 0700.
     umask(0o077)
+    // Each running VM holds two of the daemon's fds (its event stream and its pidfd), each
+    // client one: the soft limit (often 1024) would stop it near 500 VMs.
+    var limit = rlimit()
+    if getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0, limit.rlim_cur < limit.rlim_max {
+        limit.rlim_cur = limit.rlim_max
+        _ = setrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit)
+    }
     let fm = FileManager.default
     let socketDir = (options.socket as NSString).deletingLastPathComponent
     for dir in [socketDir, options.stateDir] where !dir.isEmpty {
