@@ -37,19 +37,14 @@ final class VCPUContext: @unchecked Sendable {
             switch exit {
             case .ioOut(let a):
                 stats.pio.add()
-                for i in 0..<a.count {
-                    let one = UnsafeRawBufferPointer(rebasing: a.data[(i * a.size)..<((i + 1) * a.size)])
-                    switch bus.write(port: a.port, from: one) {
-                    case .none: continue
-                    case .powerOff(let status): return .poweredOff(status: status)
-                    case .reset: return .reset
-                    }
+                switch bus.write(port: a.port, size: a.size, count: a.count, from: UnsafeRawBufferPointer(a.data)) {
+                case .none: break
+                case .powerOff(let status): return .poweredOff(status: status)
+                case .reset: return .reset
                 }
             case .ioIn(let a):
                 stats.pio.add()
-                for i in 0..<a.count {
-                    bus.read(port: a.port, into: UnsafeMutableRawBufferPointer(rebasing: a.data[(i * a.size)..<((i + 1) * a.size)]))
-                }
+                bus.read(port: a.port, size: a.size, count: a.count, into: a.data)
             case .mmioRead(let a):
                 stats.mmio.add()
                 mmio.read(address: a.address, into: a.data)
