@@ -29,7 +29,8 @@ fuzz_build() {
         maps="$maps -Xcc -fmodule-map-file=$m"
     done
     # shellcheck disable=SC2086
-    swiftc -sanitize=fuzzer,address -O -parse-as-library -swift-version 6 -module-name "$module" \
+    # FUZZ_OPT=-Onone keeps precondition messages (at -O a failed precondition only traps).
+    swiftc -sanitize=fuzzer,address ${FUZZ_OPT:--O} -parse-as-library -swift-version 6 -module-name "$module" \
         -I "$bin/Modules" -I "$bin" $maps "$@" $objs -o "$scratch/$output"
     mkdir -p "$scratch/artifacts"
 }
