@@ -17,6 +17,9 @@ let package = Package(
     targets: [
         // Thin ioctl wrappers: a value or -errno, no logic.
         .target(name: "CKVM"),
+        // liburing (Debian's liburing-dev) for the block backend's parallel host I/O: a
+        // value or -errno per wrapper, as CKVM. Static in pvmm-vmm (liburing.a).
+        .target(name: "CURing", linkerSettings: [.linkedLibrary("uring")]),
         // Constants shared with the guest kernel (compiled into guests/pvos too).
         .target(name: "PVMMABI"),
         // The VM definition and its one JSON codec: no dependencies, no Foundation, so the
@@ -27,7 +30,7 @@ let package = Package(
         .target(name: "Boot", dependencies: ["GuestMemory", "PVMMABI"]),
         // The virtio spec as pure code: split queues, chains, MMIO registers. No threads, no KVM.
         .target(name: "Virtio", dependencies: ["GuestMemory"]),
-        .target(name: "Devices", dependencies: ["GuestMemory", "PVMMABI", "Virtio"]),
+        .target(name: "Devices", dependencies: ["CURing", "GuestMemory", "PVMMABI", "Virtio"]),
         .target(name: "VMM", dependencies: ["VMDefinition", "KVM", "GuestMemory", "Boot", "Devices", "PVMMABI", "Virtio"]),
         // The user-facing CLI. `pvmm run` validates its flags, then execs pvmm-vmm.
         .executableTarget(

@@ -28,10 +28,14 @@ fuzz_build() {
              $(find "$scratch/checkouts" -path '*/include/module.modulemap' 2>/dev/null); do
         maps="$maps -Xcc -fmodule-map-file=$m"
     done
+    # System libraries the C shims link (Package.swift's linkedLibrary), by shim.
+    libs=""
+    [ -d "$bin/CURing.build" ] && libs="$libs -luring"
+    [ -d "$bin/CSeccomp.build" ] && libs="$libs -lseccomp"
     # shellcheck disable=SC2086
     # FUZZ_OPT=-Onone keeps precondition messages (at -O a failed precondition only traps).
     swiftc -sanitize=fuzzer,address ${FUZZ_OPT:--O} -parse-as-library -swift-version 6 -module-name "$module" \
-        -I "$bin/Modules" -I "$bin" $maps "$@" $objs -o "$scratch/$output"
+        -I "$bin/Modules" -I "$bin" $maps "$@" $objs $libs -o "$scratch/$output"
     mkdir -p "$scratch/artifacts"
 }
 

@@ -13,8 +13,10 @@
 // INDIRECT_DESC, 1 EVENT_IDX, 2 DISCARD, 3 WRITE_ZEROES, 4 FLUSH); byte 2 bit 0 a
 // read-only disk, bit 1 the path: 0 drives chains one by one through
 // VirtioBlockBackend.handle (exact memory check, content model), 1 goes through the
-// backend's own request loop (activate, two notifications, reset); bit 2 every host I/O
-// fails; bits 3-7 pick config-space reads. The rest is copied to guest address
+// backend's own request loop (activate, two notifications, reset), with bit 2 set on the
+// parallel (io_uring) backend: the notifications, then a service call per completion
+// signal, then a reset that must leave nothing in flight; bit 3 every host I/O fails;
+// bits 4-7 pick config-space reads. The rest is copied to guest address
 // 0x1000: the descriptor table (16 * size bytes), the available ring, then free bytes
 // for headers, data and indirect tables. The used ring is at 0x7000.
 #if canImport(Glibc)
@@ -65,6 +67,13 @@ let rwBackend = VirtioBlockBackend(disk: makeImage("rw", readOnly: false), id: "
 let failingFD = open("/", O_RDONLY | O_DIRECTORY)
 let roBackend = VirtioBlockBackend(disk: makeImage("ro", readOnly: true), id: nil)
 
+// eventfd(2) is not in Swift's Glibc module. The parallel backends signal it per completion.
+@_silgen_name("eventfd")
+func sys_eventfd(_ initial: UInt32, _ flags: Int32) -> Int32
+let completions = sys_eventfd(0, 0o4000 | 0o2000000)  // EFD_NONBLOCK | EFD_CLOEXEC
+let rwParallel = VirtioBlockBackend(disk: makeImage("rwp", readOnly: false), id: "fuzz", completions: completions)
+let roParallel = VirtioBlockBackend(disk: makeImage("rop", readOnly: true), id: nil, completions: completions)
+
 @_cdecl("LLVMFuzzerTestOneInput")
 public func fuzzBlockRequests(_ data: UnsafePointer<UInt8>?, _ size: Int) -> Int32 {
     let input = UnsafeRawBufferPointer(start: data, count: data == nil ? 0 : size)
@@ -76,9 +85,10 @@ public func fuzzBlockRequests(_ data: UnsafePointer<UInt8>?, _ size: Int) -> Int
     for (bit, f) in bits where input[1] & bit != 0 { features.insert(f) }
     let readOnly = input[2] & 1 != 0
     let throughBackend = input[2] & 2 != 0
-    let failIO = input[2] & 4 != 0
-    let backend = readOnly ? roBackend : rwBackend
-    checkConfig(backend, selector: input[2] >> 3, features: features)
+    let parallel = throughBackend && input[2] & 4 != 0
+    let failIO = input[2] & 8 != 0
+    let backend = parallel ? (readOnly ? roParallel : rwParallel) : (readOnly ? roBackend : rwBackend)
+    checkConfig(backend, selector: input[2] >> 4, features: features)
     var model = imagePattern
     let savedFD = failIO ? dup(backend.disk.fd) : -1
     if failIO { precondition(dup2(failingFD, backend.disk.fd) == backend.disk.fd) }
@@ -107,7 +117,17 @@ public func fuzzBlockRequests(_ data: UnsafePointer<UInt8>?, _ size: Int) -> Int
         // A failed device touches nothing more until reset.
         if first.failure != nil { precondition(second.requests == 0 && second.failure == nil) }
         precondition(first.epoch == backend.epoch && second.epoch == backend.epoch)
+        if parallel {
+            // What the device thread does when the ring signals: serve again (bounded).
+            var v: UInt64 = 0
+            for _ in 0..<64 where backend.requestsInFlight > 0 {
+                var p = pollfd(fd: completions, events: Int16(POLLIN), revents: 0)
+                _ = poll(&p, 1, 10)
+                if read(completions, &v, 8) == 8 { _ = backend.serviceRequested() }
+            }
+        }
         backend.reset()
+        precondition(backend.requestsInFlight == 0, "I/O in flight after reset")
     } else {
         var writable: [Buffer] = []
         for _ in 0..<(4 * Int(queueSize) + 4) {

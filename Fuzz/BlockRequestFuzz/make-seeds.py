@@ -65,6 +65,11 @@ seeds["indirect"] = seed([[(FREE + 16, len(tbl), INDIRECT)]], header(T_IN, 1) + 
 c1, e1 = request(T_IN, 0, inlen=512)
 c2 = [(FREE, 16, 0), (0x5000, 512, WRITE), (0x5400, 1, WRITE)]
 seeds["batch"] = seed([c1, c2], e1, mode=2)
+# The same on the parallel (io_uring) backend, and a write + flush batch there.
+seeds["batch-parallel"] = seed([c1, c2], e1, mode=6)
+c3 = [(FREE, 16, 0), (FREE + 16, 512, 0), (0x5400, 1, WRITE)]
+seeds["write-flush-parallel"] = seed([c3, [(FREE + 528, 16, 0), (0x5800, 1, WRITE)]],
+                                     header(T_OUT, 2) + b"\x77" * 512 + header(T_FLUSH), mode=6)
 
 d = os.path.join(os.path.dirname(os.path.abspath(__file__)), "seeds")
 os.makedirs(d, exist_ok=True)

@@ -97,9 +97,11 @@ final class BackendState: Sendable {
         }
     }
 
-    /// Drops the queues. Waits for an in-flight batch (it holds the lock).
-    func reset() {
+    /// Drops the queues. Waits for an in-flight batch (it holds the lock); `quiesce` runs
+    /// under the lock first (the block backend waits for host I/O in flight there).
+    func reset(_ quiesce: () -> Void = {}) {
         state.withLock { s in
+            quiesce()
             s = BackendQueues()
             epochValue.wrappingAdd(1, ordering: .releasing)
         }

@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import GuestMemory
 import Virtio
 
@@ -95,6 +98,17 @@ public struct VirtioBlockModel: VirtioBackedModel, Sendable {
     public mutating func reset() { backend.reset() }
 }
 
+/// One request after `parse`: the header's fields, the data buffers on each side, and
+/// the guest address of its status byte.
+struct BlockRequest {
+    let head: UInt16
+    let type: UInt32
+    let sector: UInt64
+    let input: [Buffer]
+    let output: [Buffer]
+    let status: UInt64
+}
+
 /// Serves the request queue of a virtio-blk device against a raw image (§5.2.6).
 ///
 /// Rules enforced per request (every one checked before any I/O):
@@ -113,20 +127,37 @@ public final class VirtioBlockBackend: VirtioBackend {
     /// GET_ID answer: the configured id, NUL padded to 20 bytes.
     let id: [UInt8]
     let core = BackendState()
+    /// Parallel host I/O (VirtioBlockAsync.swift); nil: every request runs synchronously
+    /// on the device thread. Touched only under `core`'s lock.
+    let ring: BlockRing?
 
-    public init(disk: DiskImage, id: String?) {
+    /// With `completions` (the device thread's service eventfd), reads, writes and
+    /// flushes go through an io_uring and complete when the kernel signals that fd;
+    /// without it, or when io_uring is unavailable, or with PVMM_BLK_SYNC=1 in the
+    /// environment (benchmarks compare both), they run synchronously.
+    public init(disk: DiskImage, id: String?, completions: Int32? = nil) {
         self.disk = disk
         var bytes = Array((id ?? "").utf8.prefix(VirtioBlk.idLength))
         bytes += [UInt8](repeating: 0, count: VirtioBlk.idLength - bytes.count)
         self.id = bytes
+        ring = completions.flatMap { getenv("PVMM_BLK_SYNC") == nil ? BlockRing(slots: Int(VirtioBlk.queueSize), eventFD: $0) : nil }
     }
 
     public var epoch: UInt64 { core.epoch }
 
+    /// Whether requests go through the io_uring (diagnostics, tests).
+    public var parallelIO: Bool { ring != nil }
+    /// Requests handed to the io_uring so far (the rest completed at once).
+    public var requestsQueued: UInt64 { core.state.withLock { _ in ring?.queuedTotal ?? 0 } }
+    /// Requests submitted to the host and not completed yet.
+    public var requestsInFlight: Int { core.state.withLock { _ in ring?.inFlight ?? 0 } }
+
     /// DRIVER_OK: serve `queues[0]` with `features` (called by the model, under the
     /// transport lock).
     public func activate(queues: [SplitQueue?], features: VirtioFeatures) { core.activate(queues, features: features) }
-    public func reset() { core.reset() }
+    /// Waits for requests in flight (their data lands in guest memory) before the
+    /// queues are dropped: after a reset the device must not touch them (§2.4).
+    public func reset() { core.reset { ring?.drain() } }
     public func halt() { core.halt() }
 
     public func queueNotified(_ queue: Int) -> BackendOutcome { process() }
@@ -135,7 +166,8 @@ public final class VirtioBlockBackend: VirtioBackend {
     func process() -> BackendOutcome {
         core.batch { s in
             s.serve(0) { q, features in
-                q.serve { (chain) throws(DeviceFault) -> UInt32 in try self.handle(chain, features: features) }
+                if let ring { return self.serveParallel(&q, features: features, ring: ring) }
+                return q.serve { (chain) throws(DeviceFault) -> UInt32 in try self.handle(chain, features: features) }
             }
         }
     }
@@ -146,6 +178,15 @@ public final class VirtioBlockBackend: VirtioBackend {
     /// Throws when the chain is malformed (the device must then fail). Public for the
     /// fuzz target, which drives chains one by one.
     public func handle(_ chain: DescriptorChain, features: VirtioFeatures) throws(DeviceFault) -> UInt32 {
+        let r = try parse(chain)
+        let (status, written) = execute(type: r.type, sector: r.sector, input: r.input, output: r.output,
+                                        memory: chain.memory, features: features)
+        return try finish(r, status: status, written: written, memory: chain.memory)
+    }
+
+    /// The checks every request gets before anything else: a status byte and a whole
+    /// header, then the header's fields.
+    func parse(_ chain: DescriptorChain) throws(DeviceFault) -> BlockRequest {
         guard let statusBuffer = chain.writable.last else {
             throw .malformed("request \(chain.head): no device-writable byte for the status")
         }
@@ -156,15 +197,17 @@ public final class VirtioBlockBackend: VirtioBackend {
         let type: UInt32 = try vq { () throws(VirtqueueError) in try reader.read() }
         _ = try vq { () throws(VirtqueueError) in try reader.read(UInt32.self) }  // reserved (ioprio)
         let sector: UInt64 = try vq { () throws(VirtqueueError) in try reader.read() }
-
         // The status is the chain's last writable byte; everything before it is data.
-        let input = Self.dropping(VirtioBlk.headerSize, from: chain.readable)
-        let output = Self.dropLast(1, from: chain.writable)
-        let memory = chain.memory
-        let (status, written) = execute(type: type, sector: sector, input: input, output: output,
-                                        memory: memory, features: features)
+        return BlockRequest(head: chain.head, type: type, sector: sector,
+                            input: Self.dropping(VirtioBlk.headerSize, from: chain.readable),
+                            output: Self.dropLast(1, from: chain.writable),
+                            status: statusBuffer.addr + UInt64(statusBuffer.len) - 1)
+    }
+
+    /// Writes the status byte; returns used.len (data bytes written + the status).
+    func finish(_ r: BlockRequest, status: UInt8, written: Int, memory: GuestMemory) throws(DeviceFault) -> UInt32 {
         do {
-            try memory.write(status, at: statusBuffer.addr + UInt64(statusBuffer.len) - 1)
+            try memory.write(status, at: r.status)
         } catch {
             throw .queue(.memory(error))
         }

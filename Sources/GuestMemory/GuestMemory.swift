@@ -107,6 +107,14 @@ public final class GuestMemory: @unchecked Sendable {
         return try body(UnsafeMutableRawBufferPointer(start: base + off, count: length))
     }
 
+    /// The host address of [address, address+length), for an iovec that readv/writev fill
+    /// or drain straight from guest memory. Checked like every access; valid only while
+    /// this GuestMemory lives (the device holding the iovec holds the memory too).
+    @inline(__always)
+    public func hostPointer(at address: UInt64, length: UInt64) throws(GuestMemoryError) -> UnsafeMutableRawPointer {
+        base + (try offset(of: address, length: length))
+    }
+
     // MARK: Scalars (little-endian, unaligned allowed)
 
     @inline(__always)

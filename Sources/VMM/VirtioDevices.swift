@@ -157,7 +157,8 @@ extension VM {
                                          model: VirtioConsoleModel(backend: backend), service: service, memory: memory, vm: vm))
             case .disk(let i):
                 let name = "blk\(i)"
-                let backend = VirtioBlockBackend(disk: disks[i], id: config.disks[i].id)
+                // io_uring completions wake the device thread through its service eventfd.
+                let backend = VirtioBlockBackend(disk: disks[i], id: config.disks[i].id, completions: service.fd)
                 runners.append(try .make(slot: s.slot, thread: "pvmm-\(name)", logName: "virtio-blk \(config.disks[i].id ?? name)",
                                          statsName: name, model: VirtioBlockModel(backend: backend), service: service,
                                          memory: memory, vm: vm))

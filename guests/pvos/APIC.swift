@@ -19,12 +19,9 @@ enum APIC {
     static let msrLVT1: UInt32 = 0x836, msrLVTError: UInt32 = 0x837
     static let msrInitialCount: UInt32 = 0x838, msrCurrentCount: UInt32 = 0x839, msrDivide: UInt32 = 0x83E
     static let masked: UInt64 = 1 << 16
-    static let periodic: UInt64 = 1 << 17
-    static let hz: UInt64 = 100
 
     static var on = false                 // the BSP's x2APIC works: interrupt-driven mode
     static var bspID: UInt32 = 0
-    static var timerCount: UInt32 = 0     // initial count for one tick (divide by 16)
     static var busKHz: UInt64 = 0         // measured timer input clock / 16
 
     /// x2APIC mode, software-enabled, LINT0/LINT1/error masked (KVM leaves the BSP's
@@ -47,7 +44,8 @@ enum APIC {
         return UInt32(truncatingIfNeeded: v)
     }
 
-    /// Measures the timer's count rate against the TSC over ~200 us. Each sample brackets
+    /// Measures the timer's count rate against the TSC over ~200 us (for one-shot count
+    /// mode; TSC-deadline mode needs none). Each sample brackets
     /// the (trapping) MSR read with two TSC reads and uses their midpoint.
     static func calibrate() -> Bool {
         _ = wrmsrSafe(msrDivide, 0x3)                    // divide by 16
@@ -60,10 +58,8 @@ enum APIC {
         let counts = UInt64(c0 &- c1), cycles = t1 &- t0
         guard c0 > c1, cycles > 0 else { return false }
         busKHz = counts * Platform.tscKHz / cycles
-        let perTick = busKHz * 1000 / hz
-        guard perTick >= 100, perTick <= 0xFFFF_FFFF else { return false }
-        timerCount = UInt32(perTick)
-        return true
+        // At least 100 kHz (10 us resolution), and a count per ms that fits in 32 bits.
+        return busKHz >= 100 && busKHz <= 0xFFFF_FFFF
     }
 
     private static func sample() -> (UInt64, UInt32) {
@@ -72,14 +68,6 @@ enum APIC {
         _ = rdmsrSafe(msrCurrentCount, &count)
         let b = rdtsc()
         return (a &+ (b &- a) / 2, UInt32(truncatingIfNeeded: count))
-    }
-
-    /// Periodic timer at `hz` on this CPU.
-    static func startTimer() {
-        guard timerCount != 0 else { return }
-        _ = wrmsrSafe(msrDivide, 0x3)
-        _ = wrmsrSafe(msrLVTTimer, periodic | UInt64(Vector.timer))
-        _ = wrmsrSafe(msrInitialCount, UInt64(timerCount))
     }
 
     /// ICR: fixed = 0, INIT = 5, start-up = 6 (delivery mode << 8); level "assert".

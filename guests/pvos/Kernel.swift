@@ -97,18 +97,19 @@ enum Kernel {
         return false
     }
 
-    /// MADT -> x2APIC -> IOAPIC (COM1's IRQ 4) -> timer -> kvmclock -> APs. Without a
+    /// MADT -> x2APIC -> IOAPIC (COM1's IRQ 4) -> one-shot timer -> kvmclock -> APs. Without a
     /// MADT or a working x2APIC the console stays polled, as on a machine without an
     /// interrupt controller (pvmm before it had one).
     static func initializeInterrupts() {
         ACPI.parseMADT()
-        if ACPI.present && APIC.enableLocal() && APIC.calibrate() {
+        // TSC-deadline mode needs no calibration (0.2 ms of boot); count mode does.
+        if ACPI.present && APIC.enableLocal() && (Timer.detectTSCDeadline() || APIC.calibrate()) {
             APIC.bspID = APIC.id()
             SMP.bsp.setField(CPU.apic, UInt64(APIC.bspID))
             APIC.on = true
             write64(apicOnAddress(), 1)
             if IOAPIC.initialize() && IOAPIC.routeISA(4, to: APIC.bspID) { Console.enableInterrupts() }
-            APIC.startTimer()
+            Timer.initializeCPU(SMP.bsp)
         }
         Clock.initialize()
         if APIC.on {

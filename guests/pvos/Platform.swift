@@ -12,6 +12,7 @@
 @_extern(c, "pvos_virtio_lazy_ack_addr") func virtioLazyAckAddress() -> UInt64
 @_extern(c, "pvos_read_cr2") func readCR2() -> UInt64
 @_extern(c, "pvos_hlt") func hlt()
+@_extern(c, "pvos_vif_halt") func vifHalt(_ vif: UInt64)
 @_extern(c, "pvos_pause") func cpuPause()
 @_extern(c, "pvos_cli") func cli()
 @_extern(c, "pvos_sti") func sti()
@@ -141,13 +142,14 @@ enum Platform {
         return cr2InVIF && v != 0 ? read64(v + UInt64(PVM.vifCR2)) : readCR2()
     }
 
-    /// Sleeps on `cpu` (the running one) until an interrupt unless `ready()`. With an
-    /// x2APIC the timer bounds every sleep to one tick. On PVM the check runs with VIF.if
-    /// clear, so an IRQ during it pends and ends the wait; one landing between the final
-    /// pending check and `hlt` is delivered at once and that `hlt` lasts one tick at most.
+    /// Sleeps on `cpu` (the running one) until an interrupt unless `ready()`. The timer
+    /// is tickless: only an interrupt or a deadline someone armed (`Timer.wake`, or
+    /// `until`, a TSC value, 0 = none) ends the sleep. On PVM the check runs with VIF.if
+    /// clear, so an IRQ during it pends and ends the wait; `pvos_vif_halt` sets VIF.if
+    /// and halts, and an IRQ between the two makes irq_entry skip the hlt (no window).
     /// Elsewhere `sti; hlt` has no window. Without an interrupt controller: pvmm turns
     /// HLT into a short sleep that input ends; anywhere else only busy polling works.
-    static func idle(_ cpu: CPU, _ ready: () -> Bool) {
+    static func idle(_ cpu: CPU, until deadline: UInt64 = 0, _ ready: () -> Bool) {
         guard APIC.on else {
             if underPVMM { hlt() } else { cpuPause() }
             return
@@ -156,12 +158,18 @@ enum Platform {
         if v != 0 {
             write8(v + UInt64(PVM.vifIF), 0)
             let skip = ready()
-            write8(v + UInt64(PVM.vifIF), 1)
-            if vifPending(v) { outb(LegacyPorts.postCode, 0); return }
-            if !skip { hlt() }
+            if !skip { Timer.wake(cpu, at: deadline) }
+            if skip {
+                write8(v + UInt64(PVM.vifIF), 1)
+                if vifPending(v) { outb(LegacyPorts.postCode, 0) }
+            } else {
+                vifHalt(v)
+            }
         } else {
             cli()
-            if ready() { sti() } else { stiHlt() }
+            if ready() { sti(); return }
+            Timer.wake(cpu, at: deadline)
+            stiHlt()
         }
     }
 

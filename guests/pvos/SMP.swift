@@ -21,7 +21,7 @@ struct CPU {
 
     static let selfPointer: UInt64 = 0x00, index: UInt64 = 0x08, apic: UInt64 = 0x10
     static let ticks: UInt64 = 0x18, irqs: UInt64 = 0x20, online: UInt64 = 0x28
-    static let stack: UInt64 = 0x30, vif: UInt64 = 0x40
+    static let stack: UInt64 = 0x30, deadline: UInt64 = 0x38, vif: UInt64 = 0x40
     static let low: UInt64 = 0x48, high: UInt64 = 0x50
     static let request: UInt64 = 0x60, done: UInt64 = 0x68, command: UInt64 = 0x70
     static let argument: UInt64 = 0x78, result: UInt64 = 0x80, clock: UInt64 = 0xC0
@@ -52,6 +52,7 @@ enum SMP {
     static let maxCPUs = 64
     static let blockPages: UInt64 = 30     // CPU page, VIF page, 5 x 16 KiB IST, 32 KiB stack
     static let commandBench: UInt64 = 1
+    static let commandSleep: UInt64 = 2
     static var trampoline: UInt64 = 0
 
     static var count: Int { Int(read64(cpuTableAddress() + UInt64(8 * maxCPUs))) }
@@ -167,6 +168,8 @@ enum SMP {
             let t0 = rdtsc()
             _ = benchLoop(cpu.field(CPU.argument))
             cpu.setField(CPU.result, rdtsc() &- t0)
+        case commandSleep:
+            Timer.performSleep(cpu, ms: cpu.field(CPU.argument))
         default:
             break
         }
@@ -179,7 +182,7 @@ public func pvosAPMain(_ base: UInt64) -> Never {
     let cpu = CPU(base: base)
     Platform.registerVIF(cpu)
     _ = APIC.enableLocal()
-    APIC.startTimer()
+    Timer.initializeCPU(cpu)
     if Clock.kvmclock { Clock.register(cpu) }
     cpu.setField(CPU.online, 1)
     Platform.enableInterrupts(cpu)

@@ -12,7 +12,7 @@ enum Shell {
 
     static func execute(_ command: [UInt8], _ args: ArraySlice<[UInt8]>) {
         if matches(command, "help") {
-            Console.write("commands: help echo info cpus bench uptime blk virtio poweroff panic\n")
+            Console.write("commands: help echo info cpus bench uptime sleep blk virtio poweroff panic\n")
         } else if matches(command, "echo") {
             var first = true
             for a in args {
@@ -33,13 +33,15 @@ enum Shell {
             if let what = args.first, matches(what, "cpu") { benchCPU() }
             else if let what = args.first, matches(what, "irq") { IRQBench.run(args.dropFirst()) }
             else { Console.write("usage: bench cpu | bench irq [N]\n") }
+        } else if matches(command, "sleep") {
+            Timer.sleepCommand(args)
         } else if matches(command, "blk") {
             blk(args)
         } else if matches(command, "virtio") {
             if let what = args.first, matches(what, "evil") { VirtioEvil.run() } else { Console.write("usage: virtio evil\n") }
         } else if matches(command, "poweroff") {
             // Polled: transmit completions raise no interrupt, so an idle wait would
-            // last until the next timer tick (10 ms) before the VM could end.
+            // last until the drain's timeout (the kernel is tickless).
             VirtioConsole.drainPolled()
             Platform.powerOff(ExitStatus.ok)
         } else if matches(command, "panic") {
@@ -67,9 +69,8 @@ enum Shell {
         Console.write(Clock.name)
         Console.write("\ninterrupts: ")
         if APIC.on {
-            Console.write("x2apic timer ")
-            Console.writeDecimal(APIC.hz)
-            Console.write(" Hz")
+            Console.write("x2apic timer tickless ")
+            Console.write(Timer.modeName)
             if Console.interrupts { Console.write(", ioapic com1") }
         } else {
             Console.write("none (polled)")
@@ -95,7 +96,7 @@ enum Shell {
         }
     }
 
-    /// One line per CPU: `cpu N: apic A ticks T online`.
+    /// One line per CPU: `cpu N: apic A ticks T irqs I online` (ticks: timer interrupts).
     static func cpus() {
         for i in 0..<SMP.count {
             let c = SMP.cpu(i)

@@ -334,13 +334,14 @@ enum Virtio {
         }
     }
 
-    /// Sleeps (or, without interrupts, pauses) until `ready()` or `timeoutMs` elapse.
+    /// Sleeps (or, without interrupts, pauses) until `ready()` or `timeoutMs` elapse (the
+    /// timer is armed for the timeout: the kernel is tickless).
     /// Returns whether `ready()` held.
     static func wait(timeoutMs: UInt64, _ ready: () -> Bool) -> Bool {
         let t0 = rdtsc()
         while !ready() {
             if rdtsc() &- t0 > timeoutMs * Platform.tscKHz { return false }
-            Platform.idle(SMP.bsp, ready)
+            Platform.idle(SMP.bsp, until: t0 &+ timeoutMs * Platform.tscKHz, ready)
         }
         return true
     }

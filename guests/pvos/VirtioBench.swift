@@ -24,6 +24,9 @@ enum BlockBench {
         var free: [Int] = []
         for i in 0..<Int(depth) { free.append(i) }
         var slotOf = [Int](repeating: 0, count: q.size)
+        // Per-request latency, submit to collect, in 1 us buckets (the last: >= 10 ms).
+        var submitted = [UInt64](repeating: 0, count: q.size)
+        var histogram = [UInt32](repeating: 0, count: latencyBuckets)
         var inFlight = 0
         var completed: UInt64 = 0, errors: UInt64 = 0
         let type = write ? BlockType.write : BlockType.read
@@ -47,12 +50,15 @@ enum BlockBench {
                     guard let head = disk.submit(type, block * sectors, buffers + UInt64(slot) * stride, UInt32(bs)) else { break }
                     free.removeLast()
                     slotOf[head] = slot
+                    submitted[head] = rdtsc()
                     inFlight += 1
                 }
                 q.kick()
             }
+            let now = rdtsc()
             let n = q.collect { head, length in
                 if disk.status(head) != 0 || length > UInt32(bs) + 1 { errors += 1 }
+                histogram[min(Int((now &- submitted[head]) * 1000 / Platform.tscKHz), latencyBuckets - 1)] += 1
                 free.append(slotOf[head])
                 inFlight -= 1
                 completed += 1
@@ -87,6 +93,23 @@ enum BlockBench {
         Console.writeDecimal(errors)
         Console.write(" errors, ")
         Console.writeMilli(ns / 1_000_000)
-        Console.write(" s)\n")
+        Console.write(" s) latency p50 ")
+        Console.writeDecimal(percentile(histogram, completed, 50))
+        Console.write(" us p99 ")
+        Console.writeDecimal(percentile(histogram, completed, 99))
+        Console.write(" us\n")
+    }
+
+    static let latencyBuckets = 10_000
+
+    /// The bucket (us) holding the `p`th percentile of `total` samples.
+    static func percentile(_ histogram: [UInt32], _ total: UInt64, _ p: UInt64) -> UInt64 {
+        let rank = (total * p + 99) / 100
+        var seen: UInt64 = 0
+        for (us, n) in histogram.enumerated() {
+            seen += UInt64(n)
+            if seen >= rank && seen > 0 { return UInt64(us) }
+        }
+        return 0
     }
 }

@@ -71,7 +71,10 @@ final class BlockDevice {
                 if device.broken { return false }
             }
             if now &- t0 > timeoutMs * Platform.tscKHz { return false }
-            Platform.idle(SMP.bsp) { q.pending || device.interruptPending }
+            // Tickless: wake for the timeout, or every 10 ms to poll a device without
+            // an interrupt line.
+            let wake = device.interrupts ? t0 &+ timeoutMs * Platform.tscKHz : now &+ 10 * Platform.tscKHz
+            Platform.idle(SMP.bsp, until: wake) { q.pending || device.interruptPending }
         }
         return true
     }

@@ -74,7 +74,7 @@ enum VirtioEvil {
         var s = d.status
         while s & VirtioStatus.needsReset == 0 && rdtsc() &- t0 < Platform.tscKHz * 1000 {
             if d.interrupts {
-                Platform.idle(SMP.bsp) { d.interruptPending }
+                Platform.idle(SMP.bsp, until: t0 &+ Platform.tscKHz * 1000) { d.interruptPending }
                 _ = d.takeInterrupts()
             } else {
                 SMP.delay(1000)

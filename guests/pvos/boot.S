@@ -221,7 +221,14 @@ irq_entry:
 	push %rax
 	push %rcx
 	push %rdx
-	mov 80(%rsp), %rcx
+	lea pvos_idle_window(%rip), %rax   /* interrupted between VIF.if = 1 and hlt: */
+	cmp %rax, 40(%rsp)                 /* resume after the hlt (pvos_vif_halt) */
+	jb 7f
+	lea pvos_idle_done(%rip), %rax
+	cmp %rax, 40(%rsp)
+	jae 7f
+	mov %rax, 40(%rsp)
+7:	mov 80(%rsp), %rcx
 	mov 24(%rsp), %eax
 	cmp $VEC_SPURIOUS, %eax
 	je 3f                          /* spurious: no EOI */
@@ -230,6 +237,7 @@ irq_entry:
 	cmp $VEC_TIMER, %eax
 	jne 1f
 	incq CPU_TICKS(%rcx)
+	movq $0, CPU_DEADLINE(%rcx)    /* one-shot: nothing armed any more */
 	jmp 2f
 1:	incq CPU_IRQS(%rcx)
 	cmp pvos_irq_probe_vector(%rip), %rax  /* pvmm's latency probe: stamp the TSC */

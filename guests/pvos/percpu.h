@@ -7,6 +7,7 @@
 #define CPU_IRQS     0x20    /* other interrupts */
 #define CPU_ONLINE   0x28
 #define CPU_STACK    0x30    /* kernel stack top */
+#define CPU_DEADLINE 0x38    /* TSC the one-shot timer is armed for; 0: none (irq_entry clears it) */
 #define CPU_VIF      0x40    /* VIF page address; 0: cli/sti */
 #define CPU_LOW      0x48    /* [low, high): all this CPU's stacks, to find it by RSP */
 #define CPU_HIGH     0x50

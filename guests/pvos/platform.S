@@ -89,6 +89,24 @@ FUNC pvos_hlt
 	hlt
 	ret
 
+/* PVM idle: set VIF.if (rdi = VIF page), then halt unless an interrupt is pending
+ * (`out 0x80` delivers it). An interrupt that lands after VIF.if is set but before the
+ * hlt executes would return into the hlt and sleep until the next interrupt, which a
+ * tickless kernel may never get: irq_entry moves a saved RIP in
+ * [pvos_idle_window, pvos_idle_done) to pvos_idle_done, so that hlt is skipped. */
+FUNC pvos_vif_halt
+	movb $1, (%rdi)                /* VIF.if (PVM.vifIF = 0) */
+	.globl pvos_idle_window
+pvos_idle_window:
+	cmpb $0, 1(%rdi)               /* VIF.pending (PVM.vifPending = 1) */
+	jne 1f
+	hlt
+	.globl pvos_idle_done
+pvos_idle_done:
+	ret
+1:	outb %al, $0x80
+	ret
+
 FUNC pvos_pause
 	pause
 	ret
