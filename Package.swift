@@ -20,6 +20,11 @@ let package = Package(
         // liburing (Debian's liburing-dev) for the block backend's parallel host I/O: a
         // value or -errno per wrapper, as CKVM. Static in pvmm-vmm (liburing.a).
         .target(name: "CURing", linkerSettings: [.linkedLibrary("uring")]),
+        // libseccomp (Debian's libseccomp-dev): builds and loads the BPF filters; the
+        // policy is Sandbox/SyscallTable.swift. Static in pvmm-vmm (libseccomp.a).
+        .target(name: "CSeccomp", linkerSettings: [.linkedLibrary("seccomp")]),
+        // The VMM's sandbox: seccomp filters per thread role (and, later, the jail).
+        .target(name: "Sandbox", dependencies: ["CSeccomp"]),
         // Constants shared with the guest kernel (compiled into guests/pvos too).
         .target(name: "PVMMABI"),
         // The VM definition and its one JSON codec: no dependencies, no Foundation, so the
@@ -31,7 +36,7 @@ let package = Package(
         // The virtio spec as pure code: split queues, chains, MMIO registers. No threads, no KVM.
         .target(name: "Virtio", dependencies: ["GuestMemory"]),
         .target(name: "Devices", dependencies: ["CURing", "GuestMemory", "PVMMABI", "Virtio"]),
-        .target(name: "VMM", dependencies: ["VMDefinition", "KVM", "GuestMemory", "Boot", "Devices", "PVMMABI", "Virtio"]),
+        .target(name: "VMM", dependencies: ["VMDefinition", "KVM", "GuestMemory", "Boot", "Devices", "PVMMABI", "Virtio", "Sandbox"]),
         // The user-facing CLI. `pvmm run` validates its flags, then execs pvmm-vmm.
         .executableTarget(
             name: "pvmm",
@@ -48,7 +53,7 @@ let package = Package(
         // FoundationEssentials: ~7 MiB resident just to start).
         .executableTarget(
             name: "pvmm-vmm",
-            dependencies: ["VMM", "CKVM"],
+            dependencies: ["VMM", "CKVM", "Sandbox"],
             linkerSettings: [.unsafeFlags(["-static-executable"])]
         ),
         .plugin(name: "GitRevision", capability: .buildTool()),

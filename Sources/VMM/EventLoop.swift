@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import CKVM
+import Sandbox
 import SystemPackage
 
 /// One device thread: epoll over the device's eventfds (queue notifications from
@@ -41,7 +42,10 @@ final class EventLoop: @unchecked Sendable {
         var tid = pthread_t()
         let rc = pthread_create(&tid, nil, { arg in
             let loop = Unmanaged<EventLoop>.fromOpaque(arg!).takeRetainedValue()
-            _ = ckvm_set_thread_name(String(loop.name.prefix(15)))
+            let name = String(loop.name.prefix(15))
+            _ = ckvm_set_thread_name(name)
+            // Before the first event: queue notifications carry guest-written rings.
+            Seccomp.enterRoleOrDie(.device, label: name)
             loop.run()
             return nil
         }, box)

@@ -4,6 +4,7 @@ import Glibc
 import CKVM
 import Devices
 import KVM
+import Sandbox
 
 /// One vCPU and the plain thread that runs it.
 ///
@@ -22,8 +23,11 @@ final class VCPUContext: @unchecked Sendable {
     }
 
     func threadMain() {
-        _ = ckvm_set_thread_name("vcpu\(vcpu.id)")
+        let name = "vcpu\(vcpu.id)"
+        _ = ckvm_set_thread_name(name)
         _ = ckvm_unblock_kick_signal()
+        // Before the first KVM_RUN: every exit it returns is guest-driven.
+        Seccomp.enterRoleOrDie(.vcpu, label: name)
         let exit = loop()
         vm.finish(exit)
     }

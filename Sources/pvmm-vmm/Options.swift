@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import Sandbox
 import VMM
 
 /// How this VMM process was asked to run (flags), as opposed to what VM it runs (the
@@ -10,6 +11,8 @@ struct VMMOptions {
     /// Report definition errors with `pvmm run` flag names (`--memory`) rather than JSON
     /// field names (`memory_mib`): set by `pvmm run` when the user gave flags.
     var flagNames = false
+    /// `--seccomp kill|log|off` (default kill): the system call filters (Sandbox).
+    var seccomp = SeccompMode.kill
 
     /// A VM definition is small; anything larger is not one.
     static let maxConfigBytes = 1 << 20
@@ -40,6 +43,21 @@ struct VMMOptions {
                 let v = try value("--errors-as")
                 guard v == "flags" || v == "json" else { throw Failure(message: "--errors-as: '\(v)' is not one of: flags, json") }
                 flagNames = v == "flags"
+            case "--seccomp":
+                let v = try value("--seccomp")
+                guard let mode = SeccompMode(rawValue: v) else { throw Failure(message: "--seccomp: '\(v)' is not one of: kill, log, off") }
+                seccomp = mode
+#if DEBUG
+            // Test builds only: a thread of ROLE attempts CALL right after its filter is
+            // installed (SeccompTests check that the VMM dies of SIGSYS naming it).
+            case "--seccomp-test-violation":
+                let v = try value("--seccomp-test-violation")
+                let parts = v.split(separator: ":").map(String.init)
+                guard parts.count == 2, let role = SeccompRole(rawValue: parts[0]) else {
+                    throw Failure(message: "--seccomp-test-violation: '\(v)' is not ROLE:SYSCALL")
+                }
+                Seccomp.testViolation = (role, parts[1])
+#endif
             case let other:
                 throw Failure(message: "\(other): unknown option")
             }

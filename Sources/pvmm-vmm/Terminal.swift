@@ -1,6 +1,7 @@
 import CKVM
 import Devices
 import Synchronization
+import Sandbox
 import VMM
 #if canImport(Glibc)
 import Glibc
@@ -91,6 +92,8 @@ private final class ReaderContext: @unchecked Sendable {
 
     func run() {
         _ = ckvm_set_thread_name("console-in")
+        // Host input only, but it feeds the guest's devices: filtered like them.
+        Seccomp.enterRoleOrDie(.console, label: "console-in")
         var buf = [UInt8](repeating: 0, count: 4096)
         var pending = ByteFIFO(capacity: Self.maxPending)
         var eof = false

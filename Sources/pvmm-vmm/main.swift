@@ -2,6 +2,7 @@
 // on an inherited fd (`--config-fd N`, see VMMOptions); it runs the VM with the console on stdin/stdout and
 // exits with the VM's status. Deliberately free of ArgumentParser and Foundation.
 import Devices
+import Sandbox
 import VMM
 #if canImport(Glibc)
 import Glibc
@@ -20,6 +21,10 @@ let config = options.config
 let vm: VM
 do { vm = try VM(config: config, console: FDSink(fd: STDOUT_FILENO)) }
 catch { fail(options.flagNames ? error.flagDescription : error.description, status: error.isUsageError ? 2 : 1) }
+
+// Everything privileged is open (/dev/kvm, images, taps); no thread has started: the
+// process-wide filter now, so every thread inherits it and adds its role's own.
+do { try Seccomp.installProcessFilter(mode: options.seccomp) } catch { fail("\(error)", status: 1) }
 
 let terminal = Terminal.attach(to: vm)
 do { try vm.start() } catch {

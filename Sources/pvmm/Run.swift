@@ -1,4 +1,5 @@
 import ArgumentParser
+import Sandbox
 import VMM
 #if canImport(Glibc)
 import Glibc
@@ -53,7 +54,15 @@ struct Run: ParsableCommand {
     @Flag(name: .customLong("irq-probe"), help: "Benchmark aid: add the interrupt-latency probe device (pvos `bench irq`, Scripts/bench-cpu).")
     var irqProbe = false
 
+    @Option(name: .long, help: ArgumentHelp(
+        "System call filter of the VMM process (docs/security.md): `kill` stops the VMM with SIGSYS on a call outside its thread's allowlist and names it; `log` lets it through and the kernel logs it; `off` installs no filter.",
+        valueName: "kill|log|off"))
+    var seccomp: String = SeccompMode.kill.rawValue
+
     func run() throws {
+        guard SeccompMode(rawValue: seccomp) != nil else {
+            throw UsageError(message: "--seccomp: '\(seccomp)' is not one of: kill, log, off")
+        }
         let definition: VMConfig
         var errorsAs = "flags"
         if let config {
@@ -76,7 +85,8 @@ struct Run: ParsableCommand {
         // The VM runs in a lean process of its own (see Package.swift): replace this one,
         // handing it the definition as JSON on an inherited pipe.
         let fd = try Executables.pipe(definition.jsonBytes)
-        try Executables.exec(Executables.sibling("pvmm-vmm"), ["--config-fd", String(fd), "--errors-as", errorsAs])
+        try Executables.exec(Executables.sibling("pvmm-vmm"), ["--config-fd", String(fd), "--errors-as", errorsAs,
+                                                                     "--seccomp", seccomp])
     }
 
     /// Reads and decodes a definition file; errors name the file and the field.
