@@ -64,6 +64,7 @@ let package = Package(
         // Test guests (TinyELF) for the suites that boot VMs.
         .target(name: "TestSupport", path: "Tests/TestSupport"),
         .testTarget(name: "VMMTests", dependencies: ["VMM", "Devices", "KVM", "PVMMABI", "TestSupport"]),
+        .testTarget(name: "SandboxTests", dependencies: ["Sandbox", "CSeccomp"]),
         .testTarget(name: "IntegrationTests", dependencies: ["VMM", "KVM", "PVMMABI", "TestSupport"]),
     ]
 )

@@ -120,7 +120,7 @@ public let syscallTable: [SyscallRule] = [
     SyscallRule("close", notVCPU, "event loops and connections close their own fds"),
     SyscallRule("fstat", notVCPU, "stdio buffering looks at stdout"),
     SyscallRule("newfstatat", notVCPU, "stdio buffering looks at stdout (fstat via newfstatat)"),
-    SyscallRule("lseek", notVCPU, "stdio"),
+    SyscallRule("lseek", notVCPU, "stdio positions on stdout/stderr"),
     SyscallRule("getrandom", all, "Swift's random number generator"),
     // Sockets created before the filter: the control socket and passt.
     SyscallRule("accept4", [.console], "control socket clients (the listening socket exists already)"),
