@@ -108,6 +108,8 @@ public let syscallTable: [SyscallRule] = [
     SyscallRule("pwrite64", [.device], "virtio-blk writes of the image"),
     SyscallRule("preadv", [.device], "virtio-blk reads into several guest buffers"),
     SyscallRule("pwritev", [.device], "virtio-blk writes from several guest buffers"),
+    SyscallRule("preadv2", [.device], "virtio-blk reads into several guest buffers (glibc's preadv)"),
+    SyscallRule("pwritev2", [.device], "virtio-blk writes from several guest buffers (glibc's pwritev)"),
     SyscallRule("fsync", [.device], "virtio-blk FLUSH"),
     SyscallRule("fdatasync", [.device], "virtio-blk FLUSH"),
     SyscallRule("fallocate", [.device], "virtio-blk DISCARD and WRITE_ZEROES"),
