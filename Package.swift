@@ -36,7 +36,10 @@ let package = Package(
         // The virtio spec as pure code: split queues, chains, MMIO registers. No threads, no KVM.
         .target(name: "Virtio", dependencies: ["GuestMemory"]),
         .target(name: "Devices", dependencies: ["CURing", "GuestMemory", "PVMMABI", "Virtio"]),
-        .target(name: "VMM", dependencies: ["VMDefinition", "KVM", "GuestMemory", "Boot", "Devices", "PVMMABI", "Virtio", "Sandbox"]),
+        // The lifecycle states and the control socket's protocol (docs/control.md), shared
+        // by the VMM that serves it and its clients; no dependencies beyond the JSON codec.
+        .target(name: "VMControl", dependencies: ["VMDefinition"]),
+        .target(name: "VMM", dependencies: ["VMDefinition", "VMControl", "KVM", "GuestMemory", "Boot", "Devices", "PVMMABI", "Virtio", "Sandbox"]),
         // The user-facing CLI. `pvmm run` validates its flags, then execs pvmm-vmm.
         .executableTarget(
             name: "pvmm",
@@ -56,8 +59,16 @@ let package = Package(
             dependencies: ["VMM", "CKVM", "Sandbox"],
             linkerSettings: [.unsafeFlags(["-static-executable"])]
         ),
+        // pvos's network wire formats (guests/pvos/wire/NetWire.swift, compiled into the guest
+        // too), built for the host so its parsers get unit tests and a libFuzzer target.
+        .target(name: "PvosNetWire", path: "guests/pvos/wire"),
+        .testTarget(name: "PvosNetWireTests", dependencies: ["PvosNetWire"]),
+        // pvos's timer list (guests/pvos/timers), likewise.
+        .target(name: "PvosTimers", path: "guests/pvos/timers"),
+        .testTarget(name: "PvosTimersTests", dependencies: ["PvosTimers"]),
         .plugin(name: "GitRevision", capability: .buildTool()),
         .testTarget(name: "VMDefinitionTests", dependencies: ["VMDefinition"]),
+        .testTarget(name: "VMControlTests", dependencies: ["VMControl", "VMDefinition"]),
         .testTarget(name: "BootTests", dependencies: ["Boot", "GuestMemory", "PVMMABI"]),
         .testTarget(name: "DevicesTests", dependencies: ["Devices", "GuestMemory", "Virtio"]),
         .testTarget(name: "VirtioTests", dependencies: ["Virtio", "GuestMemory"]),

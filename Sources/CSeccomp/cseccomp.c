@@ -13,6 +13,7 @@
 #include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <termios.h>
+#include <ucontext.h>
 #include <unistd.h>
 #include <sched.h>
 
@@ -83,7 +84,6 @@ static size_t put(char *buf, size_t at, size_t cap, const char *s) {
 }
 
 static void report(int sig, siginfo_t *info, void *uctx) {
-    (void)uctx;
     char line[160];
     char digits[12];
     int nr = info->si_syscall, n = nr < 0 ? 0 : nr, d = 0;
@@ -100,6 +100,16 @@ static void report(int sig, siginfo_t *info, void *uctx) {
     at = put(line, at, cap, " (");
     at = put(line, at, cap, number);
     at = put(line, at, cap, ")");
+    if (nr == SYS_ioctl) {
+        // Which request: the table allows ioctl by request number.
+        unsigned long request = (unsigned long)((ucontext_t *)uctx)->uc_mcontext.gregs[REG_RSI];
+        char hex[19] = "0x";
+        int h = 2;
+        for (int shift = 28; shift >= 0; shift -= 4) hex[h++] = "0123456789abcdef"[(request >> shift) & 15];
+        hex[h] = 0;
+        at = put(line, at, cap, " request ");
+        at = put(line, at, cap, hex);
+    }
     at = put(line, at, cap, "; the VMM stops\n");
     ssize_t ignored = write(2, line, at);
     (void)ignored;
