@@ -1,6 +1,10 @@
 #define _GNU_SOURCE
 #include "cseccomp.h"
 #include <errno.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <stdlib.h>
+#include <sys/mman.h>
 #include <malloc.h>
 #include <linux/kvm.h>
 #include <pthread.h>
@@ -66,6 +70,52 @@ int cseccomp_load(int on_violation, const cseccomp_rule *rules, int count, int a
     if (rc == 0) rc = seccomp_load(ctx);
     seccomp_release(ctx);
     return rc;
+}
+
+
+// Role filters compiled once on the main thread (libseccomp's generation takes a few
+// hundred microseconds; a vCPU thread would pay it before its first KVM_RUN) and applied
+// by each new thread with one seccomp(2) call.
+#define CSECCOMP_SLOTS 8
+static struct sock_fprog compiled[CSECCOMP_SLOTS];
+
+int cseccomp_compile(int slot, int on_violation, const cseccomp_rule *rules, int count, int *bad_row) {
+    if (slot < 0 || slot >= CSECCOMP_SLOTS) return -EINVAL;
+    scmp_filter_ctx ctx = seccomp_init(on_violation == CSECCOMP_LOG ? SCMP_ACT_LOG : SCMP_ACT_TRAP);
+    if (!ctx) return -ENOMEM;
+    int rc = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(ENOSYS), SCMP_SYS(clone3), 0);
+    for (int i = 0; rc == 0 && i < count; i++) {
+        int nr = seccomp_syscall_resolve_name(rules[i].name);
+        if (nr == __NR_SCMP_ERROR) { if (bad_row) *bad_row = i; rc = -EINVAL; break; }
+        if (rules[i].compare == CSECCOMP_ARG_MASKED_EQ)
+            rc = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, nr, 1,
+                                  SCMP_CMP(rules[i].arg_index, SCMP_CMP_MASKED_EQ, rules[i].mask, rules[i].value));
+        else
+            rc = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, nr, 0);
+        if (rc != 0 && bad_row) *bad_row = i;
+    }
+    int fd = rc == 0 ? memfd_create("pvmm-seccomp", MFD_CLOEXEC) : -1;
+    if (rc == 0 && fd < 0) rc = -errno;
+    if (rc == 0) rc = seccomp_export_bpf(ctx, fd);
+    seccomp_release(ctx);
+    if (rc == 0) {
+        off_t size = lseek(fd, 0, SEEK_END);
+        struct sock_filter *prog = size > 0 ? malloc((size_t)size) : 0;
+        if (!prog || pread(fd, prog, (size_t)size, 0) != size) rc = -EIO;
+        else {
+            free(compiled[slot].filter);
+            compiled[slot].filter = prog;
+            compiled[slot].len = (unsigned short)(size / sizeof(struct sock_filter));
+        }
+    }
+    if (fd >= 0) close(fd);
+    return rc;
+}
+
+int cseccomp_apply(int slot) {
+    if (slot < 0 || slot >= CSECCOMP_SLOTS || !compiled[slot].filter) return -EINVAL;
+    // no_new_privs is inherited from the main thread, which set it with the process filter.
+    return syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &compiled[slot]) == 0 ? 0 : -errno;
 }
 
 // Names resolved before any filter, so the handler only indexes an array.

@@ -37,6 +37,11 @@ public enum Seccomp {
         guard mode != .off else { return }
         let rc = cseccomp_install_reporter()
         if rc < 0 { throw SeccompError(what: "SIGSYS handler", errno: -rc) }
+        // The role filters first (compiled, not loaded): building them takes longer than
+        // loading, and a vCPU thread should not pay that before its first KVM_RUN.
+        for (slot, role) in SeccompRole.allCases.enumerated() {
+            try compile(slot: slot, rules: syscallTable.filter { $0.roles.contains(role) }, mode: mode)
+        }
         try load(rules: syscallTable, mode: mode, allThreads: true)
         active = mode
     }
@@ -45,7 +50,9 @@ public enum Seccomp {
     public static func enterRole(_ role: SeccompRole, label: String) throws(SeccompError) {
         guard active != .off else { return }
         cseccomp_set_thread_label(label)
-        try load(rules: syscallTable.filter { $0.roles.contains(role) }, mode: active, allThreads: false)
+        let slot = SeccompRole.allCases.firstIndex(of: role)!
+        let rc = cseccomp_apply(Int32(slot))
+        if rc < 0 { throw SeccompError(what: "loading the \(role.rawValue) thread filter", errno: -rc) }
 #if DEBUG
         if let (r, call) = testViolation, r == role {
             testViolation = nil
@@ -67,6 +74,18 @@ public enum Seccomp {
             let line = "pvmm: \(label): \(error)\n"
             _ = line.withCString { write(2, $0, strlen($0)) }
             _exit(1)
+        }
+    }
+
+    static func compile(slot: Int, rules: [SyscallRule], mode: SeccompMode) throws(SeccompError) {
+        var bad: Int32 = -1
+        let rc: Int32 = withRows(rules) { rows in
+            cseccomp_compile(Int32(slot), mode == .log ? Int32(CSECCOMP_LOG) : Int32(CSECCOMP_TRAP), rows.baseAddress,
+                             Int32(rows.count), &bad)
+        }
+        if rc < 0 {
+            let row = bad >= 0 && Int(bad) < rules.count ? " (row \(rules[Int(bad)].name))" : ""
+            throw SeccompError(what: "compiling a thread filter\(row)", errno: -rc)
         }
     }
 

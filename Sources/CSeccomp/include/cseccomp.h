@@ -34,6 +34,13 @@ enum {
 /// Returns -EINVAL naming nothing when a row's name is unknown: `bad_row` gets its index.
 int cseccomp_load(int on_violation, const cseccomp_rule *rules, int count, int all_threads, int *bad_row);
 
+/// Compiles a thread's filter into `slot` (0-7) without loading it: built once on the
+/// main thread, applied by every thread of that role with `cseccomp_apply`.
+int cseccomp_compile(int slot, int on_violation, const cseccomp_rule *rules, int count, int *bad_row);
+
+/// Loads the filter compiled into `slot` on the calling thread (one seccomp(2) call).
+int cseccomp_apply(int slot);
+
 /// Installs the SIGSYS handler that writes "pvmm: seccomp: thread T made forbidden
 /// system call NAME (NR)" to stderr and re-raises SIGSYS with the default action. Also
 /// resolves every system call name up front (the handler may not allocate).
