@@ -56,36 +56,36 @@ int cseccomp_syscall_number(const char *name) {
     return nr == __NR_SCMP_ERROR ? -1 : nr;
 }
 
-int cseccomp_load(int on_violation, const cseccomp_rule *rules, int count, int all_threads, int *bad_row) {
+/// A filter context holding the rows (and clone3 -> ENOSYS), or NULL with *rc set.
+static scmp_filter_ctx build(int on_violation, const cseccomp_rule *rules, int count, int *bad_row, int *rc) {
     scmp_filter_ctx ctx = seccomp_init(on_violation == CSECCOMP_LOG ? SCMP_ACT_LOG : SCMP_ACT_TRAP);
-    if (!ctx) return -ENOMEM;
-    int rc = 0;
-    if (all_threads) rc = seccomp_attr_set(ctx, SCMP_FLTATR_CTL_TSYNC, 1);
-    // A thread's own filter: no_new_privs is already set (inherited from the main thread,
-    // which set it with the process filter), and prctl(PR_SET_NO_NEW_PRIVS) is not allowed.
-    else rc = seccomp_attr_set(ctx, SCMP_FLTATR_CTL_NNP, 0);
-    if (rc == 0) rc = tune(ctx);
+    if (!ctx) { *rc = -ENOMEM; return 0; }
+    *rc = tune(ctx);
     // ENOSYS, not the violation action: glibc's pthread_create then uses clone(2).
-    if (rc == 0) rc = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(ENOSYS), SCMP_SYS(clone3), 0);
-    for (int i = 0; rc == 0 && i < count; i++) {
+    if (*rc == 0) *rc = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(ENOSYS), SCMP_SYS(clone3), 0);
+    for (int i = 0; *rc == 0 && i < count; i++) {
         int nr = seccomp_syscall_resolve_name(rules[i].name);
-        if (nr == __NR_SCMP_ERROR) {
-            if (bad_row) *bad_row = i;
-            rc = -EINVAL;
-            break;
-        }
-        if (rules[i].compare == CSECCOMP_ARG_MASKED_EQ)
-            rc = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, nr, 1,
-                                  SCMP_CMP(rules[i].arg_index, SCMP_CMP_MASKED_EQ, rules[i].mask, rules[i].value));
+        if (nr == __NR_SCMP_ERROR) *rc = -EINVAL;
+        else if (rules[i].compare == CSECCOMP_ARG_MASKED_EQ)
+            *rc = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, nr, 1,
+                                   SCMP_CMP(rules[i].arg_index, SCMP_CMP_MASKED_EQ, rules[i].mask, rules[i].value));
         else
-            rc = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, nr, 0);
-        if (rc != 0 && bad_row) *bad_row = i;
+            *rc = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, nr, 0);
+        if (*rc != 0 && bad_row) *bad_row = i;
     }
+    if (*rc != 0) { seccomp_release(ctx); return 0; }
+    return ctx;
+}
+
+int cseccomp_load(int on_violation, const cseccomp_rule *rules, int count, int all_threads, int *bad_row) {
+    int rc;
+    scmp_filter_ctx ctx = build(on_violation, rules, count, bad_row, &rc);
+    if (!ctx) return rc;
+    if (all_threads) rc = seccomp_attr_set(ctx, SCMP_FLTATR_CTL_TSYNC, 1);
     if (rc == 0) rc = seccomp_load(ctx);
     seccomp_release(ctx);
     return rc;
 }
-
 
 // Role filters compiled once on the main thread (libseccomp's generation takes a few
 // hundred microseconds; a vCPU thread would pay it before its first KVM_RUN) and applied
@@ -95,29 +95,20 @@ static struct sock_fprog compiled[CSECCOMP_SLOTS];
 
 int cseccomp_compile(int slot, int on_violation, const cseccomp_rule *rules, int count, int *bad_row) {
     if (slot < 0 || slot >= CSECCOMP_SLOTS) return -EINVAL;
-    scmp_filter_ctx ctx = seccomp_init(on_violation == CSECCOMP_LOG ? SCMP_ACT_LOG : SCMP_ACT_TRAP);
-    if (!ctx) return -ENOMEM;
-    int rc = tune(ctx);
-    if (rc == 0) rc = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(ENOSYS), SCMP_SYS(clone3), 0);
-    for (int i = 0; rc == 0 && i < count; i++) {
-        int nr = seccomp_syscall_resolve_name(rules[i].name);
-        if (nr == __NR_SCMP_ERROR) { if (bad_row) *bad_row = i; rc = -EINVAL; break; }
-        if (rules[i].compare == CSECCOMP_ARG_MASKED_EQ)
-            rc = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, nr, 1,
-                                  SCMP_CMP(rules[i].arg_index, SCMP_CMP_MASKED_EQ, rules[i].mask, rules[i].value));
-        else
-            rc = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, nr, 0);
-        if (rc != 0 && bad_row) *bad_row = i;
-    }
-    int fd = rc == 0 ? memfd_create("pvmm-seccomp", MFD_CLOEXEC) : -1;
-    if (rc == 0 && fd < 0) rc = -errno;
+    int rc;
+    scmp_filter_ctx ctx = build(on_violation, rules, count, bad_row, &rc);
+    if (!ctx) return rc;
+    int fd = memfd_create("pvmm-seccomp", MFD_CLOEXEC);
+    if (fd < 0) rc = -errno;
     if (rc == 0) rc = seccomp_export_bpf(ctx, fd);
     seccomp_release(ctx);
     if (rc == 0) {
         off_t size = lseek(fd, 0, SEEK_END);
         struct sock_filter *prog = size > 0 ? malloc((size_t)size) : 0;
-        if (!prog || pread(fd, prog, (size_t)size, 0) != size) rc = -EIO;
-        else {
+        if (!prog || pread(fd, prog, (size_t)size, 0) != size) {
+            free(prog);
+            rc = -EIO;
+        } else {
             free(compiled[slot].filter);
             compiled[slot].filter = prog;
             compiled[slot].len = (unsigned short)(size / sizeof(struct sock_filter));
