@@ -24,7 +24,9 @@ let package = Package(
         // policy is Sandbox/SyscallTable.swift. Static in pvmm-vmm (libseccomp.a).
         .target(name: "CSeccomp", linkerSettings: [.linkedLibrary("seccomp")]),
         // The VMM's sandbox: seccomp filters per thread role (and, later, the jail).
-        .target(name: "Sandbox", dependencies: ["CSeccomp"]),
+        // The jail's namespace, mount and credential calls (pvmm run --jail).
+        .target(name: "CJail"),
+        .target(name: "Sandbox", dependencies: ["CSeccomp", "CJail", "VMDefinition"]),
         // Constants shared with the guest kernel (compiled into guests/pvos too).
         .target(name: "PVMMABI"),
         // The VM definition and its one JSON codec: no dependencies, no Foundation, so the

@@ -5,7 +5,6 @@
 #include <linux/seccomp.h>
 #include <stdlib.h>
 #include <sys/mman.h>
-#include <malloc.h>
 #include <linux/kvm.h>
 #include <pthread.h>
 #include <seccomp.h>
@@ -181,12 +180,6 @@ static void report(int sig, siginfo_t *info, void *uctx) {
 }
 
 int cseccomp_install_reporter(void) {
-    // One malloc arena for every thread. A thread's own arena lives in mmap'd heaps, and
-    // glibc reads /proc/sys/vm/overcommit_memory (an openat) the first time it shrinks
-    // one, on whatever thread frees: under the filter that is a violation. The main
-    // arena grows with brk and shrinks without it. (No allocation on the exit paths, so
-    // no contention; fewer arenas also keep the VMM's resident memory down.)
-    mallopt(M_ARENA_MAX, 1);
     for (int nr = 0; nr < CSECCOMP_MAX_NR; nr++) {
         if (!names[nr]) names[nr] = seccomp_syscall_resolve_num_arch(SCMP_ARCH_NATIVE, nr);
     }

@@ -13,6 +13,11 @@ struct VMMOptions {
     var flagNames = false
     /// `--seccomp kill|log|off` (default kill): the system call filters (Sandbox).
     var seccomp = SeccompMode.kill
+    /// `--jail`: namespaces, a root with only the VM's files, an unprivileged uid/gid
+    /// (`--uid`/`--gid`, default nobody) once /dev/kvm and the images are open.
+    var jail = false
+    var uid = Jail.defaultID
+    var gid = Jail.defaultID
     /// `--control PATH`: serve the control socket there (docs/control.md).
     var controlPath: String?
     /// `--state-dir DIR`: write DIR/exit.json and DIR/console.log when the VM ends.
@@ -55,6 +60,12 @@ struct VMMOptions {
                 let v = try value("--seccomp")
                 guard let mode = SeccompMode(rawValue: v) else { throw Failure(message: "--seccomp: '\(v)' is not one of: kill, log, off") }
                 seccomp = mode
+            case "--jail": jail = true
+            case "--uid", "--gid":
+                let flag = arguments[i]
+                let v = try value(flag)
+                guard let n = UInt32(v) else { throw Failure(message: "\(flag): '\(v)' is not a number") }
+                if flag == "--uid" { uid = n } else { gid = n }
 #if DEBUG
             // Test builds only: a thread of ROLE attempts CALL right after its filter is
             // installed (SeccompTests check that the VMM dies of SIGSYS naming it).
@@ -79,6 +90,9 @@ struct VMMOptions {
             i += 1
         }
         guard let source else { throw Failure(message: "no VM definition: give --config FILE or --config-fd N") }
+        if jail, let flag = [controlPath.map { _ in "--control" }, stateDir.map { _ in "--state-dir" }].compactMap({ $0 }).first {
+            throw Failure(message: "\(flag): not supported with --jail yet (the path is outside the jail)")
+        }
         do { config = try VMConfig(json: source.bytes) } catch {
             throw Failure(message: flagNames ? error.flagDescription : "\(source.name): \(error)")
         }

@@ -59,7 +59,24 @@ struct Run: ParsableCommand {
         valueName: "kill|log|off"))
     var seccomp: String = SeccompMode.kill.rawValue
 
+    @Flag(name: .long, help: "Run the VMM jailed (docs/security.md): own mount/ipc/uts namespaces, a root holding only the kernel, the disks and /dev/kvm, an unprivileged uid/gid once they are open.")
+    var jail = false
+
+    @Option(name: .long, help: ArgumentHelp("With --jail: the uid the VMM runs as (default 65534, nobody).", valueName: "n"))
+    var uid: UInt32?
+
+    @Option(name: .long, help: ArgumentHelp("With --jail: the gid the VMM runs as (default 65534, nogroup).", valueName: "n"))
+    var gid: UInt32?
+
+    var jailArguments: [String] {
+        guard jail else { return [] }
+        return ["--jail"] + (uid.map { ["--uid", String($0)] } ?? []) + (gid.map { ["--gid", String($0)] } ?? [])
+    }
+
     func run() throws {
+        if !jail, let flag = [uid.map { _ in "--uid" }, gid.map { _ in "--gid" }].compactMap({ $0 }).first {
+            throw UsageError(message: "\(flag): only with --jail")
+        }
         guard SeccompMode(rawValue: seccomp) != nil else {
             throw UsageError(message: "--seccomp: '\(seccomp)' is not one of: kill, log, off")
         }
@@ -86,7 +103,7 @@ struct Run: ParsableCommand {
         // handing it the definition as JSON on an inherited pipe.
         let fd = try Executables.pipe(definition.jsonBytes)
         try Executables.exec(Executables.sibling("pvmm-vmm"), ["--config-fd", String(fd), "--errors-as", errorsAs,
-                                                                     "--seccomp", seccomp])
+                                                                     "--seccomp", seccomp] + jailArguments)
     }
 
     /// Reads and decodes a definition file; errors name the file and the field.
