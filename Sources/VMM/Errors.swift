@@ -1,6 +1,7 @@
 import Boot
 import VMDefinition
 import GuestMemory
+import HostNet
 import KVM
 
 /// Why a VM could not be built or run.
@@ -19,11 +20,13 @@ public enum VMMError: Error, CustomStringConvertible, Sendable {
     case thread(String)
     /// A lifecycle operation the VM's state does not allow (pause a stopped VM).
     case conflict(LifecycleConflict)
+    /// A net backend could not be opened (`field` is `nets[i]`).
+    case network(field: String, HostNetError)
 
     /// Problems in what the user gave us: `pvmm run` exits with status 2 for these.
     public var isUsageError: Bool {
         switch self {
-        case .invalidConfig, .kernelUnreadable, .badKernel, .kvmUnavailable: true
+        case .invalidConfig, .kernelUnreadable, .badKernel, .kvmUnavailable, .network: true
         case .kvm, .memory, .thread, .conflict: false
         }
     }
@@ -31,6 +34,7 @@ public enum VMMError: Error, CustomStringConvertible, Sendable {
     /// As `description`, with definition fields spelled as `pvmm run` flags.
     public var flagDescription: String {
         if case .invalidConfig(let e) = self { return e.flagDescription }
+        if case let .network(field, e) = self { return ConfigError(field: field, message: e.description).flagDescription }
         return description
     }
 
@@ -44,6 +48,7 @@ public enum VMMError: Error, CustomStringConvertible, Sendable {
         case let .memory(e): "guest memory: \(e)"
         case let .thread(m): m
         case let .conflict(c): c.description
+        case let .network(field, e): "\(field): \(e)"
         }
     }
 }

@@ -42,6 +42,11 @@ struct Run: ParsableCommand {
     var disk: [String] = []
 
     @Option(name: .long, help: ArgumentHelp(
+        "A virtio-net device (repeatable; net i is net<i>, at most 4): `tap=NAME` attaches to the tap NAME (created when pvmm has CAP_NET_ADMIN), `fd=N` uses an open tap fd inherited from the caller, `passt` starts passt (user-mode networking, no root needed) and `passt=SOCKET` connects to a running one. `mac=MAC` sets the guest's address (default 52:54:00:12:34:56 + i).",
+        valueName: "tap=name|fd=n|passt[=socket][,mac=mac]"))
+    var net: [String] = []
+
+    @Option(name: .long, help: ArgumentHelp(
         "The console device: `virtio` adds a virtio-console that takes over input once the guest's driver is up (the 8250 stays for early boot); `serial` keeps only the 8250.",
         valueName: "serial|virtio"))
     var console: String = ConsoleKind.virtio.rawValue
@@ -80,13 +85,24 @@ struct Run: ParsableCommand {
         guard SeccompMode(rawValue: seccomp) != nil else {
             throw UsageError(message: "--seccomp: '\(seccomp)' is not one of: kill, log, off")
         }
+        let (definition, errorsAs) = try definition()
+        // The VM runs in a lean process of its own (see Package.swift): replace this one,
+        // handing it the definition as JSON on an inherited pipe.
+        let fd = try Executables.pipe(definition.jsonBytes)
+        try Executables.exec(Executables.sibling("pvmm-vmm"), ["--config-fd", String(fd), "--errors-as", errorsAs,
+                                                                     "--seccomp", seccomp] + jailArguments)
+    }
+
+    /// The VM these flags (or --config) define, and how its errors should name fields;
+    /// `pvmm create` takes the same flags.
+    func definition() throws -> (VMConfig, errorsAs: String) {
         let definition: VMConfig
         var errorsAs = "flags"
         if let config {
             definition = try Self.load(config: config)
             errorsAs = "json"
             let flags = [kernel.map { _ in "--kernel" }, cmdline.isEmpty ? nil : "--cmdline", memory == "128" ? nil : "--memory",
-                         cpus == 1 ? nil : "--cpus", disk.isEmpty ? nil : "--disk",
+                         cpus == 1 ? nil : "--cpus", disk.isEmpty ? nil : "--disk", net.isEmpty ? nil : "--net",
                          console == ConsoleKind.virtio.rawValue ? nil : "--console", irqProbe ? "--irq-probe" : nil].compactMap { $0 }
             if let f = flags.first { throw UsageError(message: "\(f): not allowed with --config (the file defines the whole VM)") }
         } else {
@@ -94,16 +110,13 @@ struct Run: ParsableCommand {
                 definition = VMConfig(kernel: try kernel ?? Executables.bundledGuest(), cmdline: cmdline,
                                       memoryMiB: try VMConfig.memoryMiB(argument: memory), cpus: cpus,
                                       disks: try disk.map { spec throws(ConfigError) in try DiskConfig(argument: spec) },
+                                      nets: try net.map { spec throws(ConfigError) in try NetConfig(argument: spec) },
                                       console: try ConsoleKind(argument: console), irqProbe: irqProbe)
             } catch let e as ConfigError {
                 throw UsageError(message: e.flagDescription)
             }
         }
-        // The VM runs in a lean process of its own (see Package.swift): replace this one,
-        // handing it the definition as JSON on an inherited pipe.
-        let fd = try Executables.pipe(definition.jsonBytes)
-        try Executables.exec(Executables.sibling("pvmm-vmm"), ["--config-fd", String(fd), "--errors-as", errorsAs,
-                                                                     "--seccomp", seccomp] + jailArguments)
+        return (definition, errorsAs)
     }
 
     /// Reads and decodes a definition file; errors name the file and the field.
