@@ -5,6 +5,7 @@
 #include <linux/seccomp.h>
 #include <stdlib.h>
 #include <sys/mman.h>
+#include <linux/if_tun.h>
 #include <linux/kvm.h>
 #include <pthread.h>
 #include <seccomp.h>
@@ -34,7 +35,7 @@ const unsigned long cseccomp_KVM_RUN = KVM_RUN, cseccomp_KVM_GET_REGS = KVM_GET_
     cseccomp_KVM_SET_CLOCK = KVM_SET_CLOCK, cseccomp_KVM_SET_SIGNAL_MASK = KVM_SET_SIGNAL_MASK,
     cseccomp_TCGETS = TCGETS, cseccomp_TCSETS = TCSETS, cseccomp_TCSETSW = TCSETSW,
     cseccomp_TCSETSF = TCSETSF, cseccomp_TIOCGWINSZ = TIOCGWINSZ, cseccomp_FIONREAD = FIONREAD,
-    cseccomp_FIONBIO = FIONBIO;
+    cseccomp_FIONBIO = FIONBIO, cseccomp_TUNSETOFFLOAD = TUNSETOFFLOAD, cseccomp_TUNSETVNETHDRSZ = TUNSETVNETHDRSZ;
 const uint64_t cseccomp_PROT_EXEC = PROT_EXEC, cseccomp_CLONE_THREAD = CLONE_THREAD;
 
 

@@ -86,6 +86,9 @@ public let syscallTable: [SyscallRule] = [
     SyscallRule("tgkill", .masked(index: 0, mask: 0xFFFF_FFFF, value: UInt64(UInt32(bitPattern: getpid()))), all,
                 "pthread_kill of our own threads only: kicking a vCPU out of KVM_RUN; the reporter re-raising SIGSYS"),
     SyscallRule("exit", all, "a thread ends"),
+    SyscallRule("kill", [.main], "ending the passt helper the VMM started for a --net passt (its pid is the VMM's child)"),
+    SyscallRule("wait4", [.main], "reaping that passt helper"),
+    SyscallRule("waitid", [.main], "reaping that passt helper (newer libc)"),
     SyscallRule("exit_group", all, "the VMM exits with the VM's status"),
 
     // Signals.
@@ -173,4 +176,6 @@ public let syscallTable: [SyscallRule] = [
     ioctl(cseccomp_TIOCGWINSZ, [.console, .main], "terminal size"),
     ioctl(cseccomp_FIONREAD, [.console, .device], "bytes waiting on stdin or a tap"),
     ioctl(cseccomp_FIONBIO, notVCPU, "non-blocking mode of an fd already open"),
+    ioctl(cseccomp_TUNSETOFFLOAD, [.device], "virtio-net: the tap's offloads follow the features the driver accepted"),
+    ioctl(cseccomp_TUNSETVNETHDRSZ, [.device], "virtio-net: the tap's vnet header size follows the negotiated features"),
 ]
