@@ -63,6 +63,10 @@ public final class VM: @unchecked Sendable {
 
     /// The kernel of the current boot (nil until `boot`).
     public internal(set) var kernel: LoadedKernel?
+    /// The kernel file as read by the first boot. A reboot loads these bytes again rather
+    /// than the file: a running VMM opens no new paths (its seccomp filter refuses
+    /// openat, docs/security.md), and the VM reboots into the kernel it was started with.
+    var kernelImage: [UInt8]?
 
     let lifecycle = Monitor()
     /// Guarded by `lifecycle`.
