@@ -21,7 +21,14 @@ import Virtio
 /// | 16, 17 | spare | 21, 22 |
 ///
 /// GSI 23, the IOAPIC's last pin, is the IRQ probe's. `gsi(slot:)` is the one place the
-/// interrupt is chosen: moving virtio interrupts to MSI routing changes only it.
+/// interrupt is chosen.
+///
+/// Delivery: every GSI from 5 to 23 is routed as an MSI (`msiRoutes`), not through the
+/// IOAPIC: KVM injects an MSI straight from the irqfd's wake-up, an IOAPIC input from a
+/// kernel work item (~10 us later on this host). The vector is the one pvos' IOAPIC path
+/// gives the same GSI (`msiVectorBase` + GSI, to the BSP), and the command line says so
+/// (`pvmm_msi=0x30`): pvos then skips programming the IOAPIC for them. Under QEMU, with no
+/// such entry, pvos routes the same interrupts through the IOAPIC.
 public enum VirtioLayout {
     /// Inside the MMIO hole below 4 GiB (BootLayout.mmioHoleStart = 0xC000_0000), far
     /// from the IOAPIC (0xFEC0_0000) and LAPIC (0xFEE0_0000).
@@ -40,6 +47,20 @@ public enum VirtioLayout {
     public static let vsockSlot = 13
     public static let rngSlot = 14
     public static let balloonSlot = 15
+
+    /// MSI vector of GSI g: `msiVectorBase` + g, to APIC 0 (pvos' Vector.ioapicBase).
+    public static let msiVectorBase: UInt8 = 0x30
+    /// The last GSI routed as an MSI (the IRQ probe's).
+    public static let lastMSIGSI: UInt32 = 23
+
+    /// The routes that replace the IOAPIC pins of GSIs 5-23 (the table KVM gets is
+    /// `GSIRoute.table(replacing: msiRoutes)`).
+    public static var msiRoutes: [GSIRoute] {
+        (firstGSI...lastMSIGSI).map { .msi(gsi: $0, vector: msiVectorBase + UInt8($0), apic: 0) }
+    }
+
+    /// `pvmm_msi=0x30`: GSIs 5-23 arrive as vector 0x30 + GSI at the BSP, with no IOAPIC.
+    public static var msiCmdlineEntry: String { "pvmm_msi=0x\(String(msiVectorBase, radix: 16))" }
 
     public static func address(slot: Int) -> UInt64 { base + UInt64(slot) * windowSize }
     public static func gsi(slot: Int) -> UInt32 { firstGSI + UInt32(slot) }

@@ -55,6 +55,27 @@ func hex8(_ v: UInt32) -> String {
         #expect(try vm.wait() == 0)
     }
 
+    /// pvmm routes virtio interrupts as MSIs and tells pvos so (`pvmm_msi=`): pvos leaves
+    /// the IOAPIC alone, and requests still complete on interrupts (`cpus` counts them).
+    @Test func completionsArriveAsMSIs() throws {
+        let disk = try DiskImage("msi.img")
+        let vm = try bootPVMM(["--disk", disk.path])
+        try vm.expect("pvos> ")
+        let info = try vm.command("info")
+        #expect(info.contains(", devices msi\r\n"), "\(info)")
+        func irqs() throws -> Int {
+            let out = try vm.command("cpus")
+            guard let r = out.range(of: " irqs "), let n = Int(out[r.upperBound...].prefix(while: \.isNumber)) else { return -1 }
+            return n
+        }
+        let before = try irqs()
+        let out = try vm.command("blk read 0 8 8")
+        #expect(out.contains("crc32 \(hex8(crc32(disk.bytes[(8 * 512)..<(16 * 512)])))"), "\(out)")
+        #expect(try irqs() > before)
+        vm.send("poweroff\n")
+        #expect(try vm.wait() == 0)
+    }
+
     @Test func guestPatternLandsAtTheRightOffsets() throws {
         let disk = try DiskImage("write.img")
         let before = disk.bytes

@@ -108,7 +108,7 @@ final class VirtioDevice {
         setReg(VirtioReg.status, status | VirtioStatus.driverOK)
         if !interrupts && APIC.on && irq >= 0 && irq < Virtio.maxGSI {
             write64(virtioIRQBaseTable() + UInt64(irq * 8), base)
-            interrupts = IOAPIC.routeISA(UInt8(irq), to: APIC.bspID)
+            interrupts = IOAPIC.routeDevice(UInt8(irq), to: APIC.bspID)
             if !interrupts { write64(virtioIRQBaseTable() + UInt64(irq * 8), 0) }
         }
     }
