@@ -125,7 +125,7 @@ final class VirtioDeviceRunner {
     /// with a new (not yet started) EventLoop named `thread`.
     static func make<Model: VirtioBackedModel>(slot: Int, thread: String, logName: String, stats: DeviceStats,
                                                model: Model, service: EventFD, memory: GuestMemory,
-                                               vm: borrowing VirtualMachine,
+                                               vm: borrowing VirtualMachine, pollMicroseconds: Int,
                                                log: @escaping @Sendable (String) -> Void) throws(VMMError) -> VirtioDeviceRunner {
         var queueEvents: [EventFD] = []
         for _ in model.queueMaxSizes { queueEvents.append(try EventFD()) }
@@ -142,6 +142,7 @@ final class VirtioDeviceRunner {
         let device = VirtioMMIODevice(model: model, memory: memory, name: logName, stats: stats,
                                       interrupt: irq, queueNotifiers: queueEvents, service: service, log: log)
         let loop = try EventLoop(name: thread)
+        if pollMicroseconds > 0 { loop.poller = Poller(maxMicroseconds: pollMicroseconds) { device.poll($0) } }
         if let host = model.backend.hostFDBackend {
             // Not watched until the device has something to do with it (rx buffers posted,
             // a transmit held back): the backend sets the interest from its thread.
@@ -225,6 +226,7 @@ extension VM {
                                   log: @escaping @Sendable (String) -> Void) throws(VMMError) -> ([VirtioDeviceRunner], VirtioConsoleBackend?) {
         var runners: [VirtioDeviceRunner] = []
         var consoleBackend: VirtioConsoleBackend?
+        let poll = config.pollBudgetMicroseconds
         for s in VirtioLayout.slots(for: config) {
             let service = try EventFD()
             switch s.kind {
@@ -232,14 +234,14 @@ extension VM {
                 let backend = VirtioConsoleBackend(sink: console, service: service)
                 consoleBackend = backend
                 runners.append(try .make(slot: s.slot, thread: "pvmm-con0", logName: "virtio-console con0", stats: DeviceStats(name: "con0"),
-                                         model: VirtioConsoleModel(backend: backend), service: service, memory: memory, vm: vm, log: log))
+                                         model: VirtioConsoleModel(backend: backend), service: service, memory: memory, vm: vm, pollMicroseconds: poll, log: log))
             case .disk(let i):
                 let name = "blk\(i)"
                 // io_uring completions wake the device thread through its service eventfd.
                 let backend = VirtioBlockBackend(disk: disks[i], id: config.disks[i].id, completions: service.fd)
                 runners.append(try .make(slot: s.slot, thread: "pvmm-\(name)", logName: "virtio-blk \(config.disks[i].id ?? name)",
                                          stats: DeviceStats(name: name), model: VirtioBlockModel(backend: backend),
-                                         service: service, memory: memory, vm: vm, log: log))
+                                         service: service, memory: memory, vm: vm, pollMicroseconds: poll, log: log))
             case .net(let i):
                 let name = "net\(i)"
                 let netStats = NetStats()
@@ -247,7 +249,7 @@ extension VM {
                 let backend = VirtioNetBackend(channel: nets[i], mac: mac, stats: netStats, service: service, name: name)
                 runners.append(try .make(slot: s.slot, thread: "pvmm-\(name)", logName: "virtio-net \(name)",
                                          stats: DeviceStats(name: name, extra: netStats.named),
-                                         model: VirtioNetModel(backend: backend), service: service, memory: memory, vm: vm, log: log))
+                                         model: VirtioNetModel(backend: backend), service: service, memory: memory, vm: vm, pollMicroseconds: poll, log: log))
             }
         }
         return (runners, consoleBackend)
