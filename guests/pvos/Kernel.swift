@@ -129,6 +129,9 @@ enum Kernel {
             if matches(key, "pvmm_msi"), let v = Virtio.parseNumber(w[(eq + 1)...]), v == UInt64(Vector.ioapicBase) {
                 IOAPIC.msiFromVMM = true
             }
+            if matches(key, "pvmm_poll_us"), let v = Virtio.parseNumber(w[(eq + 1)...]) {
+                Virtio.pollCycles = min(v, 1000) * Platform.tscKHz / 1000   // the TSC rate is known by now
+            }
             options.append((key: key, value: Array(w[(eq + 1)...])))
         }
     }
@@ -141,7 +144,7 @@ enum Kernel {
     }
 
     static func isDeviceKey<C: Collection>(_ key: C) -> Bool where C.Element == UInt8 {
-        matches(key, "virtio_mmio.device") || matches(key, "pvmm_irq_probe") || matches(key, "pvmm_msi")
+        matches(key, "virtio_mmio.device") || matches(key, "pvmm_irq_probe") || matches(key, "pvmm_msi") || matches(key, "pvmm_poll_us")
     }
 }
 
