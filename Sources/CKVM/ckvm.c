@@ -4,6 +4,7 @@
 #include <malloc.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdlib.h>
 #include <sys/eventfd.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
@@ -51,6 +52,30 @@ uint32_t ckvm_irqfd_flag_deassign(void) { return KVM_IRQFD_FLAG_DEASSIGN; }
 int ckvm_irqfd(int vm, int fd, uint32_t gsi, uint32_t flags) {
     struct kvm_irqfd f = { .fd = (uint32_t)fd, .gsi = gsi, .flags = flags };
     return ckvm_ret(ioctl(vm, KVM_IRQFD, &f));
+}
+
+int ckvm_set_gsi_routing(int vm, const struct ckvm_gsi_route *routes, uint32_t n) {
+    if (n > 1024) return -EINVAL;
+    struct kvm_irq_routing *t = calloc(1, sizeof(*t) + n * sizeof(struct kvm_irq_routing_entry));
+    if (!t) return -ENOMEM;
+    t->nr = n;
+    for (uint32_t i = 0; i < n; i++) {
+        struct kvm_irq_routing_entry *e = &t->entries[i];
+        e->gsi = routes[i].gsi;
+        if (routes[i].msi) {
+            e->type = KVM_IRQ_ROUTING_MSI;
+            e->u.msi.address_lo = (uint32_t)routes[i].address;
+            e->u.msi.address_hi = (uint32_t)(routes[i].address >> 32);
+            e->u.msi.data = routes[i].data;
+        } else {
+            e->type = KVM_IRQ_ROUTING_IRQCHIP;
+            e->u.irqchip.irqchip = routes[i].chip;
+            e->u.irqchip.pin = routes[i].pin;
+        }
+    }
+    int r = ckvm_ret(ioctl(vm, KVM_SET_GSI_ROUTING, t));
+    free(t);
+    return r;
 }
 
 int ckvm_enable_cap(int fd, uint32_t cap, uint64_t arg0) {

@@ -18,3 +18,12 @@ public protocol IOInterest: AnyObject, Sendable {
     /// Stops watching `fd` altogether (its peer hung up: epoll would report that forever).
     func remove(_ fd: Int32)
 }
+
+/// The steps of a device thread's adaptive polling (EventLoop): after a batch it turns
+/// the driver's notifications off (`begin`), looks at the rings until its budget is spent
+/// (`check`), then turns them back on (`end`).
+public enum PollPhase: Sendable {
+    case begin
+    case check
+    case end
+}

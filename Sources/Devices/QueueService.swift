@@ -9,11 +9,17 @@ struct BackendQueues {
     var active = false
     /// Set on a DeviceFault or DEVICE_NEEDS_RESET: no queue is touched until reset.
     var halted = false
+    /// While the device thread polls (PollPhase): each polled queue's avail.idx when last
+    /// looked at. Its notifications stay off after every batch until the poll ends.
+    var polled: [Int: UInt16] = [:]
 
     /// Runs `body` on queue `index` if it is served, storing its cursors back.
     mutating func serve(_ index: Int, _ body: (inout SplitQueue, VirtioFeatures) -> ServeResult) -> ServeResult {
         guard active, !halted, index >= 0, index < queues.count, var q = queues[index] else { return ServeResult() }
         var r = body(&q, features)
+        if r.fault == nil, polled[index] != nil {
+            do { try q.suppressNotifications() } catch { r.fault = .queue(error) }
+        }
         queues[index] = q
         if r.fault != nil {
             halted = true
@@ -95,7 +101,7 @@ final class BackendState: Sendable {
 
     func activate(_ queues: [SplitQueue?], features: VirtioFeatures) {
         state.withLock { s in
-            s = BackendQueues(queues: queues, features: features, active: true, halted: false)
+            s = BackendQueues(queues: queues, features: features, active: true, halted: false, polled: [:])
             epochValue.wrappingAdd(1, ordering: .releasing)
         }
     }
@@ -112,6 +118,36 @@ final class BackendState: Sendable {
 
     func halt() {
         state.withLock { $0.halted = true }
+    }
+
+    /// One step of adaptive polling over `queues` (the driver-to-device queues whose new
+    /// buffers are work: a receive queue's posted buffers are not). `.begin` turns their
+    /// notifications off; `.check` is true when a driver index moved since the last look;
+    /// `.end` turns notifications back on and is true when buffers arrived meanwhile (the
+    /// §2.7.14 re-check). A guest fault found here leaves the queue to the next batch.
+    func poll(_ phase: PollPhase, queues indices: [Int]) -> Bool {
+        state.withLock { s -> Bool in
+            guard s.active, !s.halted else { s.polled = [:]; return false }
+            var moved = false
+            for i in indices where i < s.queues.count {
+                guard let q = s.queues[i] else { continue }
+                switch phase {
+                case .begin:
+                    guard (try? q.suppressNotifications()) != nil, let idx = try? q.availIndex() else { continue }
+                    s.polled[i] = idx
+                case .check:
+                    guard let seen = s.polled[i], let idx = try? q.availIndex(), idx != seen else { continue }
+                    s.polled[i] = idx
+                    moved = true
+                case .end:
+                    s.polled[i] = nil
+                    var copy = q
+                    if (try? copy.enableNotifications()) ?? false { moved = true }
+                    s.queues[i] = copy
+                }
+            }
+            return moved
+        }
     }
 
     /// Runs one batch under the lock. The outcome carries the epoch it ran in (read under

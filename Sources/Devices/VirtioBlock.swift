@@ -161,6 +161,9 @@ public final class VirtioBlockBackend: VirtioBackend {
     public func halt() { core.halt() }
 
     public func queueNotified(_ queue: Int) -> BackendOutcome { process() }
+    /// Polls the driver-to-device queue (receive buffers are not work).
+    public func poll(_ phase: PollPhase) -> Bool { core.poll(phase, queues: [0]) }
+
     public func serviceRequested() -> BackendOutcome { process() }
 
     func process() -> BackendOutcome {

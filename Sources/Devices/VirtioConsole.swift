@@ -109,6 +109,9 @@ public final class VirtioConsoleBackend: VirtioBackend {
         return outcome
     }
 
+    /// Polls the driver-to-device queue (receive buffers are not work).
+    public func poll(_ phase: PollPhase) -> Bool { core.poll(phase, queues: [VirtioCon.transmitQueue]) }
+
     public func serviceRequested() -> BackendOutcome {
         let outcome = core.batch { s in
             var r = s.serve(VirtioCon.transmitQueue) { q, _ in self.transmit(&q) }

@@ -102,6 +102,9 @@ public protocol VirtioBackend: AnyObject, Sendable {
     func serviceRequested() -> BackendOutcome
     /// DEVICE_NEEDS_RESET was set by the transport: stop touching the queues until reset.
     func halt()
+    /// One step of the device thread's adaptive polling (BackendState.poll over the
+    /// backend's driver-to-device queues).
+    func poll(_ phase: PollPhase) -> Bool
     /// The backend as a HostFDBackend when it serves a host fd, else nil. A requirement
     /// rather than an `as?` cast: a cast to a protocol scans every conformance record of
     /// the binary once, ~0.25 MiB of pages the VMM process would otherwise never touch.
@@ -123,6 +126,9 @@ public protocol VirtioDeviceControl: MMIODevice {
     var stats: DeviceStats { get }
     /// Called on the device thread when queue `queue`'s eventfd fired `count` times.
     func queueNotified(_ queue: Int, count: UInt64)
+    /// One step of adaptive polling (device thread): `.check` and `.end` serve the queues
+    /// when the driver posted buffers, and say so.
+    func poll(_ phase: PollPhase) -> Bool
     /// Called on the device thread when the service eventfd fired.
     func serviceRequested()
     /// Host-initiated device reset (a VM reboot): as if the driver wrote 0 to Status
@@ -235,6 +241,12 @@ public final class VirtioMMIODevice<Model: VirtioBackedModel>: VirtioDeviceContr
 
     public func serviceRequested() {
         complete(backend.serviceRequested())
+    }
+
+    public func poll(_ phase: PollPhase) -> Bool {
+        guard backend.poll(phase) else { return false }
+        if phase != .begin { serviceRequested() }
+        return true
     }
 
     public func hostEvent(_ events: IOEvents) {

@@ -113,6 +113,9 @@ public final class VirtioNetBackend: HostFDBackend, @unchecked Sendable {
         return finish(out)
     }
 
+    /// Polls the driver-to-device queue (receive buffers are not work).
+    public func poll(_ phase: PollPhase) -> Bool { core.poll(phase, queues: [VirtioNetSpec.transmitQueue]) }
+
     /// After DRIVER_OK (buffers posted early), or when a batch ran out of budget.
     public func serviceRequested() -> BackendOutcome {
         var out = begin()

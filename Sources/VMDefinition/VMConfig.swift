@@ -20,9 +20,19 @@ public struct VMConfig: Sendable, Equatable {
     public var console: ConsoleKind
     /// Benchmark aid: add the interrupt-latency probe device (IRQProbe).
     public var irqProbe: Bool
+    /// Adaptive polling budget of the device threads in microseconds (`poll_us`): after a
+    /// batch a device keeps watching its rings for up to this long before it sleeps on its
+    /// ioeventfd (docs/devices.md, "Polling"). 0 turns polling off; nil takes the default.
+    public var pollMicroseconds: Int?
+
+    public static let defaultPollMicroseconds = 50
+    public static let maxPollMicroseconds = 1000
+    /// The budget in effect.
+    public var pollBudgetMicroseconds: Int { pollMicroseconds ?? Self.defaultPollMicroseconds }
 
     public init(name: String? = nil, kernel: String, cmdline: String = "", memoryMiB: Int = 128, cpus: Int = 1,
-                disks: [DiskConfig] = [], nets: [NetConfig] = [], console: ConsoleKind = .virtio, irqProbe: Bool = false) {
+                disks: [DiskConfig] = [], nets: [NetConfig] = [], console: ConsoleKind = .virtio, irqProbe: Bool = false,
+                pollMicroseconds: Int? = nil) {
         self.name = name
         self.kernel = kernel
         self.cmdline = cmdline
@@ -32,6 +42,7 @@ public struct VMConfig: Sendable, Equatable {
         self.nets = nets
         self.console = console
         self.irqProbe = irqProbe
+        self.pollMicroseconds = pollMicroseconds
     }
 
     public static let minMemoryMiB = 8
@@ -60,6 +71,9 @@ public struct VMConfig: Sendable, Equatable {
             }
         }
         for (i, n) in nets.enumerated() { try n.validate(field: "nets[\(i)]") }
+        if let p = pollMicroseconds, p < 0 || p > Self.maxPollMicroseconds {
+            throw ConfigError(field: "poll_us", message: "\(p) is out of range: 0 (off) to \(Self.maxPollMicroseconds) microseconds")
+        }
     }
 
     /// Checks the host-dependent limits: RAM the host has and vCPUs KVM allows.
@@ -107,9 +121,10 @@ extension VMConfig {
             console = k
         }
         let irqProbe = try r.bool("irq_probe") ?? false
+        let poll = try r.int("poll_us")
         try r.finish()
         self.init(name: name, kernel: kernel, cmdline: cmdline, memoryMiB: memory, cpus: cpus, disks: disks, nets: nets,
-                  console: console, irqProbe: irqProbe)
+                  console: console, irqProbe: irqProbe, pollMicroseconds: poll)
     }
 
     /// Parses and decodes JSON text; a syntax error is reported with its byte offset.
@@ -133,6 +148,7 @@ extension VMConfig {
             ("console", .string(console.rawValue)),
             ("irq_probe", .bool(irqProbe)),
         ]
+        if let pollMicroseconds { m.append(("poll_us", .int(pollMicroseconds))) }
         return .object(m)
     }
 

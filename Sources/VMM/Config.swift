@@ -27,10 +27,13 @@ extension VMConfig {
     }
 
     /// The command line the guest gets: the user's, then one `virtio_mmio.device=` entry
-    /// per virtio device (the form Linux's virtio-mmio driver parses; docs/devices.md).
+    /// per virtio device (the form Linux's virtio-mmio driver parses; docs/devices.md),
+    /// then, if there are any, `pvmm_msi=` (their interrupts are MSIs: VirtioLayout) and
+    /// `pvmm_poll_us=` (the device threads poll: drivers may too) unless polling is off.
     public var kernelCommandLine: String {
         let entries = VirtioLayout.slots(for: self).map { VirtioLayout.cmdlineEntry(slot: $0.slot) }
             + (irqProbe ? [IRQProbe.cmdlineEntry] : [])
-        return ([cmdline].filter { !$0.isEmpty } + entries).joined(separator: " ")
+        let poll = pollBudgetMicroseconds > 0 ? ["pvmm_poll_us=\(pollBudgetMicroseconds)"] : []
+        return ([cmdline].filter { !$0.isEmpty } + entries + (entries.isEmpty ? [] : [VirtioLayout.msiCmdlineEntry] + poll)).joined(separator: " ")
     }
 }

@@ -37,6 +37,8 @@ final class EventLoop: IOInterest, @unchecked Sendable {
     /// not ready for); -1 waits forever.
     var timeoutMs: Int32 = -1
     var onTimeout: (() -> Void)?
+    /// Adaptive polling (device threads; set before `start()`): see `Poller`.
+    var poller: Poller?
 
     private struct Control {
         var stop = false
@@ -107,20 +109,27 @@ final class EventLoop: IOInterest, @unchecked Sendable {
     private func run() {
         var ready = [Int32](repeating: 0, count: 16)
         var masks = [UInt32](repeating: 0, count: 16)
+        var sleptFrom: UInt64 = 0
         while true {
-            let n = csys_epoll_wait(epoll, &ready, &masks, Int32(ready.count), timeoutMs)
+            let polling = poller?.active ?? false
+            if !polling, poller != nil { sleptFrom = monotonicNanoseconds() }
+            let n = csys_epoll_wait(epoll, &ready, &masks, Int32(ready.count), polling ? 0 : timeoutMs)
             if n == -EINTR { continue }
             if n < 0 { return }
-            if n == 0 { onTimeout?(); continue }
+            if n == 0 && !polling { onTimeout?(); continue }
             for i in 0..<Int(n) {
                 let fd = ready[i]
                 if fd == wakeEvent.fd {
                     _ = wakeEvent.drain()
+                    if poller?.active ?? false, control.withLock(&controlState, { $0.quiesce || $0.stop }) {
+                        poller?.finish()   // notifications back on before parking
+                    }
                     if serveControl() { return }
                     continue
                 }
                 handlers[fd]?(Self.events(masks[i]))
             }
+            if polling { poller?.step(handled: n > 0) } else if poller != nil { poller?.woke(sleptNs: monotonicNanoseconds() &- sleptFrom) }
         }
     }
 
@@ -155,5 +164,58 @@ final class EventLoop: IOInterest, @unchecked Sendable {
         wakeEvent.signal()
         t.join()
         thread = nil
+    }
+}
+
+/// Adaptive polling of a device thread (docs/devices.md, "Polling"): after a wake-up the
+/// thread keeps watching its rings, with the driver's notifications off, for up to
+/// `budgetNs`, then turns them back on and sleeps. The budget adapts as QEMU's iothread
+/// poll-grow/poll-shrink: a sleep shorter than `maxNs` (a poll that long would have
+/// caught its event) doubles it, from `minNs`; a poll that found nothing halves it, down
+/// to 0. An idle device thus sleeps without polling, and a busy one keeps the guest from
+/// notifying at all.
+struct Poller {
+    let poll: (PollPhase) -> Bool
+    let maxNs: UInt64
+    static let minNs: UInt64 = 4_000
+    private(set) var budgetNs: UInt64 = 0
+    private(set) var active = false
+    private var deadline: UInt64 = 0
+    private var found = false
+
+    init(maxMicroseconds: Int, _ poll: @escaping (PollPhase) -> Bool) {
+        maxNs = UInt64(max(0, maxMicroseconds)) * 1000
+        self.poll = poll
+    }
+
+    /// The thread woke from a sleep of `sleptNs` and ran its handlers: adapt, then poll.
+    mutating func woke(sleptNs: UInt64) {
+        guard maxNs > 0 else { return }
+        if sleptNs < maxNs { budgetNs = min(maxNs, max(Self.minNs, budgetNs * 2)) }
+        guard budgetNs > 0 else { return }
+        _ = poll(.begin)
+        active = true
+        found = false
+        deadline = monotonicNanoseconds() + budgetNs
+    }
+
+    /// One look at the rings while polling (`handled`: an fd fired meanwhile, e.g. host
+    /// I/O completed): work found extends the poll by the budget.
+    mutating func step(handled: Bool) {
+        let now = monotonicNanoseconds()
+        if poll(.check) || handled {
+            found = true
+            deadline = now + budgetNs
+        } else if now >= deadline {
+            if !found { budgetNs = budgetNs / 2 < Self.minNs ? 0 : budgetNs / 2 }
+            finish()
+        }
+    }
+
+    /// Ends the poll: notifications back on (serving what arrived meanwhile).
+    mutating func finish() {
+        guard active else { return }
+        active = false
+        _ = poll(.end)
     }
 }

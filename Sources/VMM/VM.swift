@@ -112,6 +112,8 @@ public final class VM: @unchecked Sendable {
                 try vm.setMemoryRegion(slot: UInt32(slot), guestAddress: r.guestBase, size: r.size, hostAddress: r.hostAddress)
             }
             try vm.createIRQChip()
+            // Before any irqfd is bound (VirtioLayout, "Delivery").
+            try vm.setGSIRouting(GSIRoute.table(replacing: VirtioLayout.msiRoutes))
             powerOnIRQChips = try vm.irqChipState()
         } catch { throw .kvm(error) }
 

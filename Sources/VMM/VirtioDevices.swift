@@ -21,7 +21,14 @@ import Virtio
 /// | 16, 17 | spare | 21, 22 |
 ///
 /// GSI 23, the IOAPIC's last pin, is the IRQ probe's. `gsi(slot:)` is the one place the
-/// interrupt is chosen: moving virtio interrupts to MSI routing changes only it.
+/// interrupt is chosen.
+///
+/// Delivery: every GSI from 5 to 23 is routed as an MSI (`msiRoutes`), not through the
+/// IOAPIC: KVM injects an MSI straight from the irqfd's wake-up, an IOAPIC input from a
+/// kernel work item (~10 us later on this host). The vector is the one pvos' IOAPIC path
+/// gives the same GSI (`msiVectorBase` + GSI, to the BSP), and the command line says so
+/// (`pvmm_msi=0x30`): pvos then skips programming the IOAPIC for them. Under QEMU, with no
+/// such entry, pvos routes the same interrupts through the IOAPIC.
 public enum VirtioLayout {
     /// Inside the MMIO hole below 4 GiB (BootLayout.mmioHoleStart = 0xC000_0000), far
     /// from the IOAPIC (0xFEC0_0000) and LAPIC (0xFEE0_0000).
@@ -40,6 +47,20 @@ public enum VirtioLayout {
     public static let vsockSlot = 13
     public static let rngSlot = 14
     public static let balloonSlot = 15
+
+    /// MSI vector of GSI g: `msiVectorBase` + g, to APIC 0 (pvos' Vector.ioapicBase).
+    public static let msiVectorBase: UInt8 = 0x30
+    /// The last GSI routed as an MSI (the IRQ probe's).
+    public static let lastMSIGSI: UInt32 = 23
+
+    /// The routes that replace the IOAPIC pins of GSIs 5-23 (the table KVM gets is
+    /// `GSIRoute.table(replacing: msiRoutes)`).
+    public static var msiRoutes: [GSIRoute] {
+        (firstGSI...lastMSIGSI).map { .msi(gsi: $0, vector: msiVectorBase + UInt8($0), apic: 0) }
+    }
+
+    /// `pvmm_msi=0x30`: GSIs 5-23 arrive as vector 0x30 + GSI at the BSP, with no IOAPIC.
+    public static var msiCmdlineEntry: String { "pvmm_msi=0x\(String(msiVectorBase, radix: 16))" }
 
     public static func address(slot: Int) -> UInt64 { base + UInt64(slot) * windowSize }
     public static func gsi(slot: Int) -> UInt32 { firstGSI + UInt32(slot) }
@@ -104,7 +125,7 @@ final class VirtioDeviceRunner {
     /// with a new (not yet started) EventLoop named `thread`.
     static func make<Model: VirtioBackedModel>(slot: Int, thread: String, logName: String, stats: DeviceStats,
                                                model: Model, service: EventFD, memory: GuestMemory,
-                                               vm: borrowing VirtualMachine,
+                                               vm: borrowing VirtualMachine, pollMicroseconds: Int,
                                                log: @escaping @Sendable (String) -> Void) throws(VMMError) -> VirtioDeviceRunner {
         var queueEvents: [EventFD] = []
         for _ in model.queueMaxSizes { queueEvents.append(try EventFD()) }
@@ -121,6 +142,7 @@ final class VirtioDeviceRunner {
         let device = VirtioMMIODevice(model: model, memory: memory, name: logName, stats: stats,
                                       interrupt: irq, queueNotifiers: queueEvents, service: service, log: log)
         let loop = try EventLoop(name: thread)
+        if pollMicroseconds > 0 { loop.poller = Poller(maxMicroseconds: pollMicroseconds) { device.poll($0) } }
         if let host = model.backend.hostFDBackend {
             // Not watched until the device has something to do with it (rx buffers posted,
             // a transmit held back): the backend sets the interest from its thread.
@@ -204,6 +226,7 @@ extension VM {
                                   log: @escaping @Sendable (String) -> Void) throws(VMMError) -> ([VirtioDeviceRunner], VirtioConsoleBackend?) {
         var runners: [VirtioDeviceRunner] = []
         var consoleBackend: VirtioConsoleBackend?
+        let poll = config.pollBudgetMicroseconds
         for s in VirtioLayout.slots(for: config) {
             let service = try EventFD()
             switch s.kind {
@@ -211,14 +234,14 @@ extension VM {
                 let backend = VirtioConsoleBackend(sink: console, service: service)
                 consoleBackend = backend
                 runners.append(try .make(slot: s.slot, thread: "pvmm-con0", logName: "virtio-console con0", stats: DeviceStats(name: "con0"),
-                                         model: VirtioConsoleModel(backend: backend), service: service, memory: memory, vm: vm, log: log))
+                                         model: VirtioConsoleModel(backend: backend), service: service, memory: memory, vm: vm, pollMicroseconds: poll, log: log))
             case .disk(let i):
                 let name = "blk\(i)"
                 // io_uring completions wake the device thread through its service eventfd.
                 let backend = VirtioBlockBackend(disk: disks[i], id: config.disks[i].id, completions: service.fd)
                 runners.append(try .make(slot: s.slot, thread: "pvmm-\(name)", logName: "virtio-blk \(config.disks[i].id ?? name)",
                                          stats: DeviceStats(name: name), model: VirtioBlockModel(backend: backend),
-                                         service: service, memory: memory, vm: vm, log: log))
+                                         service: service, memory: memory, vm: vm, pollMicroseconds: poll, log: log))
             case .net(let i):
                 let name = "net\(i)"
                 let netStats = NetStats()
@@ -226,7 +249,7 @@ extension VM {
                 let backend = VirtioNetBackend(channel: nets[i], mac: mac, stats: netStats, service: service, name: name)
                 runners.append(try .make(slot: s.slot, thread: "pvmm-\(name)", logName: "virtio-net \(name)",
                                          stats: DeviceStats(name: name, extra: netStats.named),
-                                         model: VirtioNetModel(backend: backend), service: service, memory: memory, vm: vm, log: log))
+                                         model: VirtioNetModel(backend: backend), service: service, memory: memory, vm: vm, pollMicroseconds: poll, log: log))
             }
         }
         return (runners, consoleBackend)

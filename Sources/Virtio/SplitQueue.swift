@@ -294,4 +294,16 @@ public struct SplitQueue: Sendable {
     public func disableNotifications() throws(VirtqueueError) {
         if !eventIdx { try store(SplitQueue.usedNoNotify, usedRing) }
     }
+
+    /// Turns notifications off between batches, while the device polls the ring
+    /// (docs/devices.md, "Polling"). With EVENT_IDX an avail_event one behind the next
+    /// index to consume is one the driver's index has already passed, so it never kicks
+    /// (§2.7.10: it notifies only when its new index moves past avail_event); without it,
+    /// VIRTQ_USED_F_NO_NOTIFY. `enableNotifications` undoes either.
+    public func suppressNotifications() throws(VirtqueueError) {
+        if eventIdx { try setAvailEvent(nextAvail &- 1) } else { try store(SplitQueue.usedNoNotify, usedRing) }
+    }
+
+    /// The driver's avail.idx as it stands (a poll looks whether it moved).
+    public func availIndex() throws(VirtqueueError) -> UInt16 { try load(availIdxAddress) }
 }

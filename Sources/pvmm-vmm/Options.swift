@@ -26,6 +26,8 @@ struct VMMOptions {
     var noStdio = false
     /// `--on-reset exit|restart`: what a guest reset does.
     var onReset = ResetPolicy.exit
+    /// `--poll-us N`: overrides the definition's polling budget (0 = off).
+    var pollMicroseconds: Int?
 
     /// A VM definition is small; anything larger is not one.
     static let maxConfigBytes = 1 << 20
@@ -84,6 +86,12 @@ struct VMMOptions {
                 let v = try value("--on-reset")
                 guard let p = ResetPolicy(rawValue: v) else { throw Failure(message: "--on-reset: '\(v)' is not one of: exit, restart") }
                 onReset = p
+            case "--poll-us":
+                let v = try value("--poll-us")
+                guard let n = Int(v), n >= 0, n <= VMConfig.maxPollMicroseconds else {
+                    throw Failure(message: "--poll-us: '\(v)' is not a number of microseconds from 0 to \(VMConfig.maxPollMicroseconds)")
+                }
+                pollMicroseconds = n
             case let other:
                 throw Failure(message: "\(other): unknown option")
             }
@@ -96,6 +104,7 @@ struct VMMOptions {
         do { config = try VMConfig(json: source.bytes) } catch {
             throw Failure(message: flagNames ? error.flagDescription : "\(source.name): \(error)")
         }
+        if let pollMicroseconds { config.pollMicroseconds = pollMicroseconds }
     }
 
     static func read(path: String) throws(Failure) -> [UInt8] {

@@ -56,6 +56,11 @@ struct Run: ParsableCommand {
         valueName: "file"))
     var config: String?
 
+    @Option(name: .customLong("poll-us"), help: ArgumentHelp(
+        "Adaptive polling budget of the device threads in microseconds: after a batch a device watches its rings this long at most before it sleeps (0 = off; default \(VMConfig.defaultPollMicroseconds)).",
+        valueName: "n"))
+    var pollUs: Int?
+
     @Flag(name: .customLong("irq-probe"), help: "Benchmark aid: add the interrupt-latency probe device (pvos `bench irq`, Scripts/bench-cpu).")
     var irqProbe = false
 
@@ -103,7 +108,8 @@ struct Run: ParsableCommand {
             errorsAs = "json"
             let flags = [kernel.map { _ in "--kernel" }, cmdline.isEmpty ? nil : "--cmdline", memory == "128" ? nil : "--memory",
                          cpus == 1 ? nil : "--cpus", disk.isEmpty ? nil : "--disk", net.isEmpty ? nil : "--net",
-                         console == ConsoleKind.virtio.rawValue ? nil : "--console", irqProbe ? "--irq-probe" : nil].compactMap { $0 }
+                         console == ConsoleKind.virtio.rawValue ? nil : "--console", irqProbe ? "--irq-probe" : nil,
+                         pollUs == nil ? nil : "--poll-us"].compactMap { $0 }
             if let f = flags.first { throw UsageError(message: "\(f): not allowed with --config (the file defines the whole VM)") }
         } else {
             do {
@@ -111,7 +117,7 @@ struct Run: ParsableCommand {
                                       memoryMiB: try VMConfig.memoryMiB(argument: memory), cpus: cpus,
                                       disks: try disk.map { spec throws(ConfigError) in try DiskConfig(argument: spec) },
                                       nets: try net.map { spec throws(ConfigError) in try NetConfig(argument: spec) },
-                                      console: try ConsoleKind(argument: console), irqProbe: irqProbe)
+                                      console: try ConsoleKind(argument: console), irqProbe: irqProbe, pollMicroseconds: pollUs)
             } catch let e as ConfigError {
                 throw UsageError(message: e.flagDescription)
             }

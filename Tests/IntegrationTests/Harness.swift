@@ -39,6 +39,15 @@ final class Child {
     private(set) var stderr = [UInt8]()
     private(set) var status: Int32?
 
+    /// `PVMM_TEST_POLL_US=N` runs every `pvmm run` of the suite with `--poll-us N` (e.g. 0:
+    /// the same tests on the interrupt path; Scripts/test runs both). Not with `--config`,
+    /// where the flag is refused.
+    static func withPollFlag(_ argv: [String]) -> [String] {
+        guard let n = ProcessInfo.processInfo.environment["PVMM_TEST_POLL_US"], !n.isEmpty, argv.count >= 2, argv[0] == Paths.pvmm,
+              argv[1] == "run", !argv.contains("--config"), !argv.contains("--poll-us") else { return argv }
+        return [argv[0], "run", "--poll-us", n] + argv[2...]
+    }
+
     /// Spawns `argv` in a new process group. With `pty`, stdin/stdout are that terminal.
     init(_ argv: [String], pty: (master: Int32, slave: Int32)? = nil, environment: [String: String] = [:]) throws {
         var inPipe: [Int32] = [0, 0], outPipe: [Int32] = [0, 0], errPipe: [Int32] = [0, 0]
@@ -75,7 +84,7 @@ final class Child {
         var env = ProcessInfo.processInfo.environment
         for (k, v) in environment { env[k] = v }
         let cEnv = env.map { strdup("\($0.key)=\($0.value)") } + [nil]
-        let cArgv = argv.map { strdup($0) } + [nil]
+        let cArgv = Self.withPollFlag(argv).map { strdup($0) } + [nil]
         defer { (cEnv + cArgv).forEach { free($0) } }
         var pid: pid_t = 0
         let rc = posix_spawn(&pid, argv[0], &actions, &attr, cArgv, cEnv)

@@ -7,7 +7,9 @@ import Testing
 
     @Test func cmdlineLimitLeavesRoomForTheDeviceEntries() throws {
         let appended = VMConfig(kernel: "k", cmdline: "x").kernelCommandLine.utf8.count - 1
-        #expect(appended == VirtioLayout.cmdlineEntry(slot: 0).utf8.count + 1)    // the entry and a space
+        // The console's entry and pvmm_msi=, each after a space.
+        #expect(appended == VirtioLayout.cmdlineEntry(slot: 0).utf8.count + 1 + VirtioLayout.msiCmdlineEntry.utf8.count + 1
+                + "pvmm_poll_us=\(VMConfig.defaultPollMicroseconds)".utf8.count + 1)
         let most = VMConfig.maxCmdlineBytes - appended
         try check(VMConfig(kernel: "k", cmdline: String(repeating: "a", count: most)))
         do {
@@ -26,7 +28,9 @@ import Testing
     @Test func kernelCommandLineAppendsOneEntryPerDevice() {
         let c = VMConfig(kernel: "k", cmdline: "quiet", disks: [DiskConfig(path: "/a"), DiskConfig(path: "/b")], irqProbe: true)
         let words = c.kernelCommandLine.split(separator: " ").map(String.init)
-        #expect(words == ["quiet"] + (0..<3).map { VirtioLayout.cmdlineEntry(slot: $0) } + [IRQProbe.cmdlineEntry])
+        #expect(words == ["quiet"] + (0..<3).map { VirtioLayout.cmdlineEntry(slot: $0) } + [IRQProbe.cmdlineEntry, VirtioLayout.msiCmdlineEntry, "pvmm_poll_us=50"])
+        // Polling off: drivers are not told to poll.
+        #expect(!VMConfig(kernel: "k", pollMicroseconds: 0).kernelCommandLine.contains("pvmm_poll_us"))
         #expect(VMConfig(kernel: "k", console: .serial).kernelCommandLine == "")
     }
 

@@ -103,6 +103,17 @@ enum IOAPIC {
         return !pins.isEmpty
     }
 
+    /// pvmm's `pvmm_msi=0x30` on the command line: the VMM routes its device GSIs as MSIs
+    /// (vector 0x30 + GSI, to the BSP), past the IOAPIC, so they need no redirection entry.
+    static var msiFromVMM = false
+
+    /// A device interrupt (virtio, the IRQ probe) at vector 0x30 + `irq` on `apic`: nothing
+    /// to program when the VMM sends it as an MSI, else `routeISA`.
+    static func routeDevice(_ irq: UInt8, to apic: UInt32) -> Bool {
+        if msiFromVMM && apic == APIC.bspID { return true }
+        return routeISA(irq, to: apic)
+    }
+
     /// Routes ISA `irq` (after the MADT's overrides) to vector 0x30 + GSI on CPU `apic`,
     /// edge/high unless an override says otherwise. Returns false if no IOAPIC has it.
     static func routeISA(_ irq: UInt8, to apic: UInt32) -> Bool { routedGSI(irq, to: apic) != nil }

@@ -15,7 +15,7 @@ enum IRQBench {
             Console.write("bench irq: no probe (run pvmm with --irq-probe)\n")
             return
         }
-        guard APIC.on, IOAPIC.routeISA(UInt8(gsi), to: APIC.bspID) else {
+        guard APIC.on, IOAPIC.routeDevice(UInt8(gsi), to: APIC.bspID) else {
             Console.write("bench irq: no interrupt controller\n")
             return
         }

@@ -126,19 +126,25 @@ enum Kernel {
             guard let eq = w.firstIndex(of: 61) else { continue }
             let key = Array(w[..<eq])
             if matches(key, "console") { continue }
+            if matches(key, "pvmm_msi"), let v = Virtio.parseNumber(w[(eq + 1)...]), v == UInt64(Vector.ioapicBase) {
+                IOAPIC.msiFromVMM = true
+            }
+            if matches(key, "pvmm_poll_us"), let v = Virtio.parseNumber(w[(eq + 1)...]) {
+                Virtio.pollCycles = min(v, 1000) * Platform.tscKHz / 1000   // the TSC rate is known by now
+            }
             options.append((key: key, value: Array(w[(eq + 1)...])))
         }
     }
 
     /// The entries the VMM appends for its devices (`virtio_mmio.device=`, pvmm's
-    /// `pvmm_irq_probe=`), as opposed to the user's own options.
+    /// `pvmm_irq_probe=` and `pvmm_msi=`), as opposed to the user's own options.
     static func isDeviceEntry(_ word: [UInt8]) -> Bool {
         guard let eq = word.firstIndex(of: 61) else { return false }
         return isDeviceKey(word[..<eq])
     }
 
     static func isDeviceKey<C: Collection>(_ key: C) -> Bool where C.Element == UInt8 {
-        matches(key, "virtio_mmio.device") || matches(key, "pvmm_irq_probe")
+        matches(key, "virtio_mmio.device") || matches(key, "pvmm_irq_probe") || matches(key, "pvmm_msi") || matches(key, "pvmm_poll_us")
     }
 }
 

@@ -101,6 +101,7 @@ enum Shell {
             Console.write("x2apic timer tickless ")
             Console.write(Timer.modeName)
             if Console.interrupts { Console.write(", ioapic com1") }
+            Console.write(IOAPIC.msiFromVMM ? ", devices msi" : ", devices ioapic")
         } else {
             Console.write("none (polled)")
         }

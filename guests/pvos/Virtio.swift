@@ -108,7 +108,7 @@ final class VirtioDevice {
         setReg(VirtioReg.status, status | VirtioStatus.driverOK)
         if !interrupts && APIC.on && irq >= 0 && irq < Virtio.maxGSI {
             write64(virtioIRQBaseTable() + UInt64(irq * 8), base)
-            interrupts = IOAPIC.routeISA(UInt8(irq), to: APIC.bspID)
+            interrupts = IOAPIC.routeDevice(UInt8(irq), to: APIC.bspID)
             if !interrupts { write64(virtioIRQBaseTable() + UInt64(irq * 8), 0) }
         }
     }
@@ -215,6 +215,22 @@ final class Virtqueue {
     /// The device has returned something since `collect` last looked.
     var pending: Bool { read16(used + 2) != lastUsed }
 
+    /// Watches the used ring for up to `cycles` with the used-buffer interrupt suppressed
+    /// (used_event half the index space away, §2.7.10), as Linux's cpuidle-haltpoll does
+    /// before a halt; then asks for the interrupt again and re-checks, so a completion
+    /// published meanwhile (without an interrupt) is not slept through. True if something
+    /// arrived.
+    func poll(cycles: UInt64) -> Bool {
+        guard eventIdx, cycles > 0 else { return pending }
+        write16(usedEventAddress, lastUsed &+ 0x8000)
+        memoryFence()
+        let until = rdtsc() &+ cycles
+        while !pending && rdtsc() < until { cpuPause() }
+        write16(usedEventAddress, lastUsed)
+        memoryFence()
+        return pending
+    }
+
     /// Takes every used entry: `body(head, len)`. Stops and marks the queue corrupt on
     /// an impossible entry. Then asks for an interrupt at the next one (used_event), or
     /// for none (used_event half the index space away), and fences, so a caller that
@@ -250,6 +266,14 @@ final class Virtqueue {
 /// acpi=off), else QEMU microvm's fixed window probed slot by slot.
 enum Virtio {
     static var found: [(base: UInt64, irq: Int)] = []
+    /// `pvmm_poll_us=N`: the VMM's device threads poll their rings, so a driver waiting
+    /// for a completion polls the used ring this long (in TSC cycles) before it sleeps
+    /// on the interrupt (`Virtqueue.poll`). 0 (QEMU, `--poll-us 0`): no polling.
+    static var pollCycles: UInt64 = 0
+    /// Drivers that wait through `Virtqueue.poll` leave the interrupt off after a
+    /// `collect` (poll turns it back on before they sleep): a completion that lands while
+    /// the driver still runs costs the device no irqfd and the guest no interrupt.
+    static var polling: Bool { pollCycles > 0 }
 
     static func discover() {
         for w in words(Kernel.cmdline) {

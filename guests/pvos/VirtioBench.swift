@@ -56,7 +56,7 @@ enum BlockBench {
                 q.kick()
             }
             let now = rdtsc()
-            let n = q.collect { head, length in
+            let n = q.collect(interrupt: !Virtio.polling) { head, length in
                 if disk.status(head) != 0 || length > UInt32(bs) + 1 { errors += 1 }
                 histogram[min(Int((now &- submitted[head]) * 1000 / Platform.tscKHz), latencyBuckets - 1)] += 1
                 free.append(slotOf[head])

@@ -74,6 +74,7 @@ final class BlockDevice {
             // Tickless: wake for the timeout, or every 10 ms to poll a device without
             // an interrupt line.
             let wake = device.interrupts ? t0 &+ timeoutMs * Platform.tscKHz : now &+ 10 * Platform.tscKHz
+            if device.interrupts && q.poll(cycles: Virtio.pollCycles) { continue }
             Platform.idle(SMP.bsp, until: wake) { q.pending || device.interruptPending }
         }
         return true
@@ -87,7 +88,7 @@ final class BlockDevice {
         var finished = false
         var bad = false
         let ok = waitFor {
-            q.collect { h, len in
+            q.collect(interrupt: !Virtio.polling) { h, len in
                 if h == head { finished = true; bad = len > length + 1 }
             }
             return finished

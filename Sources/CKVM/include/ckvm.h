@@ -33,6 +33,12 @@ uint32_t ckvm_ioeventfd_flag_deassign(void);
 uint32_t ckvm_irqfd_flag_deassign(void);
 int ckvm_irqfd(int vm, int fd, uint32_t gsi, uint32_t flags);
 int ckvm_enable_cap(int fd, uint32_t cap, uint64_t arg0);
+/// One GSI route for ckvm_set_gsi_routing: `msi` 0 routes `gsi` to pin `pin` of irqchip
+/// `chip` (0 PIC master, 1 PIC slave, 2 IOAPIC); `msi` 1 makes it an MSI with
+/// `address`/`data` (kvm_irq_routing_msi).
+struct ckvm_gsi_route { uint32_t gsi, msi, chip, pin; uint64_t address; uint32_t data; };
+/// KVM_SET_GSI_ROUTING: replaces the whole table with `routes[0..<n]` (n <= 1024).
+int ckvm_set_gsi_routing(int vm, const struct ckvm_gsi_route *routes, uint32_t n);
 
 // MARK: vCPU fd
 int ckvm_run(int vcpu);
