@@ -31,7 +31,10 @@ let package = Package(
         // The virtio spec as pure code: split queues, chains, MMIO registers. No threads, no KVM.
         .target(name: "Virtio", dependencies: ["GuestMemory"]),
         .target(name: "Devices", dependencies: ["CURing", "GuestMemory", "PVMMABI", "Virtio"]),
-        .target(name: "VMM", dependencies: ["VMDefinition", "KVM", "GuestMemory", "Boot", "Devices", "PVMMABI", "Virtio"]),
+        // The lifecycle states and the control socket's protocol (docs/control.md), shared
+        // by the VMM that serves it and its clients; no dependencies beyond the JSON codec.
+        .target(name: "VMControl", dependencies: ["VMDefinition"]),
+        .target(name: "VMM", dependencies: ["VMDefinition", "VMControl", "KVM", "GuestMemory", "Boot", "Devices", "PVMMABI", "Virtio"]),
         // The user-facing CLI. `pvmm run` validates its flags, then execs pvmm-vmm.
         .executableTarget(
             name: "pvmm",
@@ -53,6 +56,7 @@ let package = Package(
         ),
         .plugin(name: "GitRevision", capability: .buildTool()),
         .testTarget(name: "VMDefinitionTests", dependencies: ["VMDefinition"]),
+        .testTarget(name: "VMControlTests", dependencies: ["VMControl", "VMDefinition"]),
         .testTarget(name: "BootTests", dependencies: ["Boot", "GuestMemory", "PVMMABI"]),
         .testTarget(name: "DevicesTests", dependencies: ["Devices", "GuestMemory", "Virtio"]),
         .testTarget(name: "VirtioTests", dependencies: ["Virtio", "GuestMemory"]),

@@ -1,6 +1,7 @@
 // Definitions of the wrappers declared in include/ckvm.h (see the contract there).
 #define _GNU_SOURCE
 #include <errno.h>
+#include <malloc.h>
 #include <pthread.h>
 #include <signal.h>
 #include <sys/epoll.h>
@@ -93,6 +94,42 @@ int ckvm_get_mp_state(int vcpu, uint32_t *state) {
     return r;
 }
 
+int ckvm_set_mp_state(int vcpu, uint32_t state) {
+    struct kvm_mp_state m = { .mp_state = state };
+    return ckvm_ret(ioctl(vcpu, KVM_SET_MP_STATE, &m));
+}
+
+int ckvm_get_vcpu_extra(int vcpu, struct ckvm_vcpu_extra *x) {
+    int r = ckvm_ret(ioctl(vcpu, KVM_GET_LAPIC, &x->lapic));
+    if (r >= 0) r = ckvm_ret(ioctl(vcpu, KVM_GET_VCPU_EVENTS, &x->events));
+    if (r >= 0) r = ckvm_ret(ioctl(vcpu, KVM_GET_FPU, &x->fpu));
+    return r;
+}
+
+int ckvm_set_vcpu_extra(int vcpu, const struct ckvm_vcpu_extra *x) {
+    int r = ckvm_ret(ioctl(vcpu, KVM_SET_LAPIC, &x->lapic));
+    if (r >= 0) r = ckvm_ret(ioctl(vcpu, KVM_SET_VCPU_EVENTS, &x->events));
+    if (r >= 0) r = ckvm_ret(ioctl(vcpu, KVM_SET_FPU, &x->fpu));
+    return r;
+}
+
+int ckvm_get_irqchips(int vm, struct ckvm_irqchips *c) {
+    for (int i = 0; i < 3; i++) {
+        c->chip[i].chip_id = i;
+        int r = ckvm_ret(ioctl(vm, KVM_GET_IRQCHIP, &c->chip[i]));
+        if (r < 0) return r;
+    }
+    return 0;
+}
+
+int ckvm_set_irqchips(int vm, const struct ckvm_irqchips *c) {
+    for (int i = 0; i < 3; i++) {
+        int r = ckvm_ret(ioctl(vm, KVM_SET_IRQCHIP, &c->chip[i]));
+        if (r < 0) return r;
+    }
+    return 0;
+}
+
 uint32_t ckvm_run_exit_reason(const struct kvm_run *r) { return r->exit_reason; }
 
 void ckvm_run_set_immediate_exit(struct kvm_run *r, uint8_t v) { __atomic_store_n(&r->immediate_exit, v, __ATOMIC_SEQ_CST); }
@@ -148,6 +185,24 @@ int ckvm_epoll_add(int ep, int fd) {
     return epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev) < 0 ? -errno : 0;
 }
 
+int ckvm_epoll_ctl(int ep, int op, int fd, uint32_t events) {
+    struct epoll_event ev = { .events = events, .data = { .fd = fd } };
+    return epoll_ctl(ep, op, fd, &ev) < 0 ? -errno : 0;
+}
+
+uint32_t ckvm_epoll_in(void) { return EPOLLIN; }
+uint32_t ckvm_epoll_out(void) { return EPOLLOUT; }
+uint32_t ckvm_epoll_hup(void) { return EPOLLHUP | EPOLLERR | EPOLLRDHUP; }
+
+int ckvm_epoll_wait_events(int ep, int *fds, uint32_t *events, int max, int timeout_ms) {
+    struct epoll_event ev[32];
+    if (max > 32) max = 32;
+    int n = epoll_wait(ep, ev, max, timeout_ms);
+    if (n < 0) return -errno;
+    for (int i = 0; i < n; i++) { fds[i] = ev[i].data.fd; events[i] = ev[i].events; }
+    return n;
+}
+
 int ckvm_epoll_wait(int ep, int *fds, int max, int timeout_ms) {
     struct epoll_event ev[32];
     if (max > 32) max = 32;
@@ -157,7 +212,13 @@ int ckvm_epoll_wait(int ep, int *fds, int max, int timeout_ms) {
     return n;
 }
 
-int ckvm_set_thread_name(const char *name) { return -pthread_setname_np(pthread_self(), name); }
+int ckvm_set_thread_name(const char *name) {
+    char n[16];  /* Linux keeps 15 bytes and refuses longer names: truncate */
+    size_t i = 0;
+    for (; i < 15 && name[i]; i++) n[i] = name[i];
+    n[i] = 0;
+    return -pthread_setname_np(pthread_self(), n);
+}
 
 int ckvm_kick_signal(void) { return SIGRTMIN + 1; }
 
@@ -169,3 +230,5 @@ int ckvm_unblock_kick_signal(void) {
 }
 
 uint64_t ckvm_rdtsc(void) { return __builtin_ia32_rdtsc(); }
+
+int ckvm_single_malloc_arena(void) { return mallopt(M_ARENA_MAX, 1) ? 0 : -EINVAL; }

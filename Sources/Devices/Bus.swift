@@ -3,8 +3,10 @@ public enum DeviceAction: Equatable, Sendable {
     case none
     /// Stop the VM; `pvmm run` exits with `status`.
     case powerOff(status: Int32)
-    /// The guest asked for a reset (i8042 0xFE); pvmm treats it as a clean stop.
+    /// The guest asked for a reset (i8042 0xFE): a reboot or a clean stop (`--on-reset`).
     case reset
+    /// The guest reported a panic (SysCtl.panicOffset): the VM ends as crashed.
+    case panicked(GuestPanic)
 }
 
 /// A device on the I/O port bus. `offset` is relative to the device's base port; `data`

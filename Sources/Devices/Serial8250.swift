@@ -60,6 +60,17 @@ public final class Serial8250: PortDevice {
         return n
     }
 
+    /// Power-on register state for a reboot; host input not yet read stays queued (it was
+    /// typed for the guest, whichever boot reads it).
+    public func reset() {
+        state.withLock { s in
+            let rx = s.rx
+            s = State()
+            s.rx = rx
+        }
+        irq?.set(false)
+    }
+
     /// Bytes waiting for the guest to read.
     public var pendingInput: Int { state.withLock { $0.rx.count } }
 

@@ -21,6 +21,8 @@ public final class DeviceStats: Sendable {
     public let notifications = StatCounter()
     /// Interrupts injected (irqfd writes).
     public let interrupts = StatCounter()
+    /// Times the device entered DEVICE_NEEDS_RESET (bad guest input).
+    public let errors = StatCounter()
 
     public init(name: String) { self.name = name }
 }
@@ -89,6 +91,9 @@ public protocol VirtioDeviceControl: MMIODevice {
     func queueNotified(_ queue: Int, count: UInt64)
     /// Called on the device thread when the service eventfd fired.
     func serviceRequested()
+    /// Host-initiated device reset (a VM reboot): as if the driver wrote 0 to Status
+    /// (§2.4). Called while the device thread is quiesced.
+    func resetDevice()
 }
 
 /// A virtio-mmio device (virtio 1.2 §4.2) on the MMIO bus: the register file
@@ -163,6 +168,15 @@ public final class VirtioMMIODevice<Model: VirtioBackedModel>: VirtioDeviceContr
         return .none
     }
 
+    public func resetDevice() {
+        let zero: UInt32 = 0
+        withUnsafeBytes(of: zero) { z in
+            let access = Access(bytes: UnsafeMutableRawBufferPointer(mutating: z))
+            _ = transport.withLock { $0.write(offset: MMIORegister.status, from: UnsafeRawBufferPointer(access.bytes)) }
+        }
+        failuresLogged.store(0, ordering: .relaxed)
+    }
+
     // MARK: Device thread
 
     public func queueNotified(_ queue: Int, count: UInt64 = 1) {
@@ -205,6 +219,7 @@ public final class VirtioMMIODevice<Model: VirtioBackedModel>: VirtioDeviceContr
     }
 
     func report(_ reason: String) {
+        stats.errors.add()
         let n = failuresLogged.wrappingAdd(1, ordering: .relaxed).newValue
         if n <= Self.maxFailureLines {
             log("pvmm: \(name): DEVICE_NEEDS_RESET: \(reason)")

@@ -6,13 +6,18 @@ import Glibc
 /// retried on EINTR; gives up if the fd is gone. The one writer for pvmm's messages.
 public func writeAll(_ fd: Int32, _ s: String) {
     var s = s
-    s.withUTF8 { p in
-        var off = 0
-        while off < p.count {
-            let n = write(fd, p.baseAddress! + off, p.count - off)
-            if n > 0 { off += n } else if n < 0 && errno == EINTR { continue } else { return }
-        }
+    s.withUTF8 { writeAll(fd, UnsafeRawBufferPointer($0)) }
+}
+
+/// Writes all of `bytes` to `fd` (as above); false if the fd failed first.
+@discardableResult
+public func writeAll(_ fd: Int32, _ bytes: UnsafeRawBufferPointer) -> Bool {
+    var off = 0
+    while off < bytes.count {
+        let n = write(fd, bytes.baseAddress! + off, bytes.count - off)
+        if n > 0 { off += n } else if n < 0 && errno == EINTR { continue } else { return false }
     }
+    return true
 }
 
 /// Writes `s` to stderr as it is.

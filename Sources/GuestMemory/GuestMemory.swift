@@ -75,6 +75,13 @@ public final class GuestMemory: @unchecked Sendable {
     deinit { munmap(base, Int(size)) }
 
     /// The highest guest-physical address of RAM, exclusive.
+    /// Zeroes all of RAM and gives its pages back to the host (a VM reboot): the mapping
+    /// is shared memory, so MADV_REMOVE punches the pages out (MADV_DONTNEED would only
+    /// unmap them and keep their contents); memset if the kernel refuses.
+    public func discardAll() {
+        if madvise(base, Int(size), MADV_REMOVE) != 0 { memset(base, 0, Int(size)) }
+    }
+
     public var ramEnd: UInt64 { regions[regions.count - 1].guestEnd }
 
     /// True when [address, address+length) lies inside one RAM region.

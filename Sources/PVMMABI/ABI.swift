@@ -83,6 +83,28 @@ public enum BootSelectors {
 public enum SysCtl {
     public static let port: UInt16 = 0xF4
     public static let signature: UInt32 = 0x4D4D_5650 // "PVMM"
+    /// Ports the device claims: 0xF4-0xFF (three 32-bit registers).
+    public static let length: UInt16 = 12
+    /// +4, 32-bit `in`: pending host requests (bits below); 32-bit `out`: acknowledge
+    /// (write 1 to clear). Each new request raises an edge on `eventIRQ`.
+    public static let eventsOffset: UInt16 = 4
+    /// The host asks the guest to power off (the daemon's `stop`): a power button.
+    public static let eventPowerButton: UInt32 = 1 << 0
+    /// The ISA IRQ (IOAPIC input, edge, active high) of host requests: COM2's, unused.
+    public static let eventIRQ: UInt8 = 3
+    /// +8, 32-bit `out`: the guest panicked; the value is the guest-physical address
+    /// (below 4 GiB) of a `PanicReport`. The VM ends as crashed with its vector and RIP.
+    public static let panicOffset: UInt16 = 8
+}
+
+/// What a guest reports with `SysCtl.panicOffset`: four little-endian u64 at the address.
+public enum PanicReport {
+    public static let size = 32
+    public static let vector = 0     // CPU exception vector (0-31), or 0xFFFF_FFFF for a software panic
+    public static let errorCode = 8
+    public static let rip = 16
+    public static let cr2 = 24
+    public static let softwarePanic: UInt64 = 0xFFFF_FFFF
 }
 
 /// The legacy devices pvmm emulates for early boot.

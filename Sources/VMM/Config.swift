@@ -1,4 +1,5 @@
 @_exported import VMDefinition
+@_exported import VMControl
 
 /// What the VMM adds to a definition: the limits its device layout imposes, and the
 /// command line the guest actually gets.

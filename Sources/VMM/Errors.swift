@@ -17,12 +17,14 @@ public enum VMMError: Error, CustomStringConvertible, Sendable {
     case kvm(KVMError)
     case memory(GuestMemoryError)
     case thread(String)
+    /// A lifecycle operation the VM's state does not allow (pause a stopped VM).
+    case conflict(LifecycleConflict)
 
     /// Problems in what the user gave us: `pvmm run` exits with status 2 for these.
     public var isUsageError: Bool {
         switch self {
         case .invalidConfig, .kernelUnreadable, .badKernel, .kvmUnavailable: true
-        case .kvm, .memory, .thread: false
+        case .kvm, .memory, .thread, .conflict: false
         }
     }
 
@@ -41,6 +43,7 @@ public enum VMMError: Error, CustomStringConvertible, Sendable {
         case let .kvm(e): "KVM: \(e)"
         case let .memory(e): "guest memory: \(e)"
         case let .thread(m): m
+        case let .conflict(c): c.description
         }
     }
 }

@@ -4,26 +4,50 @@ import Glibc
 import CKVM
 import SystemPackage
 
-/// One device thread: epoll over the device's eventfds (queue notifications from
-/// ioeventfd, host-side input) plus a stop eventfd. Handlers run on this thread only, so
-/// a device needs no locks against itself and a vCPU never blocks on device I/O.
+/// One thread's epoll loop: a device's eventfds (queue notifications from ioeventfd,
+/// host-side input), or the console/control sockets. Handlers run on this thread only,
+/// so what a loop serves needs no locks against itself and a vCPU never blocks on it.
 ///
-/// `@unchecked Sendable`: `handlers` is filled before `start()` and only read afterwards
-/// by the loop thread; `stop()` only writes an eventfd.
+/// Besides its fds the loop answers two requests from other threads: `stop()` (end and
+/// join) and `quiesce()`/`resume()` (park between handlers, e.g. while the VM is reset
+/// or its state saved, so no handler touches guest memory meanwhile).
+///
+/// `@unchecked Sendable`: `handlers` is touched only on the loop thread once it runs
+/// (fds are added before `start()` or from handlers); `stop()` and `quiesce()` only
+/// signal an eventfd and wait on `control`.
 final class EventLoop: @unchecked Sendable {
-    let name: String
-    let epoll: Int32
-    let stopEvent: EventFD
-    private var handlers: [Int32: () -> Void] = [:]
-    private var thread: pthread_t?
+    typealias Handler = (_ events: UInt32) -> Void
 
-    init(name: String) throws(VMMError) {
+    let name: String
+    let role: ThreadRole
+    let epoll: Int32
+    private let wakeEvent: EventFD
+    private var handlers: [Int32: Handler] = [:]
+    private var thread: SpawnedThread?
+    /// Called when `timeoutMs` passes with nothing ready (retrying input the guest was
+    /// not ready for); -1 waits forever.
+    var timeoutMs: Int32 = -1
+    var onTimeout: (() -> Void)?
+
+    private struct Control {
+        var stop = false
+        var quiesce = false
+        var parked = false
+    }
+    private let control = Monitor(Control())
+
+    static var readable: UInt32 { ckvm_epoll_in() }
+    static var writable: UInt32 { ckvm_epoll_out() }
+    static var hangup: UInt32 { ckvm_epoll_hup() }
+
+    init(name: String, role: ThreadRole = .device) throws(VMMError) {
         self.name = name
+        self.role = role
         let e = ckvm_epoll_create()
         if e < 0 { throw .thread("epoll_create1: \(Errno(rawValue: -e))") }
         epoll = e
-        stopEvent = try EventFD()
-        try add(stopEvent.fd) {}
+        wakeEvent = try EventFD()
+        try add(wakeEvent.fd) {}
     }
 
     deinit { close(epoll) }
@@ -31,46 +55,82 @@ final class EventLoop: @unchecked Sendable {
     /// Calls `handler` on the loop thread whenever `fd` is readable (level-triggered:
     /// the handler must drain it).
     func add(_ fd: Int32, _ handler: @escaping () -> Void) throws(VMMError) {
-        let rc = ckvm_epoll_add(epoll, fd)
+        try add(fd, events: Self.readable) { _ in handler() }
+    }
+
+    /// Calls `handler` with the ready events whenever one of `events` (and always
+    /// hang-up/error) holds for `fd`.
+    func add(_ fd: Int32, events: UInt32, _ handler: @escaping Handler) throws(VMMError) {
+        let rc = ckvm_epoll_ctl(epoll, 1, fd, events)
         if rc < 0 { throw .thread("epoll_ctl \(name): \(Errno(rawValue: -rc))") }
         handlers[fd] = handler
     }
 
+    /// Changes the events `fd` waits for (loop thread only).
+    func modify(_ fd: Int32, events: UInt32) {
+        _ = ckvm_epoll_ctl(epoll, 3, fd, events)
+    }
+
+    /// Forgets `fd` (loop thread only); the caller closes it.
+    func remove(_ fd: Int32) {
+        _ = ckvm_epoll_ctl(epoll, 2, fd, 0)
+        handlers[fd] = nil
+    }
+
     func start() throws(VMMError) {
-        let box = Unmanaged.passRetained(self).toOpaque()
-        var tid = pthread_t()
-        let rc = pthread_create(&tid, nil, { arg in
-            let loop = Unmanaged<EventLoop>.fromOpaque(arg!).takeRetainedValue()
-            _ = ckvm_set_thread_name(String(loop.name.prefix(15)))
-            loop.run()
-            return nil
-        }, box)
-        if rc != 0 {
-            Unmanaged<EventLoop>.fromOpaque(box).release()
-            throw .thread("pthread_create \(name): \(Errno(rawValue: rc))")
-        }
-        thread = tid
+        thread = try spawnThread(name: name, role: role) { [self] in run() }
     }
 
     private func run() {
         var ready = [Int32](repeating: 0, count: 16)
+        var events = [UInt32](repeating: 0, count: 16)
         while true {
-            let n = ckvm_epoll_wait(epoll, &ready, Int32(ready.count), -1)
+            let n = ckvm_epoll_wait_events(epoll, &ready, &events, Int32(ready.count), timeoutMs)
             if n == -EINTR { continue }
             if n < 0 { return }
+            if n == 0 { onTimeout?(); continue }
             for i in 0..<Int(n) {
                 let fd = ready[i]
-                if fd == stopEvent.fd { return }
-                handlers[fd]?()
+                if fd == wakeEvent.fd {
+                    _ = wakeEvent.drain()
+                    if serveControl() { return }
+                    continue
+                }
+                handlers[fd]?(events[i])
             }
         }
+    }
+
+    /// Handles stop and quiesce requests; returns true to end the loop.
+    private func serveControl() -> Bool {
+        if control.withLock({ $0.quiesce && !$0.stop }) {
+            control.update { $0.parked = true }
+            control.wait(until: { !$0.quiesce || $0.stop }) { c, _ in c.parked = false }
+        }
+        return control.withLock { $0.stop }
+    }
+
+    /// Wakes the loop from any thread (it re-reads its control state).
+    func wake() { wakeEvent.signal() }
+
+    /// Parks the loop between handlers; returns once it is parked. `resume()` undoes it.
+    func quiesce() {
+        guard thread != nil else { return }
+        control.update { $0.quiesce = true }
+        wakeEvent.signal()
+        control.wait(until: { $0.parked || $0.stop }) { _, _ in }
+    }
+
+    func resume() {
+        control.update { $0.quiesce = false }
     }
 
     /// Ends the loop and joins its thread.
     func stop() {
         guard let t = thread else { return }
-        stopEvent.signal()
-        pthread_join(t, nil)
+        control.update { $0.stop = true }
+        wakeEvent.signal()
+        t.join()
         thread = nil
     }
 }

@@ -8,8 +8,12 @@ public enum VMExit: Sendable, Equatable, CustomStringConvertible {
     case poweredOff(status: Int32)
     /// The guest reset the machine (i8042 0xFE, or a KVM reset event).
     case reset
-    /// `stop()` was called (Ctrl-A x, the API, a signal).
+    /// `stop()` was called (Ctrl-A x, a signal).
     case stopped
+    /// `kill()` (the control socket's `kill`): ended at once, no guest involvement.
+    case killed
+    /// A `stop` asked the guest to power off and it did not within the timeout.
+    case stopTimedOut(seconds: Int)
     /// Triple fault, KVM internal error, emulation failure, failed entry.
     case crashed(CrashReport)
     /// A KVM ioctl failed under the vCPU loop.
@@ -19,7 +23,7 @@ public enum VMExit: Sendable, Equatable, CustomStringConvertible {
     public var exitStatus: Int32 {
         switch self {
         case .poweredOff(let s): s & 0xFF
-        case .reset, .stopped: 0
+        case .reset, .stopped, .killed, .stopTimedOut: 0
         case .crashed, .failed: 1
         }
     }
@@ -29,6 +33,8 @@ public enum VMExit: Sendable, Equatable, CustomStringConvertible {
         case .poweredOff(let s): "guest powered off with status \(s)"
         case .reset: "guest reset"
         case .stopped: "stopped"
+        case .killed: "killed"
+        case .stopTimedOut(let s): "stop timeout: the guest did not power off within \(s) s"
         case .crashed(let r): r.description
         case .failed(let m): m
         }
@@ -40,6 +46,8 @@ public struct CrashReport: Sendable, Equatable, CustomStringConvertible {
     public let reason: String
     public let rip: UInt64
     public let registers: String
+    /// The exception vector, when the guest reported one (its panic report).
+    public var vector: UInt64? = nil
 
     public var description: String { "pvmm: VM crashed: \(reason)\n\(registers)" }
 }
@@ -51,7 +59,7 @@ public final class VMStats: Sendable {
     public let pio = StatCounter()
     public let mmio = StatCounter()
     public let interrupted = StatCounter()
-    /// Per virtio device: requests, notifications received, interrupts sent.
+    /// Per virtio device: requests, notifications received, interrupts sent, errors.
     public let devices: [DeviceStats]
 
     public init(devices: [DeviceStats] = []) { self.devices = devices }

@@ -7,7 +7,6 @@ import Devices
 import GuestMemory
 import KVM
 import PVMMABI
-import Synchronization
 import SystemPackage
 
 /// Which KVM this is: this host's pagetable-based PVM, or hardware-assisted KVM.
@@ -16,23 +15,38 @@ public enum HostFlavour: String, Sendable {
     case hardware
 }
 
-/// One virtual machine: KVM objects, guest RAM, devices and vCPU threads. Lifecycle
-/// (start, pause, resume, stop, wait) lives here so the CLI and the API are thin.
+/// What a guest reset (i8042 0xFE, a KVM reset event) does.
+public enum ResetPolicy: String, Sendable {
+    /// The VM ends, status 0 (`pvmm run`'s default).
+    case exit
+    /// The VM reboots in the same process (the daemon passes `--on-reset restart`).
+    case restart
+}
+
+/// One virtual machine: KVM objects, guest RAM, devices and vCPU threads.
 ///
-/// `@unchecked Sendable`: the KVM fds and memory are immutable after init; mutable
-/// lifecycle state is behind `lifecycle` (a Mutex); the threads list is written only by
-/// `start` before any other thread can see it.
+/// Three steps, each its own file: `init` makes the machine (KVM, RAM, irqchip,
+/// devices, vCPUs: this file); `boot` loads the kernel, ACPI tables and boot registers
+/// into it, again for every reboot (VMBoot.swift); the lifecycle (start, pause, resume,
+/// stop, kill, reboot, wait) runs it (VMLifecycle.swift). A snapshot restore will
+/// replace `boot` on the same machine.
+///
+/// `@unchecked Sendable`: the KVM fds, memory and devices are immutable after init;
+/// lifecycle state is behind `lifecycle` (a Monitor), lifecycle operations behind `operation`.
 public final class VM: @unchecked Sendable {
     public let config: VMConfig
     public let flavour: HostFlavour
-    public let kernel: LoadedKernel
     public let stats: VMStats
     public let memory: GuestMemory
+    public let resetPolicy: ResetPolicy
+    /// Where the console output goes (the ring, for `pvmm-vmm`; any sink for tests).
+    public let console: any ByteSink
 
     let system: KVMSystem
     let vm: VirtualMachine
     let vcpus: [VCPUContext]
     let serial: Serial8250
+    let sysctl: SystemControl
     let bus: PortBus
     let mmioBus: MMIOBus
     let wake: EventFD
@@ -41,26 +55,36 @@ public final class VM: @unchecked Sendable {
     let irqProbe: IRQProbe?
     /// Takes console input once its driver is ready (nil with `--console serial`).
     let virtioConsole: VirtioConsoleBackend?
+    /// The in-kernel PIC/IOAPIC as created: a reboot puts it back.
+    let powerOnIRQChips: ckvm_irqchips
 
-    struct Lifecycle {
-        var started = false
-        var paused = false
-        var stopping = false
-        var exit: VMExit?
-        var parked = 0
-    }
-    let lifecycle = Mutex(Lifecycle())
+    /// The kernel of the current boot (nil until `boot`).
+    public internal(set) var kernel: LoadedKernel?
 
-    /// Builds the VM: validates `config`, opens KVM, maps RAM, loads the kernel and sets up
-    /// every vCPU. Nothing runs until `start()`.
-    public init(config: VMConfig, console: any ByteSink) throws(VMMError) {
+    let lifecycle: Monitor<LifecycleState>
+    /// Held for the whole of pause, resume, reboot and the final teardown, so they do not
+    /// interleave. vCPU and device threads never take it.
+    let operation = Monitor(false)
+    /// Told about every state change, with the lifecycle lock held: it must only queue.
+    let observer: (@Sendable (VMStateEvent) -> Void)?
+
+    /// Makes the machine: validates `config`, opens KVM, maps RAM, creates the irqchip,
+    /// the devices and every vCPU; then boots it (a bad kernel is a usage error now).
+    /// Nothing runs until `start()`.
+    /// `log` takes what devices report while the VM runs (from vCPU and device threads,
+    /// so it must not block: pvmm-vmm passes the console hub's log ring).
+    public init(config: VMConfig, console: any ByteSink, resetPolicy: ResetPolicy = .exit,
+                observer: (@Sendable (VMStateEvent) -> Void)? = nil,
+                log: @escaping @Sendable (String) -> Void = writeStderrLine) throws(VMMError) {
         self.config = config
+        self.console = console
+        self.resetPolicy = resetPolicy
+        self.observer = observer
         let system: KVMSystem
         do { system = try KVMSystem() } catch {
             throw .kvmUnavailable(message: Self.explainKVMOpen(error))
         }
         try config.validateForHost(hostMemoryMiB: Self.hostMemoryMiB(), hostMaxVCPUs: system.maxVCPUs)
-        let image = try Self.readKernel(config.kernel, limit: UInt64(config.memoryMiB) << 20)
         let disks = try Self.openDisks(config.disks)
 
         let vm: VirtualMachine
@@ -75,32 +99,20 @@ public final class VM: @unchecked Sendable {
                 try vm.setMemoryRegion(slot: UInt32(slot), guestAddress: r.guestBase, size: r.size, hostAddress: r.hostAddress)
             }
             try vm.createIRQChip()
+            powerOnIRQChips = try vm.irqChipState()
         } catch { throw .kvm(error) }
-
-        let cmdline = Array(config.kernelCommandLine.utf8)
-        let acpi = ACPITables(cpus: config.cpus)
-        let booted = image.withUnsafeBytes { [memory] bytes in
-            Result { () throws(BootError) in
-                try acpi.write(to: memory)
-                return try BootBuilder.prepare(kernel: bytes, mem: memory, cmdline: cmdline, rsdp: acpi.rsdp)
-            }
-        }
-        let cpuState: InitialCPUState
-        switch booted {
-        case .success(let b): (kernel, cpuState) = b
-        case .failure(let e): throw .badKernel(path: config.kernel, error: e)
-        }
 
         wake = try EventFD()
         serial = Serial8250(sink: console, irq: IRQLine(vmFD: vm.fd, irq: Self.com1IRQ))
+        sysctl = SystemControl(memory: memory, irq: IRQLine(vmFD: vm.fd, irq: UInt32(SysCtl.eventIRQ)))
         (virtioDevices, virtioConsole) = try Self.makeVirtioDevices(config: config, disks: disks, console: console,
-                                                                    memory: memory, vm: vm)
+                                                                    memory: memory, vm: vm, log: log)
         stats = VMStats(devices: virtioDevices.map(\.device.stats))
         irqProbe = config.irqProbe ? try IRQProbe(memory: memory, vm: vm) : nil
         do {
             bus = try PortBus([
                 .init(base: LegacyPorts.com1, length: 8, device: serial),
-                .init(base: SysCtl.port, length: 4, device: SystemControl()),
+                .init(base: SysCtl.port, length: SysCtl.length, device: sysctl),
                 .init(base: 0x60, length: 5, device: I8042()),
             ])
             mmioBus = try MMIOBus(virtioDevices.map(\.mapping) + (irqProbe.map { [$0.mapping] } ?? []))
@@ -115,106 +127,24 @@ public final class VM: @unchecked Sendable {
                 let vcpu = try vm.createVCPU(id: id)
                 try vcpu.setCPUID(cpuid)
                 if syncRegs { vcpu.enableSyncRegisters() }
+                if id == 0 { flavour = try Self.probeFlavour(vcpu) }
                 // Application processors wait in the in-kernel LAPIC for INIT/SIPI from
-                // the guest (the standard way, so the guest boots the same under QEMU).
-                if id == 0 {
-                    flavour = try Self.probeFlavour(vcpu)
-                    try Self.setInitialState(vcpu, cpuState)
-                    if flavour == .pvm && kernel.entryKind == .pvmm64 {
-                        // Register the VIF page before the first KVM_RUN so the guest never
-                        // runs emulated (host-kvm.md: "How a vCPU goes native").
-                        let value = BootLayout.vif | PVM.vifModeValid | PVM.vifPublishCR2
-                        guard try vcpu.setMSR(PVM.msrVIF, value) else {
-                            throw KVMError("register VIF page", .invalidArgument)
-                        }
-                    }
-                }
-                contexts.append(VCPUContext(vcpu: vcpu))
+                // the guest (the standard way, so the guest boots the same under QEMU);
+                // this state is what every reboot puts back.
+                let powerOn = try vcpu.saveState()
+                contexts.append(VCPUContext(vcpu: vcpu, index: id, powerOn: powerOn))
             }
         } catch { throw .kvm(error) }
         self.flavour = flavour
         self.system = system
         self.vm = vm
         self.vcpus = contexts
+        lifecycle = Monitor(LifecycleState(vcpus: config.cpus))
+        for ctx in contexts { ctx.vm = self }
+        // The first boot is prepared here so a kernel that cannot boot is a usage error
+        // before anything runs; reboots call `boot` again (a snapshot restore will not).
+        try boot()
     }
-
-    // MARK: Lifecycle
-
-    /// Starts one named thread per vCPU.
-    public func start() throws(VMMError) {
-        let already = lifecycle.withLock { l in
-            defer { l.started = true }
-            return l.started
-        }
-        if already { return }
-        // Device threads first: a guest may notify a queue as soon as it runs.
-        for loop in virtioDevices.map(\.loop) + (irqProbe.map { [$0.loop] } ?? []) {
-            do { try loop.start() } catch {
-                finish(.failed("\(error)"))
-                throw error
-            }
-        }
-        VCPUKicker.installSignalHandler()
-        for ctx in vcpus {
-            ctx.vm = self
-            let box = Unmanaged.passRetained(ctx).toOpaque()
-            var tid = pthread_t()
-            let rc = pthread_create(&tid, nil, { arg in
-                let ctx = Unmanaged<VCPUContext>.fromOpaque(arg!).takeRetainedValue()
-                ctx.threadMain()
-                return nil
-            }, box)
-            if rc != 0 {
-                Unmanaged<VCPUContext>.fromOpaque(box).release()
-                finish(.failed("pthread_create: \(Errno(rawValue: rc))"))
-                throw .thread("could not start vCPU \(ctx.vcpu.id) thread: \(Errno(rawValue: rc))")
-            }
-            ctx.thread = tid
-        }
-    }
-
-    /// Blocks until every vCPU thread has ended, then stops the device threads; returns
-    /// how the VM ended.
-    public func wait() -> VMExit {
-        for ctx in vcpus {
-            if let t = ctx.thread {
-                pthread_join(t, nil)
-                ctx.thread = nil
-            }
-        }
-        for d in virtioDevices { d.loop.stop() }
-        irqProbe?.loop.stop()
-        return lifecycle.withLock { $0.exit } ?? .stopped
-    }
-
-    /// Asks the VM to stop; `wait()` then returns `.stopped` unless the guest ended first.
-    public func stop() { finish(.stopped) }
-
-    /// Parks every vCPU outside KVM_RUN and returns once all are parked.
-    public func pause() {
-        let running = lifecycle.withLock { l -> Bool in
-            guard l.started, !l.stopping, !l.paused else { return false }
-            l.paused = true
-            return true
-        }
-        guard running else { return }
-        kickAll()
-        // vCPUs park within one kick (~20 us); bound the wait anyway.
-        for _ in 0..<2000 {
-            if lifecycle.withLock({ $0.parked == vcpus.count || $0.stopping }) { break }
-            usleep(500)
-        }
-        // The guest's clock keeps following the host's (no jump back, no lost time on
-        // resume); KVMCLOCK_CTRL marks the pause so its watchdogs don't fire.
-        for ctx in vcpus { ctx.vcpu.notifyClockPaused() }
-    }
-
-    public func resume() {
-        lifecycle.withLock { $0.paused = false }
-        wake.signal()
-    }
-
-    public var isPaused: Bool { lifecycle.withLock { $0.paused } }
 
     /// Feeds console input to the guest; returns how many bytes were taken (the rest
     /// should be offered again: the device buffer is full, nothing is dropped). Input goes
@@ -226,23 +156,8 @@ public final class VM: @unchecked Sendable {
         return serial.receive(bytes)
     }
 
-    /// Records the first reason the VM ends and kicks every vCPU out.
-    func finish(_ exit: VMExit) {
-        let first = lifecycle.withLock { l -> Bool in
-            guard l.exit == nil else { return false }
-            l.exit = exit
-            l.stopping = true
-            return true
-        }
-        if first { kickAll() }
-    }
-
-    func kickAll() {
-        for ctx in vcpus {
-            if let t = ctx.thread { ctx.kicker.kick(thread: t) }
-        }
-        wake.signal()
-    }
+    /// Every device thread (virtio devices, the IRQ probe).
+    var deviceLoops: [EventLoop] { virtioDevices.map { $0.loop } + (irqProbe.map { [$0.loop] } ?? []) }
 
     // MARK: Building blocks
 

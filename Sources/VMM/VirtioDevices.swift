@@ -82,7 +82,8 @@ final class VirtioDeviceRunner {
     /// with a new (not yet started) EventLoop named `thread`.
     static func make<Model: VirtioBackedModel>(slot: Int, thread: String, logName: String, statsName: String,
                                                model: Model, service: EventFD, memory: GuestMemory,
-                                               vm: borrowing VirtualMachine) throws(VMMError) -> VirtioDeviceRunner {
+                                               vm: borrowing VirtualMachine,
+                                               log: @escaping @Sendable (String) -> Void) throws(VMMError) -> VirtioDeviceRunner {
         var queueEvents: [EventFD] = []
         for _ in model.queueMaxSizes { queueEvents.append(try EventFD()) }
         let irq = try EventFD()
@@ -96,7 +97,7 @@ final class VirtioDeviceRunner {
             }
         }
         let device = VirtioMMIODevice(model: model, memory: memory, name: logName, stats: DeviceStats(name: statsName),
-                                      interrupt: irq, queueNotifiers: queueEvents, service: service)
+                                      interrupt: irq, queueNotifiers: queueEvents, service: service, log: log)
         let loop = try EventLoop(name: thread)
         for (q, e) in queueEvents.enumerated() {
             try loop.add(e.fd) {
@@ -143,8 +144,11 @@ extension VM {
 
     /// Builds the virtio devices of `config` (see VirtioLayout). Returns them in slot
     /// order and the console backend, for input routing.
+    /// `log` takes the devices' DEVICE_NEEDS_RESET lines (vCPU and device threads: it must
+    /// not block).
     static func makeVirtioDevices(config: VMConfig, disks: [DiskImage], console: any ByteSink, memory: GuestMemory,
-                                  vm: borrowing VirtualMachine) throws(VMMError) -> ([VirtioDeviceRunner], VirtioConsoleBackend?) {
+                                  vm: borrowing VirtualMachine,
+                                  log: @escaping @Sendable (String) -> Void) throws(VMMError) -> ([VirtioDeviceRunner], VirtioConsoleBackend?) {
         var runners: [VirtioDeviceRunner] = []
         var consoleBackend: VirtioConsoleBackend?
         for s in VirtioLayout.slots(for: config) {
@@ -154,14 +158,14 @@ extension VM {
                 let backend = VirtioConsoleBackend(sink: console, service: service)
                 consoleBackend = backend
                 runners.append(try .make(slot: s.slot, thread: "pvmm-con0", logName: "virtio-console con0", statsName: "con0",
-                                         model: VirtioConsoleModel(backend: backend), service: service, memory: memory, vm: vm))
+                                         model: VirtioConsoleModel(backend: backend), service: service, memory: memory, vm: vm, log: log))
             case .disk(let i):
                 let name = "blk\(i)"
                 // io_uring completions wake the device thread through its service eventfd.
                 let backend = VirtioBlockBackend(disk: disks[i], id: config.disks[i].id, completions: service.fd)
                 runners.append(try .make(slot: s.slot, thread: "pvmm-\(name)", logName: "virtio-blk \(config.disks[i].id ?? name)",
                                          statsName: name, model: VirtioBlockModel(backend: backend), service: service,
-                                         memory: memory, vm: vm))
+                                         memory: memory, vm: vm, log: log))
             }
         }
         return (runners, consoleBackend)

@@ -10,6 +10,14 @@ struct VMMOptions {
     /// Report definition errors with `pvmm run` flag names (`--memory`) rather than JSON
     /// field names (`memory_mib`): set by `pvmm run` when the user gave flags.
     var flagNames = false
+    /// `--control PATH`: serve the control socket there (docs/control.md).
+    var controlPath: String?
+    /// `--state-dir DIR`: write DIR/exit.json and DIR/console.log when the VM ends.
+    var stateDir: String?
+    /// `--no-stdio`: the console is not on stdin/stdout (daemon mode); only the ring.
+    var noStdio = false
+    /// `--on-reset exit|restart`: what a guest reset does.
+    var onReset = ResetPolicy.exit
 
     /// A VM definition is small; anything larger is not one.
     static let maxConfigBytes = 1 << 20
@@ -40,6 +48,13 @@ struct VMMOptions {
                 let v = try value("--errors-as")
                 guard v == "flags" || v == "json" else { throw Failure(message: "--errors-as: '\(v)' is not one of: flags, json") }
                 flagNames = v == "flags"
+            case "--control": controlPath = try value("--control")
+            case "--state-dir": stateDir = try value("--state-dir")
+            case "--no-stdio": noStdio = true
+            case "--on-reset":
+                let v = try value("--on-reset")
+                guard let p = ResetPolicy(rawValue: v) else { throw Failure(message: "--on-reset: '\(v)' is not one of: exit, restart") }
+                onReset = p
             case let other:
                 throw Failure(message: "\(other): unknown option")
             }

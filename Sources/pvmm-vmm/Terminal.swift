@@ -22,16 +22,9 @@ final class Terminal: @unchecked Sendable {
     static func attach(to vm: VM) -> Terminal {
         let t = Terminal(isTTY: isatty(STDIN_FILENO) == 1)
         if t.isTTY { enterRawMode() }
-        let box = Unmanaged.passRetained(ReaderContext(vm: vm, escapes: t.isTTY)).toOpaque()
-        var tid = pthread_t()
-        if pthread_create(&tid, nil, { arg in
-            Unmanaged<ReaderContext>.fromOpaque(arg!).takeRetainedValue().run()
-            return nil
-        }, box) == 0 {
-            pthread_detach(tid)
-        } else {
-            Unmanaged<ReaderContext>.fromOpaque(box).release()
-        }
+        let reader = ReaderContext(vm: vm, escapes: t.isTTY)
+        // Detached in effect: it blocks in poll(stdin) until the process exits.
+        _ = try? spawnThread(name: "console-in", role: .console) { reader.run() }
         return t
     }
 
@@ -90,7 +83,6 @@ private final class ReaderContext: @unchecked Sendable {
     static let maxPending = 64 << 10
 
     func run() {
-        _ = ckvm_set_thread_name("console-in")
         var buf = [UInt8](repeating: 0, count: 4096)
         var pending = ByteFIFO(capacity: Self.maxPending)
         var eof = false

@@ -1,6 +1,9 @@
-// pvmm-vmm: one VM's VMM process. `pvmm run` execs it with the VM definition as JSON
-// on an inherited fd (`--config-fd N`, see VMMOptions); it runs the VM with the console on stdin/stdout and
-// exits with the VM's status. Deliberately free of ArgumentParser and Foundation.
+// pvmm-vmm: one VM's VMM process. `pvmm run` (and the daemon) exec it with the VM
+// definition as JSON on an inherited fd (`--config-fd N`, see VMMOptions); it runs the
+// VM with the console in a ring that goes to stdout (unless --no-stdio) and to control
+// socket clients (--control), and exits with the VM's status. Deliberately free of
+// ArgumentParser and Foundation.
+import CKVM
 import Devices
 import VMM
 #if canImport(Glibc)
@@ -12,23 +15,52 @@ func fail(_ message: String, status: Int32) -> Never {
     exit(status)
 }
 
+// One malloc arena for all threads: every thread here allocates only while setting up or
+// on rare control paths, and each extra arena would cost resident pages (< 5 MiB goal).
+_ = ckvm_single_malloc_arena()
+
 let options: VMMOptions
 do { options = try VMMOptions(arguments: Array(CommandLine.arguments.dropFirst())) }
 catch { fail(error.message, status: 2) }
 let config = options.config
+let state = options.stateDir.map { StateDirectory(path: $0) }
+
+/// Ends a VMM that never ran its VM: exit.json says why, then the usual message.
+func failEarly(_ message: String, status: Int32) -> Never {
+    state?.writeExit(.object([("state", .string("crashed")), ("exit_status", .int(status)), ("reason", .string(message))]))
+    fail(message, status: status)
+}
+
+let hub: ConsoleHub
+do {
+    hub = try ConsoleHub()
+    if options.noStdio { try hub.stopOnTerminationSignals() } else { try hub.attachStdout() }
+    try hub.attachStderr()
+    // The socket exists before the (slower) machine build, so a supervisor can connect at once.
+    if let path = options.controlPath { try hub.listen(path: path) }
+} catch { failEarly(error.description, status: error.isUsageError ? 2 : 1) }
 
 let vm: VM
-do { vm = try VM(config: config, console: FDSink(fd: STDOUT_FILENO)) }
-catch { fail(options.flagNames ? error.flagDescription : error.description, status: error.isUsageError ? 2 : 1) }
+do { vm = try VM(config: config, console: hub.ring, resetPolicy: options.onReset, observer: hub.stateChanged, log: hub.log) }
+catch { failEarly(options.flagNames ? error.flagDescription : error.description, status: error.isUsageError ? 2 : 1) }
 
-let terminal = Terminal.attach(to: vm)
+do { try hub.start(vm: vm) } catch { failEarly(error.description, status: 1) }
+let terminal = options.noStdio ? nil : Terminal.attach(to: vm)
 do { try vm.start() } catch {
-    terminal.restore()
+    terminal?.restore()
+    _ = vm.wait()
+    state?.writeExit(VMExit.failed("\(error)").record)
+    hub.finish()
     fail("\(error)", status: 1)
 }
 let end = vm.wait()
-terminal.restore()
-terminal.reportStopKey()
+terminal?.restore()
+terminal?.reportStopKey()
+// History first, then how it ended (a supervisor that sees exit.json finds both), then
+// the last output and events reach their readers and the socket goes away.
+state?.writeConsoleLog(hub.ring.contents())
+state?.writeExit(end.record)
+hub.finish()
 switch end {
 case .crashed, .failed: writeError("\(end)\n")
 default: break

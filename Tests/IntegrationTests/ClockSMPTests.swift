@@ -145,13 +145,13 @@ final class ConsoleRecorder: ByteSink {
         _ = try rec.expect("pvos> ")
         let u0 = try #require(uptimeSeconds(try command(vm, rec, "uptime")))
 
-        vm.pause()
+        try vm.pause()
         #expect(vm.isPaused)
         let mark = rec.count
         send(vm, "echo while paused\n") // queued, not lost
         Thread.sleep(forTimeInterval: 1)
         #expect(rec.count == mark, "a paused VM produced output")
-        vm.resume()
+        try vm.resume()
         #expect(!vm.isPaused)
         _ = try rec.expect("while paused", after: mark)
         _ = try rec.expect("pvos> ", after: mark)

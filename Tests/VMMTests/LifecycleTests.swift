@@ -56,9 +56,9 @@ final class Capture: ByteSink {
         try vm.start()
         try vm.start()                         // a second start does nothing
         usleep(50_000)
-        vm.pause()
+        try vm.pause()
         #expect(vm.isPaused)
-        vm.resume()
+        try vm.resume()
         #expect(!vm.isPaused)
         usleep(20_000)
         vm.stop()

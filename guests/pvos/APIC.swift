@@ -105,11 +105,14 @@ enum IOAPIC {
 
     /// Routes ISA `irq` (after the MADT's overrides) to vector 0x30 + GSI on CPU `apic`,
     /// edge/high unless an override says otherwise. Returns false if no IOAPIC has it.
-    static func routeISA(_ irq: UInt8, to apic: UInt32) -> Bool {
+    static func routeISA(_ irq: UInt8, to apic: UInt32) -> Bool { routedGSI(irq, to: apic) != nil }
+
+    /// `routeISA`, returning the GSI the IRQ arrived at (its vector is 0x30 + GSI).
+    static func routedGSI(_ irq: UInt8, to apic: UInt32) -> UInt32? {
         var gsi = UInt32(irq)
         var flags: UInt16 = 0
         for o in ACPI.overrides where o.irq == irq { gsi = o.gsi; flags = o.flags }
-        guard apic <= 0xFF, gsi < UInt32(0xF0 - Vector.ioapicBase) else { return false }
+        guard apic <= 0xFF, gsi < UInt32(0xF0 - Vector.ioapicBase) else { return nil }
         for (i, io) in ACPI.ioapics.enumerated() where gsi >= io.gsiBase && gsi - io.gsiBase < UInt32(pins[i]) {
             let pin = gsi - io.gsiBase
             var low = UInt32(Vector.ioapicBase) + gsi
@@ -117,8 +120,8 @@ enum IOAPIC {
             if (flags >> 2) & 3 == 3 { low |= 1 << 15 }    // level triggered
             write(io.address, 0x11 + 2 * pin, apic << 24)
             write(io.address, 0x10 + 2 * pin, low)
-            return true
+            return gsi
         }
-        return false
+        return nil
     }
 }

@@ -162,15 +162,16 @@ enum Console {
     static func waitByte() -> UInt8 {
         while true {
             if let c = readByte() { return c }
+            PowerButton.check()
             if VirtioConsole.active {
                 lock()
                 VirtioConsole.flush()    // the prompt and the echo so far
                 unlock()
-                Platform.idle(SMP.bsp) { VirtioConsole.inputReady }
+                Platform.idle(SMP.bsp) { VirtioConsole.inputReady || PowerButton.pressed }
                 continue
             }
             receiveInterrupt(true)
-            Platform.idle(SMP.bsp) { dataReady() }
+            Platform.idle(SMP.bsp) { dataReady() || PowerButton.pressed }
         }
     }
 

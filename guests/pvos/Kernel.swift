@@ -110,6 +110,7 @@ enum Kernel {
             write64(apicOnAddress(), 1)
             if IOAPIC.initialize() && IOAPIC.routeISA(4, to: APIC.bspID) { Console.enableInterrupts() }
             Timer.initializeCPU(SMP.bsp)
+            PowerButton.enable()
         }
         Clock.initialize()
         if APIC.on {
@@ -234,7 +235,9 @@ public func pvosException(_ frame: UnsafePointer<UInt64>) -> Never {
     Console.write(" rip=0x")
     Console.writeHex(frame[17])
     Console.write(" cr2=0x")
-    Console.writeHex(Platform.faultAddress())
+    let cr2 = Platform.faultAddress()
+    Console.writeHex(cr2)
     Console.write("\n")
+    PanicReporter.report(vector: vector, error: frame[16], rip: frame[17], cr2: cr2)
     Platform.powerOff(status)
 }

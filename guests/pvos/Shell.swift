@@ -12,7 +12,7 @@ enum Shell {
 
     static func execute(_ command: [UInt8], _ args: ArraySlice<[UInt8]>) {
         if matches(command, "help") {
-            Console.write("commands: help echo info cpus bench uptime sleep blk virtio poweroff panic\n")
+            Console.write("commands: help echo info cpus bench uptime sleep flood blk virtio poweroff reboot panic\n")
         } else if matches(command, "echo") {
             var first = true
             for a in args {
@@ -27,6 +27,8 @@ enum Shell {
             Console.write("uptime: ")
             Console.writeMilli(Clock.nanoseconds() / 1_000_000)
             Console.write(" s\n")
+        } else if matches(command, "flood") {
+            flood(args)
         } else if matches(command, "cpus") {
             cpus()
         } else if matches(command, "bench") {
@@ -44,6 +46,10 @@ enum Shell {
             // last until the drain's timeout (the kernel is tickless).
             VirtioConsole.drainPolled()
             Platform.powerOff(ExitStatus.ok)
+        } else if matches(command, "reboot") {
+            // The PC reset idiom: pvmm reboots in place with --on-reset restart (else exits 0).
+            VirtioConsole.drainPolled()
+            outb(LegacyPorts.i8042Command, LegacyPorts.i8042Reset)
         } else if matches(command, "panic") {
             // Not covered by the 4 GiB identity map (PML4 slot 224): #PF, vector 14.
             _ = read64(0x0000_7000_0000_0000)
@@ -52,6 +58,27 @@ enum Shell {
             Console.write(command)
             Console.put(10)
         }
+    }
+
+    /// `flood BYTES`: prints BYTES bytes of numbered 64-byte lines, then `flood done`:
+    /// console throughput, and what the VMM does when nobody reads its console.
+    static func flood(_ args: ArraySlice<[UInt8]>) {
+        guard let w = args.first, let total = parseDecimal(w) else {
+            Console.write("usage: flood BYTES\n")
+            return
+        }
+        var line = [UInt8](repeating: 46, count: 64)   // "00000042 ........\n"
+        line[63] = 10
+        var sent: UInt64 = 0
+        var n: UInt64 = 0
+        while sent + 64 <= total {
+            var v = n
+            for i in (0..<8).reversed() { line[i] = 48 + UInt8(truncatingIfNeeded: v % 10); v /= 10 }
+            Console.write(line)
+            sent += 64
+            n += 1
+        }
+        Console.write("flood done\n")
     }
 
     static func info() {

@@ -241,12 +241,16 @@ irq_entry:
 	jmp 2f
 1:	incq CPU_IRQS(%rcx)
 	cmp pvos_irq_probe_vector(%rip), %rax  /* pvmm's latency probe: stamp the TSC */
-	jne 5f
+	jne 8f
 	rdtsc
 	shl $32, %rdx
 	or %rdx, %rax
 	mov %rax, pvos_irq_probe_tsc(%rip)
 	lock incq pvos_irq_probe_count(%rip)
+	jmp 2f
+8:	cmp pvos_power_button_vector(%rip), %rax  /* pvmm's power button (Power.swift) */
+	jne 5f
+	movq $1, pvos_power_button(%rip)
 	jmp 2f
 5:	mov 24(%rsp), %eax
 	sub $0x30, %eax                /* an IOAPIC input with a virtio device on it? */

@@ -48,6 +48,22 @@ int ckvm_get_msr(int vcpu, uint32_t index, uint64_t *value);
 
 int ckvm_kvmclock_ctrl(int vcpu);
 int ckvm_get_mp_state(int vcpu, uint32_t *state);
+int ckvm_set_mp_state(int vcpu, uint32_t state);
+
+/// The parts of a vCPU that a reset (and later a snapshot) saves and restores, beyond
+/// the registers: the LAPIC page, pending events, the FPU/SSE state.
+struct ckvm_vcpu_extra {
+    struct kvm_lapic_state lapic;
+    struct kvm_vcpu_events events;
+    struct kvm_fpu fpu;
+};
+int ckvm_get_vcpu_extra(int vcpu, struct ckvm_vcpu_extra *x);
+int ckvm_set_vcpu_extra(int vcpu, const struct ckvm_vcpu_extra *x);
+
+/// The in-kernel PIC (chips 0, 1) and IOAPIC (chip 2).
+struct ckvm_irqchips { struct kvm_irqchip chip[3]; };
+int ckvm_get_irqchips(int vm, struct ckvm_irqchips *c);
+int ckvm_set_irqchips(int vm, const struct ckvm_irqchips *c);
 
 // MARK: kvm_run accessors (the mmapped page shared with the kernel)
 uint32_t ckvm_run_exit_reason(const struct kvm_run *r);
@@ -83,10 +99,20 @@ int ckvm_eventfd_nonblock(void);
 // MARK: epoll (struct epoll_event is packed on x86-64; keep it on the C side)
 int ckvm_epoll_create(void);
 int ckvm_epoll_add(int ep, int fd);
+/// EPOLL_CTL_ADD (op 1), DEL (2) or MOD (3) with `events`: bits of ckvm_epoll_in/out/hup.
+int ckvm_epoll_ctl(int ep, int op, int fd, uint32_t events);
+uint32_t ckvm_epoll_in(void);
+uint32_t ckvm_epoll_out(void);
+/// EPOLLHUP | EPOLLERR | EPOLLRDHUP: the peer went away.
+uint32_t ckvm_epoll_hup(void);
+/// Like ckvm_epoll_wait, with each fd's returned events in `events`.
+int ckvm_epoll_wait_events(int ep, int *fds, uint32_t *events, int max, int timeout_ms);
 /// Waits for readable fds; writes up to `max` of them to `fds`. Returns the count or -errno.
 int ckvm_epoll_wait(int ep, int *fds, int max, int timeout_ms);
 
 // MARK: threads
+/// mallopt(M_ARENA_MAX, 1): all threads share one malloc arena (fewer resident pages).
+int ckvm_single_malloc_arena(void);
 int ckvm_set_thread_name(const char *name);
 
 // MARK: signals used to kick a vCPU thread out of KVM_RUN

@@ -1,0 +1,69 @@
+import CKVM
+
+/// A vCPU's architectural state as KVM exposes it: what a reset puts back (the state
+/// captured when the vCPU was created) and what a snapshot will save.
+public struct VCPUState: Sendable {
+    public var regs: kvm_regs
+    public var sregs: kvm_sregs
+    /// LAPIC page, pending events, FPU/SSE.
+    public var extra: ckvm_vcpu_extra
+    public var mpState: UInt32
+    /// (index, value) of the MSRs in `VCPUState.msrIndices` that KVM knows.
+    public var msrs: [(UInt32, UInt64)]
+
+    /// The MSRs a guest programs that outlive its memory: paravirtual areas KVM keeps
+    /// writing to (kvmclock, async PF, steal time, PV EOI), PVM's VIF page, syscall
+    /// entry points, and the APIC base (x2APIC mode).
+    public static let msrIndices: [UInt32] = [
+        0x1B,                                     // IA32_APIC_BASE
+        0x11, 0x12,                               // old kvmclock wall clock / system time
+        0x4B56_4D00, 0x4B56_4D01,                 // kvmclock wall clock / system time
+        0x4B56_4D02, 0x4B56_4D03, 0x4B56_4D04,    // async PF, steal time, PV EOI
+        0x4B56_4D10,                              // PVM VIF page
+        0xC000_0081, 0xC000_0082, 0xC000_0083, 0xC000_0084, // STAR LSTAR CSTAR SFMASK
+        0xC000_0102,                              // KERNEL_GS_BASE
+    ]
+}
+
+extension VCPU {
+    public func setMPState(_ state: UInt32) throws(KVMError) {
+        _ = try check(ckvm_set_mp_state(fd, state), "KVM_SET_MP_STATE")
+    }
+
+    /// Reads the state (registers, LAPIC, events, FPU, MP state, `msrIndices`).
+    public func saveState() throws(KVMError) -> VCPUState {
+        var x = ckvm_vcpu_extra()
+        _ = try check(ckvm_get_vcpu_extra(fd, &x), "KVM_GET_LAPIC/VCPU_EVENTS/FPU")
+        var msrs: [(UInt32, UInt64)] = []
+        for i in VCPUState.msrIndices {
+            if let v = try msr(i) { msrs.append((i, v)) }
+        }
+        return VCPUState(regs: try registers(), sregs: try specialRegisters(), extra: x, mpState: try mpState(), msrs: msrs)
+    }
+
+    /// Puts `state` back. Order as KVM needs it: special registers first (they carry the
+    /// APIC base, so the LAPIC page lands in the right mode), then MSRs, LAPIC and
+    /// events, and the MP state last (an AP goes back to waiting for INIT/SIPI).
+    public func restoreState(_ state: VCPUState) throws(KVMError) {
+        try setSpecialRegisters(state.sregs)
+        try setRegisters(state.regs)
+        for (i, v) in state.msrs { _ = try setMSR(i, v) }
+        var x = state.extra
+        _ = try check(ckvm_set_vcpu_extra(fd, &x), "KVM_SET_LAPIC/VCPU_EVENTS/FPU")
+        try setMPState(state.mpState)
+    }
+}
+
+extension VirtualMachine {
+    /// The in-kernel PIC and IOAPIC state (KVM_GET_IRQCHIP for chips 0-2).
+    public func irqChipState() throws(KVMError) -> ckvm_irqchips {
+        var c = ckvm_irqchips()
+        _ = try check(ckvm_get_irqchips(fd, &c), "KVM_GET_IRQCHIP")
+        return c
+    }
+
+    public func setIRQChipState(_ c: ckvm_irqchips) throws(KVMError) {
+        var c = c
+        _ = try check(ckvm_set_irqchips(fd, &c), "KVM_SET_IRQCHIP")
+    }
+}
