@@ -34,7 +34,10 @@ let package = Package(
         // The lifecycle states and the control socket's protocol (docs/control.md), shared
         // by the VMM that serves it and its clients; no dependencies beyond the JSON codec.
         .target(name: "VMControl", dependencies: ["VMDefinition"]),
-        .target(name: "VMM", dependencies: ["VMDefinition", "VMControl", "KVM", "GuestMemory", "Boot", "Devices", "PVMMABI", "Virtio"]),
+        // The snapshot format (docs/snapshot.md): container with per-section CRC-32 and
+        // the VM state's codec. No files, no KVM calls: the fuzz target drives it alone.
+        .target(name: "Snapshot", dependencies: ["CKVM", "KVM", "Virtio", "VMDefinition"]),
+        .target(name: "VMM", dependencies: ["VMDefinition", "VMControl", "Snapshot", "KVM", "GuestMemory", "Boot", "Devices", "PVMMABI", "Virtio"]),
         // The user-facing CLI. `pvmm run` validates its flags, then execs pvmm-vmm.
         .executableTarget(
             name: "pvmm",
@@ -59,6 +62,7 @@ let package = Package(
         .testTarget(name: "VMControlTests", dependencies: ["VMControl", "VMDefinition"]),
         .testTarget(name: "BootTests", dependencies: ["Boot", "GuestMemory", "PVMMABI"]),
         .testTarget(name: "DevicesTests", dependencies: ["Devices", "GuestMemory", "Virtio"]),
+        .testTarget(name: "SnapshotTests", dependencies: ["Snapshot", "KVM", "CKVM", "Virtio", "VMDefinition"]),
         .testTarget(name: "VirtioTests", dependencies: ["Virtio", "GuestMemory"]),
         // Test guests (TinyELF) for the suites that boot VMs.
         .target(name: "TestSupport", path: "Tests/TestSupport"),

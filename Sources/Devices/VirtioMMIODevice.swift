@@ -76,6 +76,16 @@ public protocol VirtioBackend: AnyObject, Sendable {
     func serviceRequested() -> BackendOutcome
     /// DEVICE_NEEDS_RESET was set by the transport: stop touching the queues until reset.
     func halt()
+    /// The cursors of the queues in service (a snapshot; device thread quiesced).
+    func queueCursors() -> [SplitQueue.Cursors?]
+    /// Finishes host work in flight (a snapshot, device thread quiesced): afterwards every
+    /// chain taken from an available ring is back in its used ring, so nothing is lost or
+    /// done twice when the saved state runs again.
+    func settle() -> BackendOutcome
+}
+
+extension VirtioBackend {
+    public func settle() -> BackendOutcome { BackendOutcome(epoch: epoch) }
 }
 
 /// A device model whose work is done by a backend object.
@@ -94,6 +104,14 @@ public protocol VirtioDeviceControl: MMIODevice {
     /// Host-initiated device reset (a VM reboot): as if the driver wrote 0 to Status
     /// (§2.4). Called while the device thread is quiesced.
     func resetDevice()
+    /// The virtio device ID (§5): a restore checks the saved device is the same kind.
+    var deviceTypeID: UInt32 { get }
+    /// Settles host I/O, then returns the transport registers and queue cursors
+    /// (a snapshot: vCPUs parked, device thread quiesced).
+    func savedState() -> MMIOTransportState
+    /// Puts a saved state back on the device as built (a restore, before anything runs);
+    /// the device thread then looks at every served queue once.
+    func restoreState(_ state: MMIOTransportState) throws(TransportRestoreError)
 }
 
 /// A virtio-mmio device (virtio 1.2 §4.2) on the MMIO bus: the register file
@@ -175,6 +193,27 @@ public final class VirtioMMIODevice<Model: VirtioBackedModel>: VirtioDeviceContr
             _ = transport.withLock { $0.write(offset: MMIORegister.status, from: UnsafeRawBufferPointer(access.bytes)) }
         }
         failuresLogged.store(0, ordering: .relaxed)
+    }
+
+    // MARK: Snapshot
+
+    public var deviceTypeID: UInt32 { transport.withLock { $0.device.deviceType.rawValue } }
+
+    public func savedState() -> MMIOTransportState {
+        complete(backend.settle())
+        let backend = self.backend
+        return transport.withLock { t in t.savedState(cursors: backend.queueCursors()) }
+    }
+
+    public func restoreState(_ state: MMIOTransportState) throws(TransportRestoreError) {
+        let backend = self.backend
+        let active = try transport.withLock { (t) throws(TransportRestoreError) -> Bool in
+            let active = try t.restore(state)
+            if t.status.contains(.deviceNeedsReset) { backend.halt() }
+            return active
+        }
+        // Buffers the driver posted (and notifications the snapshot did not carry).
+        if active { service.signal() }
     }
 
     // MARK: Device thread

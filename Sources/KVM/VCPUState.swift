@@ -7,9 +7,21 @@ public struct VCPUState: Sendable {
     public var sregs: kvm_sregs
     /// LAPIC page, pending events, FPU/SSE.
     public var extra: ckvm_vcpu_extra
+    /// XSAVE area and XCR0 (each only if KVM gave it).
+    public var xstate: ckvm_vcpu_xstate
     public var mpState: UInt32
     /// (index, value) of the MSRs in `VCPUState.msrIndices` that KVM knows.
     public var msrs: [(UInt32, UInt64)]
+
+    public init(regs: kvm_regs, sregs: kvm_sregs, extra: ckvm_vcpu_extra, xstate: ckvm_vcpu_xstate,
+                mpState: UInt32, msrs: [(UInt32, UInt64)]) {
+        self.regs = regs
+        self.sregs = sregs
+        self.extra = extra
+        self.xstate = xstate
+        self.mpState = mpState
+        self.msrs = msrs
+    }
 
     /// The MSRs a guest programs that outlive its memory: paravirtual areas KVM keeps
     /// writing to (kvmclock, async PF, steal time, PV EOI), PVM's VIF page, syscall
@@ -20,9 +32,15 @@ public struct VCPUState: Sendable {
         0x4B56_4D00, 0x4B56_4D01,                 // kvmclock wall clock / system time
         0x4B56_4D02, 0x4B56_4D03, 0x4B56_4D04,    // async PF, steal time, PV EOI
         0x4B56_4D10,                              // PVM VIF page
+        0x4B56_4D11, 0x4B56_4D12, 0x4B56_4D13,    // PVM signature, features, TSC kHz (read-only: recorded)
+        0x6E0,                                    // IA32_TSC_DEADLINE (after the LAPIC on restore)
         0xC000_0081, 0xC000_0082, 0xC000_0083, 0xC000_0084, // STAR LSTAR CSTAR SFMASK
         0xC000_0102,                              // KERNEL_GS_BASE
     ]
+}
+
+extension VCPUState {
+    public static let tscDeadlineMSR: UInt32 = 0x6E0
 }
 
 extension VCPU {
@@ -38,18 +56,25 @@ extension VCPU {
         for i in VCPUState.msrIndices {
             if let v = try msr(i) { msrs.append((i, v)) }
         }
-        return VCPUState(regs: try registers(), sregs: try specialRegisters(), extra: x, mpState: try mpState(), msrs: msrs)
+        var xs = ckvm_vcpu_xstate()
+        _ = ckvm_get_vcpu_xstate(fd, &xs)
+        return VCPUState(regs: try registers(), sregs: try specialRegisters(), extra: x, xstate: xs, mpState: try mpState(), msrs: msrs)
     }
 
     /// Puts `state` back. Order as KVM needs it: special registers first (they carry the
     /// APIC base, so the LAPIC page lands in the right mode), then MSRs, LAPIC and
-    /// events, and the MP state last (an AP goes back to waiting for INIT/SIPI).
+    /// events, and the MP state last (an AP goes back to waiting for INIT/SIPI). XCR0
+    /// before the XSAVE area, both after CR4; the TSC deadline once the LAPIC is in its
+    /// mode (KVM ignores it otherwise). MSRs KVM refuses (PVM's read-only ones) are skipped.
     public func restoreState(_ state: VCPUState) throws(KVMError) {
         try setSpecialRegisters(state.sregs)
         try setRegisters(state.regs)
-        for (i, v) in state.msrs { _ = try setMSR(i, v) }
+        for (i, v) in state.msrs where i != VCPUState.tscDeadlineMSR { _ = try setMSR(i, v) }
+        var xs = state.xstate
+        _ = try check(ckvm_set_vcpu_xstate(fd, &xs), "KVM_SET_XCRS/XSAVE")
         var x = state.extra
         _ = try check(ckvm_set_vcpu_extra(fd, &x), "KVM_SET_LAPIC/VCPU_EVENTS/FPU")
+        for (i, v) in state.msrs where i == VCPUState.tscDeadlineMSR { _ = try setMSR(i, v) }
         try setMPState(state.mpState)
     }
 }
@@ -65,5 +90,22 @@ extension VirtualMachine {
     public func setIRQChipState(_ c: ckvm_irqchips) throws(KVMError) {
         var c = c
         _ = try check(ckvm_set_irqchips(fd, &c), "KVM_SET_IRQCHIP")
+    }
+}
+
+extension VirtualMachine {
+    /// KVM_GET_CLOCK: the kvmclock base (ns) and, with KVM_CLOCK_REALTIME in `flags`,
+    /// the host's wall clock at the same instant.
+    public func clock() throws(KVMError) -> kvm_clock_data {
+        var c = kvm_clock_data()
+        _ = try check(ckvm_get_clock(fd, &c), "KVM_GET_CLOCK")
+        return c
+    }
+
+    /// KVM_SET_CLOCK with only `clock` (flags 0: no realtime adjustment by KVM).
+    public func setClock(_ ns: UInt64) throws(KVMError) {
+        var c = kvm_clock_data()
+        c.clock = ns
+        _ = try check(ckvm_set_clock(fd, &c), "KVM_SET_CLOCK")
     }
 }

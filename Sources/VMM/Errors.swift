@@ -2,6 +2,7 @@ import Boot
 import VMDefinition
 import GuestMemory
 import KVM
+import Snapshot
 
 /// Why a VM could not be built or run.
 public enum VMMError: Error, CustomStringConvertible, Sendable {
@@ -19,12 +20,17 @@ public enum VMMError: Error, CustomStringConvertible, Sendable {
     case thread(String)
     /// A lifecycle operation the VM's state does not allow (pause a stopped VM).
     case conflict(LifecycleConflict)
+    /// A snapshot to restore is unusable (truncated, corrupt, another version or host,
+    /// a disk that changed): the user's input, status 2.
+    case snapshot(SnapshotError)
+    /// Taking a snapshot failed on the host (the directory, a write, a flush).
+    case snapshotWrite(String)
 
     /// Problems in what the user gave us: `pvmm run` exits with status 2 for these.
     public var isUsageError: Bool {
         switch self {
-        case .invalidConfig, .kernelUnreadable, .badKernel, .kvmUnavailable: true
-        case .kvm, .memory, .thread, .conflict: false
+        case .invalidConfig, .kernelUnreadable, .badKernel, .kvmUnavailable, .snapshot: true
+        case .kvm, .memory, .thread, .conflict, .snapshotWrite: false
         }
     }
 
@@ -44,6 +50,8 @@ public enum VMMError: Error, CustomStringConvertible, Sendable {
         case let .memory(e): "guest memory: \(e)"
         case let .thread(m): m
         case let .conflict(c): c.description
+        case let .snapshot(e): e.description
+        case let .snapshotWrite(m): "snapshot: \(m)"
         }
     }
 }

@@ -18,6 +18,8 @@ struct VMMOptions {
     var noStdio = false
     /// `--on-reset exit|restart`: what a guest reset does.
     var onReset = ResetPolicy.exit
+    /// `--restore DIR`: the VM is the snapshot's (docs/snapshot.md), not a definition.
+    var restore: SnapshotImage?
 
     /// A VM definition is small; anything larger is not one.
     static let maxConfigBytes = 1 << 20
@@ -28,6 +30,8 @@ struct VMMOptions {
 
     init(arguments: [String]) throws(Failure) {
         var source: (name: String, bytes: [UInt8])?
+        var restoreDir: String?
+        var forceDisks = false
         var i = 0
         func value(_ flag: String) throws(Failure) -> String {
             guard i + 1 < arguments.count else { throw Failure(message: "\(flag): missing value") }
@@ -51,6 +55,8 @@ struct VMMOptions {
             case "--control": controlPath = try value("--control")
             case "--state-dir": stateDir = try value("--state-dir")
             case "--no-stdio": noStdio = true
+            case "--restore": restoreDir = try value("--restore")
+            case "--force-disks": forceDisks = true
             case "--on-reset":
                 let v = try value("--on-reset")
                 guard let p = ResetPolicy(rawValue: v) else { throw Failure(message: "--on-reset: '\(v)' is not one of: exit, restart") }
@@ -60,7 +66,16 @@ struct VMMOptions {
             }
             i += 1
         }
-        guard let source else { throw Failure(message: "no VM definition: give --config FILE or --config-fd N") }
+        if let restoreDir {
+            guard source == nil else { throw Failure(message: "--restore: not allowed with a definition (the snapshot defines the VM)") }
+            do { restore = try SnapshotImage(directory: restoreDir, forceDisks: forceDisks) } catch {
+                throw Failure(message: "--restore \(restoreDir): \(error)")
+            }
+            config = restore!.snapshot.definition
+            return
+        }
+        if forceDisks { throw Failure(message: "--force-disks: only with --restore") }
+        guard let source else { throw Failure(message: "no VM definition: give --config FILE, --config-fd N or --restore DIR") }
         do { config = try VMConfig(json: source.bytes) } catch {
             throw Failure(message: flagNames ? error.flagDescription : "\(source.name): \(error)")
         }

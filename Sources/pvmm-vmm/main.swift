@@ -40,8 +40,14 @@ do {
     if let path = options.controlPath { try hub.listen(path: path) }
 } catch { failEarly(error.description, status: error.isUsageError ? 2 : 1) }
 
+// A restored VM's console history comes back first (what `logs` and a replaying
+// `console` show), then its new output follows.
+if let r = options.restore { r.snapshot.consoleLog.withUnsafeBytes { hub.ring.write($0) } }
 let vm: VM
-do { vm = try VM(config: config, console: hub.ring, resetPolicy: options.onReset, observer: hub.stateChanged, log: hub.log) }
+do {
+    vm = try VM(config: config, console: hub.ring, resetPolicy: options.onReset, observer: hub.stateChanged, log: hub.log,
+                restore: options.restore)
+}
 catch { failEarly(options.flagNames ? error.flagDescription : error.description, status: error.isUsageError ? 2 : 1) }
 
 do { try hub.start(vm: vm) } catch { failEarly(error.description, status: 1) }
