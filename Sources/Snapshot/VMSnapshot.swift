@@ -75,6 +75,8 @@ public struct VMSnapshot: Sendable {
     static let irqc = SectionTag("IRQC"), clck = SectionTag("CLCK"), legacy = SectionTag("LEGA")
     static let virt = SectionTag("VIRT"), disk = SectionTag("DISK"), cons = SectionTag("CONS")
 
+    static let knownTags: Set<SectionTag> = [defn, mach, vcpu, irqc, clck, legacy, virt, disk, cons]
+
     public static let serialRegisterBytes = 8
     /// Bounds for lists read from a file: more is not a pvmm VM.
     static let maxMSRs = 256
@@ -151,6 +153,10 @@ public struct VMSnapshot: Sendable {
     /// values. What only KVM can judge (register values) it judges at restore.
     public init(parsing bytes: [UInt8], host: SnapshotFlavour) throws(SnapshotError) {
         let c = try SnapshotContainer(parsing: bytes, host: host)
+        // A tag this version does not know is a different format, or a corrupted tag.
+        for (i, s) in c.sections.enumerated() where !Self.knownTags.contains(s.tag) {
+            throw .malformed(field: "section \(i)", message: "unknown tag \(s.tag)")
+        }
         flavour = c.flavour
         let defn = try c.one(Self.defn)
         do { definition = try VMConfig(json: defn) } catch { throw .malformed(field: "DEFN", message: "\(error)") }

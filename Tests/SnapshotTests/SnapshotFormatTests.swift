@@ -27,6 +27,11 @@ func sampleSnapshot() -> VMSnapshot {
                       consoleLog: Array("pvos> ".utf8), consoleEnd: 100)
 }
 
+/// Whether the reader refuses `bytes` (a Bool, so a failure does not print the whole state).
+func refused(_ bytes: [UInt8], host: SnapshotFlavour = .pvm) -> Bool {
+    do { _ = try VMSnapshot(parsing: bytes, host: host); return false } catch { return true }
+}
+
 @Suite struct SnapshotFormatTests {
     @Test func roundTrip() throws {
         let s = sampleSnapshot()
@@ -47,9 +52,7 @@ func sampleSnapshot() -> VMSnapshot {
 
     @Test func everyTruncationIsRefused() {
         let bytes = sampleSnapshot().encoded()
-        for n in 0..<bytes.count {
-            #expect(throws: SnapshotError.self) { try VMSnapshot(parsing: Array(bytes[..<n]), host: .pvm) }
-        }
+        for n in 0..<bytes.count { #expect(refused(Array(bytes[..<n])), "cut at \(n)") }
     }
 
     /// One flipped byte anywhere (every section, the header) is refused by a checksum,
@@ -59,7 +62,7 @@ func sampleSnapshot() -> VMSnapshot {
         for i in bytes.indices {
             var b = bytes
             b[i] ^= 0x5A
-            #expect(throws: SnapshotError.self) { try VMSnapshot(parsing: b, host: .pvm) }
+            #expect(refused(b), "byte \(i) flipped")
         }
     }
 
@@ -75,12 +78,15 @@ func sampleSnapshot() -> VMSnapshot {
     @Test func countsMustMatchTheDefinition() {
         var s = sampleSnapshot()
         s.vcpus.removeLast()
-        #expect(throws: SnapshotError.self) { try VMSnapshot(parsing: s.encoded(), host: .pvm) }
+        #expect(refused(s.encoded()))
         s = sampleSnapshot()
         s.memorySize = 32 << 20
-        #expect(throws: SnapshotError.self) { try VMSnapshot(parsing: s.encoded(), host: .pvm) }
+        #expect(refused(s.encoded()))
         s = sampleSnapshot()
         s.vcpus[0].mpState = 77
-        #expect(throws: SnapshotError.self) { try VMSnapshot(parsing: s.encoded(), host: .pvm) }
+        #expect(refused(s.encoded()))
+        s = sampleSnapshot()
+        s.disks = []
+        #expect(refused(s.encoded()))
     }
 }
