@@ -57,6 +57,13 @@ let package = Package(
             dependencies: ["VMM", "CKVM"],
             linkerSettings: [.unsafeFlags(["-static-executable"])]
         ),
+        // pvos's network wire formats (guests/pvos/wire/NetWire.swift, compiled into the guest
+        // too), built for the host so its parsers get unit tests and a libFuzzer target.
+        .target(name: "PvosNetWire", path: "guests/pvos/wire"),
+        .testTarget(name: "PvosNetWireTests", dependencies: ["PvosNetWire"]),
+        // pvos's timer list (guests/pvos/timers), likewise.
+        .target(name: "PvosTimers", path: "guests/pvos/timers"),
+        .testTarget(name: "PvosTimersTests", dependencies: ["PvosTimers"]),
         .plugin(name: "GitRevision", capability: .buildTool()),
         .testTarget(name: "VMDefinitionTests", dependencies: ["VMDefinition"]),
         .testTarget(name: "VMControlTests", dependencies: ["VMControl", "VMDefinition"]),

@@ -100,28 +100,36 @@ int ckvm_set_mp_state(int vcpu, uint32_t state) {
     return ckvm_ret(ioctl(vcpu, KVM_SET_MP_STATE, &m));
 }
 
-int ckvm_get_vcpu_extra(int vcpu, struct ckvm_vcpu_extra *x) {
+size_t ckvm_vcpu_extra_size(void) { return sizeof(struct ckvm_vcpu_extra); }
+
+int ckvm_get_vcpu_extra(int vcpu, void *p) {
+    struct ckvm_vcpu_extra *x = p;
     int r = ckvm_ret(ioctl(vcpu, KVM_GET_LAPIC, &x->lapic));
     if (r >= 0) r = ckvm_ret(ioctl(vcpu, KVM_GET_VCPU_EVENTS, &x->events));
     if (r >= 0) r = ckvm_ret(ioctl(vcpu, KVM_GET_FPU, &x->fpu));
     return r;
 }
 
-int ckvm_set_vcpu_extra(int vcpu, const struct ckvm_vcpu_extra *x) {
+int ckvm_set_vcpu_extra(int vcpu, const void *p) {
+    const struct ckvm_vcpu_extra *x = p;
     int r = ckvm_ret(ioctl(vcpu, KVM_SET_LAPIC, &x->lapic));
     if (r >= 0) r = ckvm_ret(ioctl(vcpu, KVM_SET_VCPU_EVENTS, &x->events));
     if (r >= 0) r = ckvm_ret(ioctl(vcpu, KVM_SET_FPU, &x->fpu));
     return r;
 }
 
-int ckvm_get_vcpu_xstate(int vcpu, struct ckvm_vcpu_xstate *x) {
+size_t ckvm_vcpu_xstate_size(void) { return sizeof(struct ckvm_vcpu_xstate); }
+
+int ckvm_get_vcpu_xstate(int vcpu, void *p) {
+    struct ckvm_vcpu_xstate *x = p;
     memset(x, 0, sizeof *x);
     x->has_xsave = ioctl(vcpu, KVM_GET_XSAVE, &x->xsave) == 0;
     x->has_xcrs = ioctl(vcpu, KVM_GET_XCRS, &x->xcrs) == 0;
     return 0;
 }
 
-int ckvm_set_vcpu_xstate(int vcpu, const struct ckvm_vcpu_xstate *x) {
+int ckvm_set_vcpu_xstate(int vcpu, const void *p) {
+    const struct ckvm_vcpu_xstate *x = p;
     int r = 0;
     if (x->has_xcrs) r = ckvm_ret(ioctl(vcpu, KVM_SET_XCRS, &x->xcrs));
     if (r >= 0 && x->has_xsave) r = ckvm_ret(ioctl(vcpu, KVM_SET_XSAVE, &x->xsave));
@@ -135,7 +143,10 @@ int ckvm_get_clock(int vm, struct kvm_clock_data *c) {
 
 int ckvm_set_clock(int vm, const struct kvm_clock_data *c) { return ckvm_ret(ioctl(vm, KVM_SET_CLOCK, c)); }
 
-int ckvm_get_irqchips(int vm, struct ckvm_irqchips *c) {
+size_t ckvm_irqchips_size(void) { return sizeof(struct ckvm_irqchips); }
+
+int ckvm_get_irqchips(int vm, void *p) {
+    struct ckvm_irqchips *c = p;
     for (int i = 0; i < 3; i++) {
         c->chip[i].chip_id = i;
         int r = ckvm_ret(ioctl(vm, KVM_GET_IRQCHIP, &c->chip[i]));
@@ -144,7 +155,8 @@ int ckvm_get_irqchips(int vm, struct ckvm_irqchips *c) {
     return 0;
 }
 
-int ckvm_set_irqchips(int vm, const struct ckvm_irqchips *c) {
+int ckvm_set_irqchips(int vm, const void *p) {
+    const struct ckvm_irqchips *c = p;
     for (int i = 0; i < 3; i++) {
         int r = ckvm_ret(ioctl(vm, KVM_SET_IRQCHIP, &c->chip[i]));
         if (r < 0) return r;

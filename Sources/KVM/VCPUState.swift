@@ -5,16 +5,15 @@ import CKVM
 public struct VCPUState: Sendable {
     public var regs: kvm_regs
     public var sregs: kvm_sregs
-    /// LAPIC page, pending events, FPU/SSE.
-    public var extra: ckvm_vcpu_extra
-    /// XSAVE area and XCR0 (each only if KVM gave it).
-    public var xstate: ckvm_vcpu_xstate
+    /// LAPIC page, pending events, FPU/SSE (a `struct ckvm_vcpu_extra`, as bytes).
+    public var extra: [UInt8]
+    /// XSAVE area and XCR0 (a `struct ckvm_vcpu_xstate`, as bytes; each part only if KVM gave it).
+    public var xstate: [UInt8]
     public var mpState: UInt32
-    /// (index, value) of the MSRs in `VCPUState.msrIndices` that KVM knows.
-    public var msrs: [(UInt32, UInt64)]
+    /// Values of the MSRs in `VCPUState.msrIndices`, nil where KVM does not know one.
+    public var msrs: [UInt64?]
 
-    public init(regs: kvm_regs, sregs: kvm_sregs, extra: ckvm_vcpu_extra, xstate: ckvm_vcpu_xstate,
-                mpState: UInt32, msrs: [(UInt32, UInt64)]) {
+    public init(regs: kvm_regs, sregs: kvm_sregs, extra: [UInt8], xstate: [UInt8], mpState: UInt32, msrs: [UInt64?]) {
         self.regs = regs
         self.sregs = sregs
         self.extra = extra
@@ -50,14 +49,12 @@ extension VCPU {
 
     /// Reads the state (registers, LAPIC, events, FPU, MP state, `msrIndices`).
     public func saveState() throws(KVMError) -> VCPUState {
-        var x = ckvm_vcpu_extra()
-        _ = try check(ckvm_get_vcpu_extra(fd, &x), "KVM_GET_LAPIC/VCPU_EVENTS/FPU")
-        var msrs: [(UInt32, UInt64)] = []
-        for i in VCPUState.msrIndices {
-            if let v = try msr(i) { msrs.append((i, v)) }
-        }
-        var xs = ckvm_vcpu_xstate()
-        _ = ckvm_get_vcpu_xstate(fd, &xs)
+        var x = [UInt8](repeating: 0, count: ckvm_vcpu_extra_size())
+        _ = try check(x.withUnsafeMutableBytes { ckvm_get_vcpu_extra(fd, $0.baseAddress) }, "KVM_GET_LAPIC/VCPU_EVENTS/FPU")
+        var msrs: [UInt64?] = []
+        for i in VCPUState.msrIndices { msrs.append(try msr(i)) }
+        var xs = [UInt8](repeating: 0, count: ckvm_vcpu_xstate_size())
+        _ = xs.withUnsafeMutableBytes { ckvm_get_vcpu_xstate(fd, $0.baseAddress) }
         return VCPUState(regs: try registers(), sregs: try specialRegisters(), extra: x, xstate: xs, mpState: try mpState(), msrs: msrs)
     }
 
@@ -69,27 +66,31 @@ extension VCPU {
     public func restoreState(_ state: VCPUState) throws(KVMError) {
         try setSpecialRegisters(state.sregs)
         try setRegisters(state.regs)
-        for (i, v) in state.msrs where i != VCPUState.tscDeadlineMSR { _ = try setMSR(i, v) }
-        var xs = state.xstate
-        _ = try check(ckvm_set_vcpu_xstate(fd, &xs), "KVM_SET_XCRS/XSAVE")
-        var x = state.extra
-        _ = try check(ckvm_set_vcpu_extra(fd, &x), "KVM_SET_LAPIC/VCPU_EVENTS/FPU")
-        for (i, v) in state.msrs where i == VCPUState.tscDeadlineMSR { _ = try setMSR(i, v) }
+        for (n, index) in VCPUState.msrIndices.enumerated() where index != VCPUState.tscDeadlineMSR {
+            if n < state.msrs.count, let v = state.msrs[n] { _ = try setMSR(index, v) }
+        }
+        if state.xstate.count == ckvm_vcpu_xstate_size() {
+            _ = try check(state.xstate.withUnsafeBytes { ckvm_set_vcpu_xstate(fd, $0.baseAddress) }, "KVM_SET_XCRS/XSAVE")
+        }
+        _ = try check(state.extra.withUnsafeBytes { ckvm_set_vcpu_extra(fd, $0.baseAddress) }, "KVM_SET_LAPIC/VCPU_EVENTS/FPU")
+        if let n = VCPUState.msrIndices.firstIndex(of: VCPUState.tscDeadlineMSR), n < state.msrs.count, let v = state.msrs[n] {
+            _ = try setMSR(VCPUState.tscDeadlineMSR, v)
+        }
         try setMPState(state.mpState)
     }
 }
 
 extension VirtualMachine {
-    /// The in-kernel PIC and IOAPIC state (KVM_GET_IRQCHIP for chips 0-2).
-    public func irqChipState() throws(KVMError) -> ckvm_irqchips {
-        var c = ckvm_irqchips()
-        _ = try check(ckvm_get_irqchips(fd, &c), "KVM_GET_IRQCHIP")
+    /// The in-kernel PIC and IOAPIC state (KVM_GET_IRQCHIP for chips 0-2), as the bytes
+    /// of a `struct ckvm_irqchips`.
+    public func irqChipState() throws(KVMError) -> [UInt8] {
+        var c = [UInt8](repeating: 0, count: ckvm_irqchips_size())
+        _ = try check(c.withUnsafeMutableBytes { ckvm_get_irqchips(fd, $0.baseAddress) }, "KVM_GET_IRQCHIP")
         return c
     }
 
-    public func setIRQChipState(_ c: ckvm_irqchips) throws(KVMError) {
-        var c = c
-        _ = try check(ckvm_set_irqchips(fd, &c), "KVM_SET_IRQCHIP")
+    public func setIRQChipState(_ c: [UInt8]) throws(KVMError) {
+        _ = try check(c.withUnsafeBytes { ckvm_set_irqchips(fd, $0.baseAddress) }, "KVM_SET_IRQCHIP")
     }
 }
 

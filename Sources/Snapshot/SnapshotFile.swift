@@ -172,6 +172,15 @@ public struct ByteReader {
         return v
     }
 
+    /// A blob that must be exactly `size` bytes (one of KVM's structs, kept as bytes).
+    public mutating func exact(_ f: String, _ size: Int) throws(SnapshotError) -> ArraySlice<UInt8> {
+        let b = try blob(f, max: size)
+        guard b.count == size else {
+            throw .malformed(field: "\(section).\(f)", message: "\(b.count) bytes, KVM's struct has \(size)")
+        }
+        return b
+    }
+
     /// The section must be used up: trailing bytes mean a different layout.
     public func finish() throws(SnapshotError) {
         guard isAtEnd else { throw .malformed(field: section, message: "\(bytes.endIndex - offset) unexpected bytes at the end") }

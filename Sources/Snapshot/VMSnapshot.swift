@@ -38,7 +38,8 @@ public struct VMSnapshot: Sendable {
     public var definition: VMConfig
     public var memorySize: UInt64
     public var vcpus: [VCPUState]
-    public var irqchips: ckvm_irqchips
+    /// The bytes of a `struct ckvm_irqchips` (PIC master, slave, IOAPIC).
+    public var irqchips: [UInt8]
     /// KVM_GET_CLOCK's clock (ns) and the host wall clock at that instant (0 if unknown).
     public var clockNs: UInt64
     public var clockRealtimeNs: UInt64
@@ -52,7 +53,7 @@ public struct VMSnapshot: Sendable {
     public var consoleEnd: UInt64
 
     public init(flavour: SnapshotFlavour, definition: VMConfig, memorySize: UInt64, vcpus: [VCPUState],
-                irqchips: ckvm_irqchips, clockNs: UInt64, clockRealtimeNs: UInt64, serial: [UInt8], sysctlEvents: UInt32,
+                irqchips: [UInt8], clockNs: UInt64, clockRealtimeNs: UInt64, serial: [UInt8], sysctlEvents: UInt32,
                 virtio: [VirtioDevice], disks: [DiskIdentity], consoleLog: [UInt8], consoleEnd: UInt64) {
         self.flavour = flavour
         self.definition = definition
@@ -97,15 +98,18 @@ public struct VMSnapshot: Sendable {
             w.u32(UInt32(i))
             w.raw(v.regs)
             w.raw(v.sregs)
-            w.raw(v.extra)
-            w.raw(v.xstate)
+            w.blob(v.extra)
+            w.blob(v.xstate)
             w.u32(v.mpState)
-            w.u32(UInt32(v.msrs.count))
-            for (index, value) in v.msrs { w.u32(index); w.u64(value) }
+            // (index, value) of the MSRs KVM knew: a reader with another index list
+            // still reads them by index.
+            let known = zip(VCPUState.msrIndices, v.msrs).compactMap { i, m in m.map { (i, $0) } }
+            w.u32(UInt32(known.count))
+            for (index, value) in known { w.u32(index); w.u64(value) }
             c.append(Self.vcpu, w.bytes)
         }
         var q = ByteWriter()
-        q.raw(irqchips)
+        q.blob(irqchips)
         c.append(Self.irqc, q.bytes)
         var k = ByteWriter()
         k.u64(clockNs)
@@ -182,9 +186,11 @@ public struct VMSnapshot: Sendable {
             guard try r.u32("index") == UInt32(i) else { throw .malformed(field: "VCPU \(i).index", message: "out of order") }
             let regs = try r.raw(kvm_regs(), "regs")
             let sregs = try r.raw(kvm_sregs(), "sregs")
-            let extra = try r.raw(ckvm_vcpu_extra(), "lapic/events/fpu")
-            let xstate = try r.raw(ckvm_vcpu_xstate(), "xsave/xcrs")
-            guard xstate.has_xsave <= 1, xstate.has_xcrs <= 1 else {
+            let extra = try r.exact("lapic/events/fpu", ckvm_vcpu_extra_size())
+            let xstate = try r.exact("xsave/xcrs", ckvm_vcpu_xstate_size())
+            // struct ckvm_vcpu_xstate ends with has_xsave, has_xcrs (u32 each).
+            let flags = xstate.suffix(8)
+            guard flags.enumerated().allSatisfy({ $0.offset % 4 == 0 ? $0.element <= 1 : $0.element == 0 }) else {
                 throw .malformed(field: "VCPU \(i).xsave/xcrs", message: "presence flags are not 0 or 1")
             }
             let mp = try r.u32("mp_state")
@@ -192,24 +198,26 @@ public struct VMSnapshot: Sendable {
             guard mp <= 4 else { throw .malformed(field: "VCPU \(i).mp_state", message: "\(mp) is not an x86 MP state") }
             let n = try r.u32("msr count")
             guard n <= UInt32(Self.maxMSRs) else { throw .malformed(field: "VCPU \(i).msrs", message: "\(n) entries") }
-            var msrs: [(UInt32, UInt64)] = []
+            var msrs = [UInt64?](repeating: nil, count: VCPUState.msrIndices.count)
             for _ in 0..<n {
                 let index = try r.u32("msr index")
-                guard VCPUState.msrIndices.contains(index) else {
-                    throw .malformed(field: "VCPU \(i).msrs", message: "MSR 0x\(String(index, radix: 16)) is not one pvmm saves")
+                guard let slot = VCPUState.msrIndices.firstIndex(of: index), msrs[slot] == nil else {
+                    throw .malformed(field: "VCPU \(i).msrs", message: "MSR 0x\(String(index, radix: 16)) is not one pvmm saves, or twice")
                 }
-                msrs.append((index, try r.u64("msr value")))
+                msrs[slot] = try r.u64("msr value")
             }
             try r.finish()
-            vcpus.append(VCPUState(regs: regs, sregs: sregs, extra: extra, xstate: xstate, mpState: mp, msrs: msrs))
+            vcpus.append(VCPUState(regs: regs, sregs: sregs, extra: Array(extra), xstate: Array(xstate), mpState: mp, msrs: msrs))
         }
         self.vcpus = vcpus
 
         var q = ByteReader(try c.one(Self.irqc), section: "IRQC")
-        irqchips = try q.raw(ckvm_irqchips(), "irqchips")
+        irqchips = Array(try q.exact("irqchips", ckvm_irqchips_size()))
         try q.finish()
-        let ids = [irqchips.chip.0.chip_id, irqchips.chip.1.chip_id, irqchips.chip.2.chip_id]
-        for (i, id) in ids.enumerated() {
+        // Three struct kvm_irqchip, each starting with its chip_id (u32).
+        let chip = irqchips.count / 3
+        for i in 0..<3 {
+            let id = irqchips[(i * chip)..<(i * chip + 4)].enumerated().reduce(UInt32(0)) { $0 | UInt32($1.element) << (8 * UInt32($1.offset)) }
             guard id == UInt32(i) else { throw .malformed(field: "IRQC.chip[\(i)].chip_id", message: "\(id)") }
         }
 

@@ -316,7 +316,7 @@ final class StdoutWriter {
             let type = st.st_mode & S_IFMT
             if type == S_IFSOCK { return StdoutWriter(fd: dup(std), isSocket: true) }
             if type == S_IFIFO || type == S_IFCHR {
-                let fd = Glibc.open("/proc/self/fd/\(std)", O_WRONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY)
+                let fd = Glibc.open(std == STDERR_FILENO ? "/proc/self/fd/2" : "/proc/self/fd/1", O_WRONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY)
                 if fd >= 0 { return StdoutWriter(fd: fd, isSocket: false) }
             }
         }

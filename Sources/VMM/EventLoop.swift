@@ -34,7 +34,9 @@ final class EventLoop: @unchecked Sendable {
         var quiesce = false
         var parked = false
     }
-    private let control = Monitor(Control())
+    private let control = Monitor()
+    /// Guarded by `control`.
+    private var controlState = Control()
 
     static var readable: UInt32 { ckvm_epoll_in() }
     static var writable: UInt32 { ckvm_epoll_out() }
@@ -103,11 +105,11 @@ final class EventLoop: @unchecked Sendable {
 
     /// Handles stop and quiesce requests; returns true to end the loop.
     private func serveControl() -> Bool {
-        if control.withLock({ $0.quiesce && !$0.stop }) {
-            control.update { $0.parked = true }
-            control.wait(until: { !$0.quiesce || $0.stop }) { c, _ in c.parked = false }
+        if control.withLock(&controlState, { $0.quiesce && !$0.stop }) {
+            control.update(&controlState) { $0.parked = true }
+            control.wait(&controlState, until: { !$0.quiesce || $0.stop }) { c, _ in c.parked = false }
         }
-        return control.withLock { $0.stop }
+        return control.withLock(&controlState) { $0.stop }
     }
 
     /// Wakes the loop from any thread (it re-reads its control state).
@@ -116,19 +118,19 @@ final class EventLoop: @unchecked Sendable {
     /// Parks the loop between handlers; returns once it is parked. `resume()` undoes it.
     func quiesce() {
         guard thread != nil else { return }
-        control.update { $0.quiesce = true }
+        control.update(&controlState) { $0.quiesce = true }
         wakeEvent.signal()
-        control.wait(until: { $0.parked || $0.stop }) { _, _ in }
+        control.wait(&controlState, until: { $0.parked || $0.stop }) { _, _ in }
     }
 
     func resume() {
-        control.update { $0.quiesce = false }
+        control.update(&controlState) { $0.quiesce = false }
     }
 
     /// Ends the loop and joins its thread.
     func stop() {
         guard let t = thread else { return }
-        control.update { $0.stop = true }
+        control.update(&controlState) { $0.stop = true }
         wakeEvent.signal()
         t.join()
         thread = nil

@@ -2,18 +2,20 @@
 import Glibc
 #endif
 
-/// A value behind a pthread mutex with one condition variable: for states other threads
-/// wait on (a vCPU's mailbox, a device loop's quiesce request, the supervisor's queue).
-/// Synchronization's Mutex has no condition variable; this is the one place that does.
+/// A pthread mutex with one condition variable, guarding state its owner keeps (passed
+/// `inout` to each call): for states other threads wait on (the vCPU mailboxes, a device
+/// loop's quiesce request, the lifecycle operation lock). Synchronization's Mutex has no
+/// condition variable; this is the one place that does. Not generic itself (the methods
+/// are), so no generic class metadata is instantiated at run time: the VMM's resident
+/// memory is mostly code pages, and that runtime path is one more region of them.
 ///
-/// `@unchecked Sendable`: `value` is only touched with the mutex held.
-public final class Monitor<Value>: @unchecked Sendable {
+/// `@unchecked Sendable`: the mutex and condition variable are thread-safe; callers only
+/// touch the guarded state inside these calls.
+public final class Monitor: @unchecked Sendable {
     private var mutex = pthread_mutex_t()
     private var cond = pthread_cond_t()
-    private var value: Value
 
-    public init(_ value: Value) {
-        self.value = value
+    public init() {
         pthread_mutex_init(&mutex, nil)
         var attr = pthread_condattr_t()
         pthread_condattr_init(&attr)
@@ -28,14 +30,14 @@ public final class Monitor<Value>: @unchecked Sendable {
         pthread_mutex_destroy(&mutex)
     }
 
-    public func withLock<R>(_ body: (inout Value) throws -> R) rethrows -> R {
+    public func withLock<Value, R>(_ value: inout Value, _ body: (inout Value) throws -> R) rethrows -> R {
         pthread_mutex_lock(&mutex)
         defer { pthread_mutex_unlock(&mutex) }
         return try body(&value)
     }
 
     /// Runs `body` with the lock held and wakes every waiter.
-    public func update<R>(_ body: (inout Value) -> R) -> R {
+    public func update<Value, R>(_ value: inout Value, _ body: (inout Value) -> R) -> R {
         pthread_mutex_lock(&mutex)
         defer {
             pthread_cond_broadcast(&cond)
@@ -47,7 +49,8 @@ public final class Monitor<Value>: @unchecked Sendable {
     /// Waits until `ready` holds (checked with the lock held), then runs `body` under the
     /// same lock and wakes the other waiters. With `deadlineNs` (CLOCK_MONOTONIC), gives
     /// up at that time: `body` then runs with `ready` false (its second argument).
-    public func wait<R>(until ready: (Value) -> Bool, deadlineNs: UInt64? = nil, _ body: (inout Value, Bool) -> R) -> R {
+    public func wait<Value, R>(_ value: inout Value, until ready: (Value) -> Bool, deadlineNs: UInt64? = nil,
+                               _ body: (inout Value, Bool) -> R) -> R {
         pthread_mutex_lock(&mutex)
         defer {
             pthread_cond_broadcast(&cond)

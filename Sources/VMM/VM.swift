@@ -57,17 +57,21 @@ public final class VM: @unchecked Sendable {
     /// Takes console input once its driver is ready (nil with `--console serial`).
     let virtioConsole: VirtioConsoleBackend?
     /// The in-kernel PIC/IOAPIC as created: a reboot puts it back.
-    let powerOnIRQChips: ckvm_irqchips
+    let powerOnIRQChips: [UInt8]
     /// The open disk images, in `config.disks` order (a snapshot flushes and records them).
     let disks: [DiskImage]
 
     /// The kernel of the current boot (nil until `boot`).
     public internal(set) var kernel: LoadedKernel?
 
-    let lifecycle: Monitor<LifecycleState>
+    let lifecycle = Monitor()
+    /// Guarded by `lifecycle`.
+    var life: LifecycleState
     /// Held for the whole of pause, resume, reboot and the final teardown, so they do not
     /// interleave. vCPU and device threads never take it.
-    let operation = Monitor(false)
+    let operation = Monitor()
+    /// Guarded by `operation`.
+    var operationBusy = false
     /// Told about every state change, with the lifecycle lock held: it must only queue.
     let observer: (@Sendable (VMStateEvent) -> Void)?
 
@@ -148,7 +152,7 @@ public final class VM: @unchecked Sendable {
         self.system = system
         self.vm = vm
         self.vcpus = contexts
-        lifecycle = Monitor(LifecycleState(vcpus: config.cpus))
+        life = LifecycleState(vcpus: config.cpus)
         for ctx in contexts { ctx.vm = self }
         // The first boot is prepared here so a kernel that cannot boot is a usage error
         // before anything runs; reboots call `boot` again. A restore replaces the boot.
@@ -166,7 +170,12 @@ public final class VM: @unchecked Sendable {
     }
 
     /// Every device thread (virtio devices, the IRQ probe).
-    var deviceLoops: [EventLoop] { virtioDevices.map { $0.loop } + (irqProbe.map { [$0.loop] } ?? []) }
+    var deviceLoops: [EventLoop] {
+        var loops: [EventLoop] = []
+        for d in virtioDevices { loops.append(d.loop) }
+        if let p = irqProbe { loops.append(p.loop) }
+        return loops
+    }
 
     // MARK: Building blocks
 

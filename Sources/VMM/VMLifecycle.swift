@@ -69,11 +69,11 @@ public struct VMStatus: Sendable {
 extension VM {
     // MARK: Queries
 
-    public var state: VMState { lifecycle.withLock { $0.machine.state } }
+    public var state: VMState { lifecycle.withLock(&life) { $0.machine.state } }
     public var isPaused: Bool { state == .paused }
 
     public var status: VMStatus {
-        lifecycle.withLock { s in
+        lifecycle.withLock(&life) { s in
             let up = s.startedMonotonicNs == 0 || s.machine.state.isFinal ? 0 : monotonicNanoseconds() - s.startedMonotonicNs
             return VMStatus(state: s.machine.state, startedNs: s.startedNs, uptimeNs: up, exit: s.final)
         }
@@ -89,7 +89,7 @@ extension VM {
 
     /// Throws `.conflict` when the current state does not allow `op`.
     func check(_ op: LifecycleOperation) throws(VMMError) {
-        let conflict = lifecycle.withLock { s -> LifecycleConflict? in
+        let conflict = lifecycle.withLock(&life) { s -> LifecycleConflict? in
             do throws(LifecycleConflict) {
                 try s.machine.check(op)
                 return nil
@@ -102,8 +102,8 @@ extension VM {
 
     /// Serialises lifecycle operations (pause, resume, reboot, teardown).
     func withOperation<R>(_ body: () throws(VMMError) -> R) throws(VMMError) -> R {
-        operation.wait(until: { !$0 }) { busy, _ in busy = true }
-        defer { operation.update { $0 = false } }
+        operation.wait(&operationBusy, until: { !$0 }) { busy, _ in busy = true }
+        defer { operation.update(&operationBusy) { $0 = false } }
         return try body()
     }
 
@@ -111,7 +111,7 @@ extension VM {
     public func start() throws(VMMError) {
         try withOperation { () throws(VMMError) in
             if (try? check(.start)) == nil { return }  // started already
-            lifecycle.update { enter(.starting, &$0) }
+            lifecycle.update(&life) { enter(.starting, &$0) }
             do throws(VMMError) {
                 // Device threads first: a guest may notify a queue as soon as it runs.
                 for loop in deviceLoops { try loop.start() }
@@ -120,13 +120,13 @@ extension VM {
                     ctx.thread = try spawnThread(name: "vcpu\(ctx.index)", role: .vcpu) { [ctx] in ctx.threadMain() }
                 }
             } catch {
-                lifecycle.update { s in
+                lifecycle.update(&life) { s in
                     s.hostEnd = .failed("\(error)")
                     for i in s.commands.indices { s.commands[i] = .stop }
                 }
                 throw error
             }
-            lifecycle.update { s in
+            lifecycle.update(&life) { s in
                 s.startedNs = wallClockNanoseconds()
                 s.startedMonotonicNs = monotonicNanoseconds()
                 for i in s.commands.indices { s.commands[i] = .run }
@@ -145,7 +145,7 @@ extension VM {
             // The guest's clock keeps following the host's (no jump back, no lost time on
             // resume); KVMCLOCK_CTRL marks the pause so its watchdogs don't fire.
             for ctx in vcpus { ctx.vcpu.notifyClockPaused() }
-            lifecycle.update { enter(.paused, &$0) }
+            lifecycle.update(&life) { enter(.paused, &$0) }
         }
     }
 
@@ -155,7 +155,7 @@ extension VM {
             try check(.resume)
             for loop in deviceLoops { loop.resume() }
             unparkVCPUs()
-            lifecycle.update { enter(.running, &$0) }
+            lifecycle.update(&life) { enter(.running, &$0) }
         }
     }
 
@@ -170,7 +170,7 @@ extension VM {
 
     /// The reboot itself (operation held, state running or paused).
     func rebootLocked() throws(VMMError) {
-        let wasPaused = lifecycle.update { s -> Bool in
+        let wasPaused = lifecycle.update(&life) { s -> Bool in
             let p = s.machine.state == .paused
             enter(.starting, &s)
             return p
@@ -180,7 +180,7 @@ extension VM {
             for loop in deviceLoops { loop.quiesce() }
         }
         // A guest power-off or crash that raced with the reboot wins: the VM ends.
-        if lifecycle.withLock({ s in s.hostEnd != nil || (s.guestEnd != nil && s.guestEnd != .reset) }) {
+        if lifecycle.withLock(&life, { s in s.hostEnd != nil || (s.guestEnd != nil && s.guestEnd != .reset) }) {
             for loop in deviceLoops { loop.resume() }
             return
         }
@@ -188,18 +188,18 @@ extension VM {
             try resetMachine()
             try boot()
         } catch {
-            lifecycle.update { $0.hostEnd = .failed("reboot: \(error)") }
+            lifecycle.update(&life) { $0.hostEnd = .failed("reboot: \(error)") }
             for loop in deviceLoops { loop.resume() }
             throw error
         }
-        lifecycle.update { s in
+        lifecycle.update(&life) { s in
             s.guestEnd = nil
             s.startedNs = wallClockNanoseconds()
             s.startedMonotonicNs = monotonicNanoseconds()
         }
         for loop in deviceLoops { loop.resume() }
         unparkVCPUs()
-        lifecycle.update { enter(.running, &$0) }
+        lifecycle.update(&life) { enter(.running, &$0) }
     }
 
     /// Asks the guest to power off (the paravirtual power button); after `timeoutSeconds`
@@ -214,7 +214,7 @@ extension VM {
                 for loop in deviceLoops { loop.resume() }
                 unparkVCPUs()
             }
-            lifecycle.update { s in
+            lifecycle.update(&life) { s in
                 enter(.stopping, &s)
                 s.stopTimeoutSeconds = timeoutSeconds
                 s.stopDeadline = monotonicNanoseconds() + UInt64(max(0, timeoutSeconds)) * 1_000_000_000
@@ -234,7 +234,7 @@ extension VM {
 
     func endFromHost(_ exit: VMExit, operation: LifecycleOperation) throws(VMMError) {
         try check(operation)
-        lifecycle.update { s in
+        lifecycle.update(&life) { s in
             if s.hostEnd == nil { s.hostEnd = exit }
             if s.machine.state != .stopping { enter(.stopping, &s) }
         }
@@ -245,8 +245,8 @@ extension VM {
     /// `resetPolicy` says so and stop timeouts), joins every thread, returns how it ended.
     public func wait() -> VMExit {
         while true {
-            let deadline = lifecycle.withLock { $0.stopDeadline }
-            let end: VMExit? = lifecycle.wait(until: { s in
+            let deadline = lifecycle.withLock(&life) { $0.stopDeadline }
+            let end: VMExit? = lifecycle.wait(&life, until: { s in
                 s.hostEnd != nil || s.guestEnd != nil || s.stopDeadline != deadline || s.machine.state == .created
             }, deadlineNs: deadline) { s, _ in
                 if s.hostEnd == nil, s.guestEnd == nil, let d = s.stopDeadline, monotonicNanoseconds() >= d {
@@ -256,9 +256,9 @@ extension VM {
                 return s.hostEnd ?? s.guestEnd
             }
             guard let end else { continue }  // woken early by a new deadline
-            if end == .reset && resetPolicy == .restart && lifecycle.withLock({ $0.hostEnd == nil }) {
+            if end == .reset && resetPolicy == .restart && lifecycle.withLock(&life, { $0.hostEnd == nil }) {
                 do { try withOperation { () throws(VMMError) in try rebootLocked() } } catch {
-                    lifecycle.update { $0.hostEnd = .failed("reboot: \(error)") }
+                    lifecycle.update(&life) { $0.hostEnd = .failed("reboot: \(error)") }
                 }
                 continue
             }
@@ -268,7 +268,7 @@ extension VM {
 
     /// Stops every thread and records the final state.
     func teardown(_ end: VMExit) -> VMExit {
-        lifecycle.update { s in
+        lifecycle.update(&life) { s in
             if s.machine.state != .stopping && !s.machine.state.isFinal { enter(.stopping, &s) }
             for i in s.commands.indices { s.commands[i] = .stop }
         }
@@ -278,7 +278,7 @@ extension VM {
             ctx.thread = nil
         }
         for loop in deviceLoops { loop.resume(); loop.stop() }
-        return lifecycle.update { s in
+        return lifecycle.update(&life) { s in
             if s.final == nil {
                 s.final = end
                 enter(end.finalState, &s, exit: end)
@@ -291,17 +291,17 @@ extension VM {
 
     /// Sets every running vCPU's mailbox to pause, kicks them, and waits until all park.
     func parkVCPUs() {
-        lifecycle.update { s in
+        lifecycle.update(&life) { s in
             for i in s.commands.indices where s.commands[i] == .run { s.commands[i] = .pause }
         }
         kickAll()
-        lifecycle.wait(until: { $0.allParked }) { _, _ in }
+        lifecycle.wait(&life, until: { $0.allParked }) { _, _ in }
     }
 
     /// Sets every paused mailbox to run and waits until each of those vCPUs has left its
     /// mailbox (counted, so a vCPU that runs and parks again at once is not missed).
     func unparkVCPUs() {
-        let (woken, before) = lifecycle.update { s -> ([Int], [UInt64]) in
+        let (woken, before) = lifecycle.update(&life) { s -> ([Int], [UInt64]) in
             var woken: [Int] = []
             for i in s.commands.indices where s.commands[i] == .pause {
                 s.commands[i] = .run
@@ -309,7 +309,7 @@ extension VM {
             }
             return (woken, s.departures)
         }
-        lifecycle.wait(until: { s in
+        lifecycle.wait(&life, until: { s in
             for i in woken where s.departures[i] <= before[i] && !s.ended[i] && s.commands[i] == .run { return false }
             return true
         }) { _, _ in }
@@ -317,8 +317,8 @@ extension VM {
 
     /// vCPU thread: parks while its mailbox says pause; returns false when told to stop.
     func awaitRun(_ i: Int) -> Bool {
-        lifecycle.update { $0.parked[i] = true }
-        return lifecycle.wait(until: { $0.commands[i] != .pause }) { s, _ in
+        lifecycle.update(&life) { $0.parked[i] = true }
+        return lifecycle.wait(&life, until: { $0.commands[i] != .pause }) { s, _ in
             s.parked[i] = false
             s.departures[i] += 1
             if s.commands[i] == .stop { s.ended[i] = true }
@@ -327,12 +327,12 @@ extension VM {
     }
 
     /// vCPU thread, after a kick: whether to keep running.
-    func shouldRun(_ i: Int) -> Bool { lifecycle.withLock { $0.commands[i] == .run } }
+    func shouldRun(_ i: Int) -> Bool { lifecycle.withLock(&life) { $0.commands[i] == .run } }
 
     /// vCPU thread: the guest ended (power-off, reset, crash). The first report wins;
     /// every vCPU is parked and the supervisor (`wait`) decides: end or reboot.
     func guestEnded(_ exit: VMExit, vcpu i: Int) {
-        let first = lifecycle.update { s -> Bool in
+        let first = lifecycle.update(&life) { s -> Bool in
             if s.commands[i] == .run { s.commands[i] = .pause }
             guard s.guestEnd == nil else { return false }
             s.guestEnd = exit

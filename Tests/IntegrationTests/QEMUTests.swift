@@ -5,12 +5,13 @@ import Testing
 /// follows the standard boot protocol and registers its VIF page itself, not just that it
 /// works with pvmm. Scripts/test installs QEMU; its absence fails these tests.
 @Suite(.serialized) struct QEMUTests {
-    static func boot(_ extra: [String] = [], cmdline: String? = nil) throws -> Child {
+    /// `wrapper` comes before QEMU's argv (e.g. `ip netns exec NAME`).
+    static func boot(_ extra: [String] = [], cmdline: String? = nil, wrapper: [String] = []) throws -> Child {
         let qemu = "/usr/bin/qemu-system-x86_64"
         guard FileManager.default.isExecutableFile(atPath: qemu) else {
             throw HarnessError(description: "\(qemu) is missing: run Scripts/test, which installs qemu-system-x86")
         }
-        return try Child([qemu, "-M", "microvm,x-option-roms=off,rtc=off,pit=off,pic=off",
+        return try Child(wrapper + [qemu, "-M", "microvm,x-option-roms=off,rtc=off,pit=off,pic=off",
                           "-enable-kvm", "-cpu", "host,-arch-capabilities", "-m", "128",
                           "-no-reboot", "-nodefaults", "-display", "none", "-monitor", "none",
                           "-serial", "stdio", "-kernel", Paths.guest]

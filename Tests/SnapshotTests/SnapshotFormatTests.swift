@@ -10,11 +10,14 @@ func sampleSnapshot() -> VMSnapshot {
     let def = VMConfig(kernel: "/k.elf", memoryMiB: 16, cpus: 2, disks: [DiskConfig(path: "/d.img")])
     var regs = kvm_regs()
     regs.rip = 0x1234
-    var chips = ckvm_irqchips()
-    chips.chip.1.chip_id = 1
-    chips.chip.2.chip_id = 2
-    let v = VCPUState(regs: regs, sregs: kvm_sregs(), extra: ckvm_vcpu_extra(), xstate: ckvm_vcpu_xstate(), mpState: 0,
-                      msrs: [(0x4B56_4D10, 0x400), (0x6E0, 99)])
+    var chips = [UInt8](repeating: 0, count: ckvm_irqchips_size())
+    chips[chips.count / 3] = 1
+    chips[2 * chips.count / 3] = 2
+    var msrs = [UInt64?](repeating: nil, count: VCPUState.msrIndices.count)
+    msrs[VCPUState.msrIndices.firstIndex(of: 0x4B56_4D10)!] = 0x400
+    msrs[VCPUState.msrIndices.firstIndex(of: 0x6E0)!] = 99
+    let v = VCPUState(regs: regs, sregs: kvm_sregs(), extra: [UInt8](repeating: 7, count: ckvm_vcpu_extra_size()),
+                      xstate: [UInt8](repeating: 0, count: ckvm_vcpu_xstate_size()), mpState: 0, msrs: msrs)
     var t = MMIOTransportState()
     t.status = 0x0F
     t.driverFeatures = 1 << 32
@@ -39,7 +42,8 @@ func refused(_ bytes: [UInt8], host: SnapshotFlavour = .pvm) -> Bool {
         #expect(back.definition == s.definition)
         #expect(back.vcpus.count == 2)
         #expect(back.vcpus[1].regs.rip == 0x1234)
-        #expect(back.vcpus[0].msrs.map(\.0) == [0x4B56_4D10, 0x6E0])
+        #expect(back.vcpus[0].msrs == s.vcpus[0].msrs)
+        #expect(back.vcpus[0].extra == s.vcpus[0].extra && back.irqchips == s.irqchips)
         #expect(back.virtio == s.virtio)
         #expect(back.disks == s.disks)
         #expect(back.consoleLog == s.consoleLog && back.consoleEnd == 100)

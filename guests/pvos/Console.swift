@@ -167,11 +167,11 @@ enum Console {
                 lock()
                 VirtioConsole.flush()    // the prompt and the echo so far
                 unlock()
-                Platform.idle(SMP.bsp) { VirtioConsole.inputReady || PowerButton.pressed }
+                Idle.wait { VirtioConsole.inputReady || PowerButton.pressed }
                 continue
             }
             receiveInterrupt(true)
-            Platform.idle(SMP.bsp) { dataReady() || PowerButton.pressed }
+            Idle.wait { dataReady() || PowerButton.pressed }
         }
     }
 

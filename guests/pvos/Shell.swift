@@ -12,7 +12,7 @@ enum Shell {
 
     static func execute(_ command: [UInt8], _ args: ArraySlice<[UInt8]>) {
         if matches(command, "help") {
-            Console.write("commands: help echo info cpus bench uptime sleep flood blk virtio poweroff reboot panic\n")
+            Console.write("commands: help echo info cpus bench uptime sleep flood blk virtio net ping udp poweroff reboot panic\n")
         } else if matches(command, "echo") {
             var first = true
             for a in args {
@@ -41,6 +41,8 @@ enum Shell {
             blk(args)
         } else if matches(command, "virtio") {
             if let what = args.first, matches(what, "evil") { VirtioEvil.run() } else { Console.write("usage: virtio evil\n") }
+        } else if NetShell.execute(command, args) {
+            // net, ping, udp (NetShell.swift)
         } else if matches(command, "poweroff") {
             // Polled: transmit completions raise no interrupt, so an idle wait would
             // last until the drain's timeout (the kernel is tickless).

@@ -310,14 +310,15 @@ enum Virtio {
     }
     static let maxGSI = 48   // irq_entry's table size
 
-    /// Discovers and starts every device: disks (ID 2) in order, the first console (ID 3).
+    /// Discovers and starts every device: the first network device (ID 1), disks (ID 2)
+    /// in order, the first console (ID 3).
     static func initialize() {
         discover()
         for f in found {
             guard read32(f.base) == VirtioReg.magicValue else { continue }
             let version = read32(f.base + VirtioReg.version)
             let id = read32(f.base + VirtioReg.deviceID)
-            guard id == 2 || id == 3 else { continue }
+            guard id == 1 || id == 2 || id == 3 else { continue }
             guard version == 2 else {
                 Console.write("virtio: legacy device at 0x")
                 Console.writeHex(f.base, digits: 8)
@@ -325,7 +326,9 @@ enum Virtio {
                 continue
             }
             let device = VirtioDevice(base: f.base, irq: f.irq)
-            if id == 2 {
+            if id == 1 {
+                Net.attach(device)
+            } else if id == 2 {
                 let disk = BlockDevice(device)
                 if disk.start() { BlockDevice.disks.append(disk) }
             } else if VirtioConsole.device == nil {

@@ -42,7 +42,7 @@ enum VirtioEvil {
         Console.write("virtio evil: done\n")
     }
 
-    private static func descriptor(_ q: Virtqueue, _ i: UInt64, _ address: UInt64, _ length: UInt32, _ flags: UInt32, _ next: UInt32) {
+    static func descriptor(_ q: Virtqueue, _ i: UInt64, _ address: UInt64, _ length: UInt32, _ flags: UInt32, _ next: UInt32) {
         write64(q.desc + 16 * i, address)
         write32(q.desc + 16 * i + 8, length)
         write32(q.desc + 16 * i + 12, flags | next << 16)
@@ -69,7 +69,7 @@ enum VirtioEvil {
 
     /// Waits up to 1 s for DEVICE_NEEDS_RESET (announced by a config interrupt, or
     /// polled); returns the Status register.
-    private static func settle(_ d: VirtioDevice) -> UInt32 {
+    static func settle(_ d: VirtioDevice) -> UInt32 {
         let t0 = rdtsc()
         var s = d.status
         while s & VirtioStatus.needsReset == 0 && rdtsc() &- t0 < Platform.tscKHz * 1000 {

@@ -57,13 +57,18 @@ struct ckvm_vcpu_extra {
     struct kvm_vcpu_events events;
     struct kvm_fpu fpu;
 };
-int ckvm_get_vcpu_extra(int vcpu, struct ckvm_vcpu_extra *x);
-int ckvm_set_vcpu_extra(int vcpu, const struct ckvm_vcpu_extra *x);
+/// Swift keeps these as opaque bytes (imported, the structs' big arrays become tuples
+/// that cost kilobytes of code to initialise and copy): `x` holds ckvm_vcpu_extra_size().
+size_t ckvm_vcpu_extra_size(void);
+int ckvm_get_vcpu_extra(int vcpu, void *x);
+int ckvm_set_vcpu_extra(int vcpu, const void *x);
 
 /// The in-kernel PIC (chips 0, 1) and IOAPIC (chip 2).
 struct ckvm_irqchips { struct kvm_irqchip chip[3]; };
-int ckvm_get_irqchips(int vm, struct ckvm_irqchips *c);
-int ckvm_set_irqchips(int vm, const struct ckvm_irqchips *c);
+/// `c` holds ckvm_irqchips_size() bytes, as above.
+size_t ckvm_irqchips_size(void);
+int ckvm_get_irqchips(int vm, void *c);
+int ckvm_set_irqchips(int vm, const void *c);
 
 /// What a snapshot saves beyond `ckvm_vcpu_extra`: the XSAVE area (AVX and later state
 /// the legacy FPU struct lacks) and XCR0. `has_xsave`/`has_xcrs` are 0 when KVM refused
@@ -74,9 +79,11 @@ struct ckvm_vcpu_xstate {
     uint32_t has_xsave;
     uint32_t has_xcrs;
 };
-int ckvm_get_vcpu_xstate(int vcpu, struct ckvm_vcpu_xstate *x);
+/// As bytes (see ckvm_vcpu_extra_size): `x` holds ckvm_vcpu_xstate_size().
+size_t ckvm_vcpu_xstate_size(void);
+int ckvm_get_vcpu_xstate(int vcpu, void *x);
 /// Sets XCRS before XSAVE (the area is checked against XCR0).
-int ckvm_set_vcpu_xstate(int vcpu, const struct ckvm_vcpu_xstate *x);
+int ckvm_set_vcpu_xstate(int vcpu, const void *x);
 
 /// KVM_GET_CLOCK / KVM_SET_CLOCK (the VM's kvmclock base).
 int ckvm_get_clock(int vm, struct kvm_clock_data *c);
