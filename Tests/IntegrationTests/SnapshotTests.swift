@@ -105,6 +105,23 @@ import Testing
             sharedClean += m.sharedClean
         }
         #expect(sharedClean > 0, "no page of the snapshot is shared between clones")
+
+        // A paused clone's snapshot leaves it paused; a snapshot of a clone (RAM a private
+        // file mapping) restores too; a clone reboots into a fresh boot of its kernel.
+        #expect(try clones[0].request(#"{"op":"pause"}"#)["state"] as? String == "paused")
+        let snap2 = dir + "/snap2"
+        #expect(try Self.snapshot(clones[0], to: snap2)["state"] as? String == "paused")
+        #expect(try clones[0].request(#"{"op":"status"}"#)["state"] as? String == "paused")
+        _ = try clones[0].request(#"{"op":"resume"}"#)
+        #expect(try consoles[0].command("echo resumed").contains("resumed\r\n"))
+        let second = try ControlledVM(restoring: snap2)
+        #expect(try second.attach(replay: false).command("echo second generation").contains("second generation\r\n"))
+        try Self.end(second)
+        let mark = consoles[1].stream.count
+        _ = try clones[1].request(#"{"op":"reboot"}"#, timeout: 20)
+        _ = try consoles[1].expect("pvos> ", after: mark, timeout: 20)
+        #expect(try consoles[1].command("echo rebooted").contains("rebooted\r\n"))
+        #expect(try consoles[1].command("uptime").contains("uptime: 0."))
         for c in clones { try Self.end(c) }
     }
 
