@@ -20,6 +20,13 @@ let package = Package(
         // liburing (Debian's liburing-dev) for the block backend's parallel host I/O: a
         // value or -errno per wrapper, as CKVM. Static in pvmm-vmm (liburing.a).
         .target(name: "CURing", linkerSettings: [.linkedLibrary("uring")]),
+        // Linux calls Swift cannot make cleanly (epoll, spawning a child that dies with us).
+        .target(name: "CSys"),
+        // tun/tap ioctls.
+        .target(name: "CHostNet"),
+        // Host network endpoints for virtio-net: taps, passt. Foundation-free, so the
+        // daemon can open taps with it for unprivileged VMMs.
+        .target(name: "HostNet", dependencies: ["CHostNet", "CSys", .product(name: "SystemPackage", package: "swift-system")]),
         // Constants shared with the guest kernel (compiled into guests/pvos too).
         .target(name: "PVMMABI"),
         // The VM definition and its one JSON codec: no dependencies, no Foundation, so the
@@ -30,14 +37,14 @@ let package = Package(
         .target(name: "Boot", dependencies: ["GuestMemory", "PVMMABI"]),
         // The virtio spec as pure code: split queues, chains, MMIO registers. No threads, no KVM.
         .target(name: "Virtio", dependencies: ["GuestMemory"]),
-        .target(name: "Devices", dependencies: ["CURing", "GuestMemory", "PVMMABI", "Virtio"]),
+        .target(name: "Devices", dependencies: ["CURing", "GuestMemory", "PVMMABI", "Virtio", "HostNet"]),
         // The lifecycle states and the control socket's protocol (docs/control.md), shared
         // by the VMM that serves it and its clients; no dependencies beyond the JSON codec.
         .target(name: "VMControl", dependencies: ["VMDefinition"]),
         // The snapshot format (docs/snapshot.md): container with per-section CRC-32 and
         // the VM state's codec. No files, no KVM calls: the fuzz target drives it alone.
         .target(name: "Snapshot", dependencies: ["CKVM", "KVM", "Virtio", "VMDefinition"]),
-        .target(name: "VMM", dependencies: ["VMDefinition", "VMControl", "Snapshot", "KVM", "GuestMemory", "Boot", "Devices", "PVMMABI", "Virtio"]),
+        .target(name: "VMM", dependencies: ["VMDefinition", "VMControl", "Snapshot", "KVM", "GuestMemory", "Boot", "Devices", "PVMMABI", "Virtio", "CSys", "HostNet"]),
         // The user-facing CLI. `pvmm run` validates its flags, then execs pvmm-vmm.
         .executableTarget(
             name: "pvmm",
@@ -68,7 +75,8 @@ let package = Package(
         .testTarget(name: "VMDefinitionTests", dependencies: ["VMDefinition"]),
         .testTarget(name: "VMControlTests", dependencies: ["VMControl", "VMDefinition"]),
         .testTarget(name: "BootTests", dependencies: ["Boot", "GuestMemory", "PVMMABI"]),
-        .testTarget(name: "DevicesTests", dependencies: ["Devices", "GuestMemory", "Virtio"]),
+        .testTarget(name: "DevicesTests", dependencies: ["Devices", "GuestMemory", "Virtio", "HostNet"]),
+        .testTarget(name: "HostNetTests", dependencies: ["HostNet"]),
         .testTarget(name: "SnapshotTests", dependencies: ["Snapshot", "KVM", "CKVM", "Virtio", "VMDefinition"]),
         .testTarget(name: "VirtioTests", dependencies: ["Virtio", "GuestMemory"]),
         // Test guests (TinyELF) for the suites that boot VMs.

@@ -5,7 +5,6 @@
 #include <malloc.h>
 #include <pthread.h>
 #include <signal.h>
-#include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
@@ -211,40 +210,6 @@ struct kvm_regs ckvm_run_sync_regs(const struct kvm_run *r) { return r->s.regs.r
 struct kvm_sregs ckvm_run_sync_sregs(const struct kvm_run *r) { return r->s.regs.sregs; }
 
 int ckvm_eventfd_nonblock(void) { int fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK); return fd < 0 ? -errno : fd; }
-
-int ckvm_epoll_create(void) { int e = epoll_create1(EPOLL_CLOEXEC); return e < 0 ? -errno : e; }
-
-int ckvm_epoll_add(int ep, int fd) {
-    struct epoll_event ev = { .events = EPOLLIN, .data = { .fd = fd } };
-    return epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev) < 0 ? -errno : 0;
-}
-
-int ckvm_epoll_ctl(int ep, int op, int fd, uint32_t events) {
-    struct epoll_event ev = { .events = events, .data = { .fd = fd } };
-    return epoll_ctl(ep, op, fd, &ev) < 0 ? -errno : 0;
-}
-
-uint32_t ckvm_epoll_in(void) { return EPOLLIN; }
-uint32_t ckvm_epoll_out(void) { return EPOLLOUT; }
-uint32_t ckvm_epoll_hup(void) { return EPOLLHUP | EPOLLERR | EPOLLRDHUP; }
-
-int ckvm_epoll_wait_events(int ep, int *fds, uint32_t *events, int max, int timeout_ms) {
-    struct epoll_event ev[32];
-    if (max > 32) max = 32;
-    int n = epoll_wait(ep, ev, max, timeout_ms);
-    if (n < 0) return -errno;
-    for (int i = 0; i < n; i++) { fds[i] = ev[i].data.fd; events[i] = ev[i].events; }
-    return n;
-}
-
-int ckvm_epoll_wait(int ep, int *fds, int max, int timeout_ms) {
-    struct epoll_event ev[32];
-    if (max > 32) max = 32;
-    int n = epoll_wait(ep, ev, max, timeout_ms);
-    if (n < 0) return -errno;
-    for (int i = 0; i < n; i++) fds[i] = ev[i].data.fd;
-    return n;
-}
 
 int ckvm_set_thread_name(const char *name) {
     char n[16];  /* Linux keeps 15 bytes and refuses longer names: truncate */

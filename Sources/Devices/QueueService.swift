@@ -66,17 +66,20 @@ extension SplitQueue {
                 while let head = try vq({ () throws(VirtqueueError) in try popAvailable() }) {
                     let chain = try vq { () throws(VirtqueueError) in try self.chain(head: head) }
                     let len = try handle(chain)
-                    try vq { () throws(VirtqueueError) in try addUsed(head: head, len: len) }
+                    try vq { () throws(VirtqueueError) in try writeUsed(head: head, len: len) }
                     result.requests += 1
                 }
                 if !(try vq { () throws(VirtqueueError) in try enableNotifications() }) { break }
             }
+            // One release fence and one used.idx store for the whole batch.
+            try vq { () throws(VirtqueueError) in try publishUsed() }
             if result.requests > 0 {
                 result.interrupt = try vq { () throws(VirtqueueError) in try needsNotification() }
             }
         } catch {
             result.fault = error
             // The driver still gets the chains that completed before the fault.
+            try? publishUsed()
             result.interrupt = result.requests > 0
         }
         return result

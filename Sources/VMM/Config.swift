@@ -13,8 +13,9 @@ extension VMConfig {
         if disks.count > VirtioLayout.maxDisks {
             throw .invalidConfig(ConfigError(field: "disks", message: "\(disks.count) disks is too many (at most \(VirtioLayout.maxDisks): one interrupt line each)"))
         }
-        // Until the virtio-net device lands, a definition with nets must not boot without them.
-        if !nets.isEmpty { throw .invalidConfig(ConfigError(field: "nets", message: "virtio-net is not available in this build")) }
+        if nets.count > VirtioLayout.maxNets {
+            throw .invalidConfig(ConfigError(field: "nets", message: "\(nets.count) nets is too many (at most \(VirtioLayout.maxNets): one interrupt line each)"))
+        }
         let full = kernelCommandLine.utf8.count
         if full > Self.maxCmdlineBytes {
             // Say what the user may give: the limit less what pvmm appends.

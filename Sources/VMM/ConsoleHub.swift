@@ -90,7 +90,7 @@ public final class ConsoleHub: @unchecked Sendable {
         c.cursor = source.start
         connections.append(c)
         // A regular file cannot be polled (and never blocks): it is just written.
-        do { try loop.add(c.fd, events: 0) { [unowned self] ev in writable(c, ev) } } catch { c.pollable = false }
+        do { try loop.add(c.fd, events: []) { [unowned self] ev in writable(c, ev) } } catch { c.pollable = false }
     }
 
     /// SIGTERM, SIGINT and SIGHUP end the VM as `stop` would (exit.json written), handled
@@ -187,15 +187,15 @@ public final class ConsoleHub: @unchecked Sendable {
 
     func updateInterest(_ c: Connection) {
         guard c.pollable else { return }
-        var ev: UInt32 = c.wantsWrite ? EventLoop.writable : 0
-        if c.reading && c.pendingInput.isEmpty { ev |= EventLoop.readable }
-        loop.modify(c.fd, events: ev)
+        var ev: IOEvents = c.wantsWrite ? .writable : []
+        if c.reading && c.pendingInput.isEmpty { ev.insert(.readable) }
+        loop.setInterest(c.fd, ev)
     }
 
-    func writable(_ c: Connection, _ ev: UInt32) {
-        if ev & EventLoop.hangup != 0 && ev & EventLoop.readable == 0 { return close(c) }
-        if ev & EventLoop.readable != 0 { readable(c) }
-        if !c.closed && ev & EventLoop.writable != 0 { flush(c) }
+    func writable(_ c: Connection, _ ev: IOEvents) {
+        if ev.contains(.hangup) && !ev.contains(.readable) { return close(c) }
+        if ev.contains(.readable) { readable(c) }
+        if !c.closed && ev.contains(.writable) { flush(c) }
     }
 
     func close(_ c: Connection) {

@@ -52,7 +52,7 @@ extension ConsoleHub {
             _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
             _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK)
             let c = Connection(fd: fd, kind: .socket, source: ring)
-            do { try loop.add(fd, events: EventLoop.readable) { [unowned self] ev in writable(c, ev) } } catch {
+            do { try loop.add(fd, events: .readable) { [unowned self] ev in writable(c, ev) } } catch {
                 Glibc.close(fd)
                 continue
             }
@@ -210,6 +210,7 @@ extension VMMError {
         case .conflict(let c): ControlError(.conflict, c.description)
         case .invalidConfig(let e): ControlError(.invalid, e.message, field: e.field)
         case .kernelUnreadable, .badKernel: ControlError(.invalid, description, field: "kernel")
+        case .network(let field, _): ControlError(.invalid, description, field: field)
         case .kvmUnavailable, .kvm, .memory, .thread, .snapshotWrite: ControlError(.host, description)
         case .snapshot: ControlError(.invalid, description, field: "path")
         }

@@ -1,6 +1,7 @@
 import Boot
 import VMDefinition
 import GuestMemory
+import HostNet
 import KVM
 import Snapshot
 
@@ -25,11 +26,13 @@ public enum VMMError: Error, CustomStringConvertible, Sendable {
     case snapshot(SnapshotError)
     /// Taking a snapshot failed on the host (the directory, a write, a flush).
     case snapshotWrite(String)
+    /// A net backend could not be opened (`field` is `nets[i]`).
+    case network(field: String, HostNetError)
 
     /// Problems in what the user gave us: `pvmm run` exits with status 2 for these.
     public var isUsageError: Bool {
         switch self {
-        case .invalidConfig, .kernelUnreadable, .badKernel, .kvmUnavailable, .snapshot: true
+        case .invalidConfig, .kernelUnreadable, .badKernel, .kvmUnavailable, .snapshot, .network: true
         case .kvm, .memory, .thread, .conflict, .snapshotWrite: false
         }
     }
@@ -37,6 +40,7 @@ public enum VMMError: Error, CustomStringConvertible, Sendable {
     /// As `description`, with definition fields spelled as `pvmm run` flags.
     public var flagDescription: String {
         if case .invalidConfig(let e) = self { return e.flagDescription }
+        if case let .network(field, e) = self { return ConfigError(field: field, message: e.description).flagDescription }
         return description
     }
 
@@ -52,6 +56,7 @@ public enum VMMError: Error, CustomStringConvertible, Sendable {
         case let .conflict(c): c.description
         case let .snapshot(e): e.description
         case let .snapshotWrite(m): "snapshot: \(m)"
+        case let .network(field, e): "\(field): \(e)"
         }
     }
 }

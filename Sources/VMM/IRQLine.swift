@@ -1,16 +1,16 @@
-import CKVM
 import Devices
+import KVM
 import Synchronization
 
 /// A device's interrupt output wired to an input of KVM's in-kernel IOAPIC through
 /// KVM_IRQ_LINE. Only level changes reach the kernel: each call is an ioctl (~3-6 us).
 final class IRQLine: InterruptLine {
-    let vmFD: Int32
+    let vm: VMHandle
     let irq: UInt32
     let level = Mutex(false)
 
-    init(vmFD: Int32, irq: UInt32) {
-        self.vmFD = vmFD
+    init(vm: VMHandle, irq: UInt32) {
+        self.vm = vm
         self.irq = irq
     }
 
@@ -18,7 +18,7 @@ final class IRQLine: InterruptLine {
         level.withLock { current in
             guard current != high else { return }
             current = high
-            _ = ckvm_irq_line(vmFD, irq, high ? 1 : 0)
+            try? vm.setIRQLine(irq, level: high)
         }
     }
 }

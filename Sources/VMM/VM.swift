@@ -5,6 +5,7 @@ import Boot
 import CKVM
 import Devices
 import GuestMemory
+import HostNet
 import KVM
 import PVMMABI
 import Snapshot
@@ -54,6 +55,8 @@ public final class VM: @unchecked Sendable {
     /// virtio devices in slot order, each with its own thread (VirtioDevices.swift).
     let virtioDevices: [VirtioDeviceRunner]
     let irqProbe: IRQProbe?
+    /// The net backends, so passt processes pvmm started end when the VM does.
+    let netChannels: [any FrameChannel]
     /// Takes console input once its driver is ready (nil with `--console serial`).
     let virtioConsole: VirtioConsoleBackend?
     /// The in-kernel PIC/IOAPIC as created: a reboot puts it back.
@@ -98,6 +101,8 @@ public final class VM: @unchecked Sendable {
         if let restore { try restore.checkDisks(config.disks) }
         let disks = try Self.openDisks(config.disks)
         self.disks = disks
+        let nets = try Self.openNets(config.nets)
+        netChannels = nets
 
         let vm: VirtualMachine
         do { vm = try system.createVM() } catch { throw .kvm(error) }
@@ -116,9 +121,9 @@ public final class VM: @unchecked Sendable {
         } catch { throw .kvm(error) }
 
         wake = try EventFD()
-        serial = Serial8250(sink: console, irq: IRQLine(vmFD: vm.fd, irq: Self.com1IRQ))
-        sysctl = SystemControl(memory: memory, irq: IRQLine(vmFD: vm.fd, irq: UInt32(SysCtl.eventIRQ)))
-        (virtioDevices, virtioConsole) = try Self.makeVirtioDevices(config: config, disks: disks, console: console,
+        serial = Serial8250(sink: console, irq: IRQLine(vm: vm.handle, irq: Self.com1IRQ))
+        sysctl = SystemControl(memory: memory, irq: IRQLine(vm: vm.handle, irq: UInt32(SysCtl.eventIRQ)))
+        (virtioDevices, virtioConsole) = try Self.makeVirtioDevices(config: config, disks: disks, nets: nets, console: console,
                                                                     memory: memory, vm: vm, log: log)
         stats = VMStats(devices: virtioDevices.map(\.device.stats))
         irqProbe = config.irqProbe ? try IRQProbe(memory: memory, vm: vm) : nil

@@ -3,6 +3,7 @@ import Glibc
 #endif
 import CKVM
 import Devices
+import HostNet
 import KVM
 
 /// What one vCPU thread is told to do (its mailbox). Save and restore will join these.
@@ -278,6 +279,9 @@ extension VM {
             ctx.thread = nil
         }
         for loop in deviceLoops { loop.resume(); loop.stop() }
+        // passt would also get SIGTERM when this process ends (PR_SET_PDEATHSIG); end it
+        // now so it is gone when wait() returns.
+        for case let p as PasstChannel in netChannels { p.terminate() }
         return lifecycle.update(&life) { s in
             if s.final == nil {
                 s.final = end

@@ -3,23 +3,43 @@ import Glibc
 #endif
 import Devices
 import GuestMemory
+import HostNet
 import KVM
 import Virtio
 
 /// Where the virtio-mmio devices live and which interrupt each one raises
-/// (docs/devices.md). Slot 0 is the console, slots 1... the disks in `--disk` order;
-/// a slot's address and GSI do not depend on which other devices exist.
+/// (docs/devices.md, "Slots"). Guest-visible and fixed: a device kind always sits in its
+/// own range of slots, so a slot's address and GSI never depend on which other devices
+/// exist, and kinds added later (vsock, rng, balloon) already have theirs.
+///
+/// | slots | kind | GSIs |
+/// |---|---|---|
+/// | 0 | console | 5 |
+/// | 1-8 | disks blk0-blk7 | 6-13 |
+/// | 9-12 | nets net0-net3 | 14-17 |
+/// | 13, 14, 15 | vsock, rng, balloon (reserved) | 18, 19, 20 |
+/// | 16, 17 | spare | 21, 22 |
+///
+/// GSI 23, the IOAPIC's last pin, is the IRQ probe's. `gsi(slot:)` is the one place the
+/// interrupt is chosen: moving virtio interrupts to MSI routing changes only it.
 public enum VirtioLayout {
     /// Inside the MMIO hole below 4 GiB (BootLayout.mmioHoleStart = 0xC000_0000), far
     /// from the IOAPIC (0xFEC0_0000) and LAPIC (0xFEE0_0000).
     public static let base: UInt64 = 0xD000_0000
     /// One 4 KiB window per device: registers at 0x000-0x0FF, config space from 0x100.
     public static let windowSize: UInt64 = 0x1000
-    /// GSIs 5, 6, 7...: above COM1's 4, and all IOAPIC pins (24) up to 23.
+    /// GSIs 5, 6, 7...: above COM1's 4, up to 22 (23 is the IRQ probe's).
     public static let firstGSI: UInt32 = 5
-    public static let slotCount = 19
+    public static let slotCount = 18
     public static let consoleSlot = 0
-    public static let maxDisks = slotCount - 1
+    public static let firstDiskSlot = 1
+    public static let maxDisks = 8
+    public static let firstNetSlot = 9
+    public static let maxNets = 4
+    /// Reserved for devices to come; nothing sits there yet.
+    public static let vsockSlot = 13
+    public static let rngSlot = 14
+    public static let balloonSlot = 15
 
     public static func address(slot: Int) -> UInt64 { base + UInt64(slot) * windowSize }
     public static func gsi(slot: Int) -> UInt32 { firstGSI + UInt32(slot) }
@@ -33,6 +53,7 @@ public enum VirtioLayout {
     public enum Kind: Sendable, Equatable {
         case console
         case disk(Int)
+        case net(Int)
     }
 
     public struct Slot: Sendable, Equatable {
@@ -43,7 +64,8 @@ public enum VirtioLayout {
     /// The virtio devices `config` gets, in slot order.
     public static func slots(for config: VMConfig) -> [Slot] {
         (config.console == .virtio ? [Slot(slot: consoleSlot, kind: .console)] : [])
-            + config.disks.indices.map { Slot(slot: 1 + $0, kind: .disk($0)) }
+            + config.disks.indices.map { Slot(slot: firstDiskSlot + $0, kind: .disk($0)) }
+            + config.nets.indices.map { Slot(slot: firstNetSlot + $0, kind: .net($0)) }
     }
 }
 
@@ -80,7 +102,7 @@ final class VirtioDeviceRunner {
 
     /// Creates the eventfds, registers irqfd and ioeventfds with KVM and the handlers
     /// with a new (not yet started) EventLoop named `thread`.
-    static func make<Model: VirtioBackedModel>(slot: Int, thread: String, logName: String, statsName: String,
+    static func make<Model: VirtioBackedModel>(slot: Int, thread: String, logName: String, stats: DeviceStats,
                                                model: Model, service: EventFD, memory: GuestMemory,
                                                vm: borrowing VirtualMachine,
                                                log: @escaping @Sendable (String) -> Void) throws(VMMError) -> VirtioDeviceRunner {
@@ -96,9 +118,15 @@ final class VirtioDeviceRunner {
                 writeStderrLine("pvmm: \(logName): no ioeventfd for queue \(q) (\(error)): its notifications will exit to the VMM")
             }
         }
-        let device = VirtioMMIODevice(model: model, memory: memory, name: logName, stats: DeviceStats(name: statsName),
+        let device = VirtioMMIODevice(model: model, memory: memory, name: logName, stats: stats,
                                       interrupt: irq, queueNotifiers: queueEvents, service: service, log: log)
         let loop = try EventLoop(name: thread)
+        if let host = model.backend.hostFDBackend {
+            // Not watched until the device has something to do with it (rx buffers posted,
+            // a transmit held back): the backend sets the interest from its thread.
+            host.attach(loop)
+            try loop.add(host.hostFD, events: []) { events in device.hostEvent(events) }
+        }
         for (q, e) in queueEvents.enumerated() {
             try loop.add(e.fd) {
                 let n = e.drain()
@@ -142,12 +170,37 @@ extension VM {
         return images
     }
 
+    /// Opens every net backend (tap, inherited fd, passt) before the VM is built, so a
+    /// missing tap, an fd that is not a tap or a silent passt socket is a usage error
+    /// (exit 2) naming --net. pvmm starts passt itself when no socket is given; it ends
+    /// with the VMM (PasstChannel).
+    static func openNets(_ nets: [NetConfig]) throws(VMMError) -> [any FrameChannel] {
+        var channels: [any FrameChannel] = []
+        for (i, n) in nets.enumerated() {
+            do throws(HostNetError) {
+                switch n.backend {
+                case .tap(let name): channels.append(TapChannel(tap: try Tap.open(name: name)))
+                case .fd(let fd): channels.append(TapChannel(tap: try Tap.adopt(fd: fd)))
+                case .passt(let socket?): channels.append(try PasstChannel.connect(path: socket, mtu: passtMTU))
+                case .passt(nil): channels.append(try PasstChannel.launch(mtu: passtMTU))
+                }
+            } catch {
+                throw .network(field: "nets[\(i)]", error)
+            }
+        }
+        return channels
+    }
+
+    /// The MTU pvmm gives passt (and the guest, in config space): an Ethernet MTU, so the
+    /// guest's buffers stay small. passt's own default is 65520.
+    static let passtMTU = 1500
+
     /// Builds the virtio devices of `config` (see VirtioLayout). Returns them in slot
     /// order and the console backend, for input routing.
     /// `log` takes the devices' DEVICE_NEEDS_RESET lines (vCPU and device threads: it must
     /// not block).
-    static func makeVirtioDevices(config: VMConfig, disks: [DiskImage], console: any ByteSink, memory: GuestMemory,
-                                  vm: borrowing VirtualMachine,
+    static func makeVirtioDevices(config: VMConfig, disks: [DiskImage], nets: [any FrameChannel], console: any ByteSink,
+                                  memory: GuestMemory, vm: borrowing VirtualMachine,
                                   log: @escaping @Sendable (String) -> Void) throws(VMMError) -> ([VirtioDeviceRunner], VirtioConsoleBackend?) {
         var runners: [VirtioDeviceRunner] = []
         var consoleBackend: VirtioConsoleBackend?
@@ -157,15 +210,23 @@ extension VM {
             case .console:
                 let backend = VirtioConsoleBackend(sink: console, service: service)
                 consoleBackend = backend
-                runners.append(try .make(slot: s.slot, thread: "pvmm-con0", logName: "virtio-console con0", statsName: "con0",
+                runners.append(try .make(slot: s.slot, thread: "pvmm-con0", logName: "virtio-console con0", stats: DeviceStats(name: "con0"),
                                          model: VirtioConsoleModel(backend: backend), service: service, memory: memory, vm: vm, log: log))
             case .disk(let i):
                 let name = "blk\(i)"
                 // io_uring completions wake the device thread through its service eventfd.
                 let backend = VirtioBlockBackend(disk: disks[i], id: config.disks[i].id, completions: service.fd)
                 runners.append(try .make(slot: s.slot, thread: "pvmm-\(name)", logName: "virtio-blk \(config.disks[i].id ?? name)",
-                                         statsName: name, model: VirtioBlockModel(backend: backend), service: service,
-                                         memory: memory, vm: vm, log: log))
+                                         stats: DeviceStats(name: name), model: VirtioBlockModel(backend: backend),
+                                         service: service, memory: memory, vm: vm, log: log))
+            case .net(let i):
+                let name = "net\(i)"
+                let netStats = NetStats()
+                let mac = config.nets[i].mac.map { MACBytes($0.array) } ?? MACBytes.generated(index: i)
+                let backend = VirtioNetBackend(channel: nets[i], mac: mac, stats: netStats, service: service, name: name)
+                runners.append(try .make(slot: s.slot, thread: "pvmm-\(name)", logName: "virtio-net \(name)",
+                                         stats: DeviceStats(name: name, extra: netStats.named),
+                                         model: VirtioNetModel(backend: backend), service: service, memory: memory, vm: vm, log: log))
             }
         }
         return (runners, consoleBackend)

@@ -96,8 +96,37 @@ public struct DescriptorChain: Sendable {
                 indirectAllowed: Bool) throws(VirtqueueError) {
         self.memory = memory
         self.head = head
-        guard head < queueSize else { throw .headOutOfRange(head: head, size: queueSize) }
+        var readable: [Buffer] = []
+        var writable: [Buffer] = []
+        let shape = try Self.walk(memory: memory, descriptorTable: descriptorTable, queueSize: queueSize, head: head,
+                                  indirectAllowed: indirectAllowed) { b, w in
+            if w { writable.append(b) } else { readable.append(b) }
+        }
+        self.readable = readable
+        self.writable = writable
+        readableLength = shape.readableLength
+        writableLength = shape.writableLength
+        descriptorCount = shape.descriptorCount
+    }
 
+    /// What a walk found besides the buffers.
+    public struct Shape: Sendable, Equatable {
+        public var readableLength: UInt32 = 0
+        public var writableLength: UInt32 = 0
+        public var descriptorCount = 0
+    }
+
+    /// Validates the chain at `head` (every rule above) and calls `visit` for each
+    /// non-empty buffer in chain order, with whether it is device-writable. Allocates
+    /// nothing: devices that move frames with readv/writev walk straight into an
+    /// `IOVecList`. `visit` sees buffers before the whole chain is validated; a caller
+    /// must discard what it collected when the walk throws.
+    @inline(__always)
+    public static func walk(memory: GuestMemory, descriptorTable: UInt64, queueSize: UInt16, head: UInt16,
+                            indirectAllowed: Bool,
+                            _ visit: (Buffer, Bool) throws(VirtqueueError) -> Void) throws(VirtqueueError) -> Shape {
+        guard head < queueSize else { throw .headOutOfRange(head: head, size: queueSize) }
+        var shape = Shape()
         var table = descriptorTable
         var tableCount = UInt32(queueSize)
         var inIndirect = false
@@ -131,15 +160,15 @@ public struct DescriptorChain: Sendable {
                 continue
             }
 
-            descriptorCount += 1
+            shape.descriptorCount += 1
             // Walking more descriptors of one table than it holds means one came twice.
             if inIndirect {
                 indirectCount += 1
                 guard indirectCount <= Int(tableCount) else { throw .descriptorLoop(head: head, index: index, indirect: true) }
-            } else if descriptorCount > Int(queueSize) {
+            } else if shape.descriptorCount > Int(queueSize) {
                 throw .descriptorLoop(head: head, index: index, indirect: false)
             }
-            guard descriptorCount <= Int(queueSize) else { throw .chainTooLong(head: head, limit: queueSize) }
+            guard shape.descriptorCount <= Int(queueSize) else { throw .chainTooLong(head: head, limit: queueSize) }
 
             if d.isWritable {
                 sawWritable = true
@@ -153,14 +182,8 @@ public struct DescriptorChain: Sendable {
                 }
                 total += UInt64(d.len)  // <= 32768 * (2^32 - 1): no overflow
                 guard total <= UInt64(UInt32.max) else { throw .chainTooLarge(head: head) }
-                let b = Buffer(addr: d.addr, len: d.len)
-                if d.isWritable {
-                    writable.append(b)
-                    writableLength += d.len
-                } else {
-                    readable.append(b)
-                    readableLength += d.len
-                }
+                if d.isWritable { shape.writableLength += d.len } else { shape.readableLength += d.len }
+                try visit(Buffer(addr: d.addr, len: d.len), d.isWritable)
             }
 
             guard d.hasNext else { break }
@@ -169,6 +192,7 @@ public struct DescriptorChain: Sendable {
             }
             index = d.next
         }
+        return shape
     }
 
     /// A cursor over the device-readable buffers.

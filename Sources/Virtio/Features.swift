@@ -58,12 +58,22 @@ public struct VirtioFeatures: OptionSet, Hashable, Sendable {
     public static let consoleMultiport = VirtioFeatures(bit: 1)
     public static let consoleEmergencyWrite = VirtioFeatures(bit: 2)
 
-    // MARK: Network device (§5.1.3), the few a simple device offers
+    // MARK: Network device (§5.1.3), the ones pvmm offers or must recognise
 
+    /// The device handles packets with partial checksums (driver -> device).
     public static let netCsum = VirtioFeatures(bit: 0)
+    /// The driver handles packets with partial checksums (device -> driver).
+    public static let netGuestCsum = VirtioFeatures(bit: 1)
+    /// Config `mtu` is valid: the maximum MTU the driver should use.
     public static let netMTU = VirtioFeatures(bit: 3)
     public static let netMAC = VirtioFeatures(bit: 5)
+    public static let netGuestTSO4 = VirtioFeatures(bit: 7)
+    public static let netHostTSO4 = VirtioFeatures(bit: 11)
+    /// Receive frames may span several chains (num_buffers in the header).
+    public static let netMergeableRxBuffers = VirtioFeatures(bit: 15)
+    /// Config `status` is valid (LINK_UP).
     public static let netStatus = VirtioFeatures(bit: 16)
+    public static let netControlQueue = VirtioFeatures(bit: 17)
 }
 
 /// The device status field (virtio 1.2 §2.1). One byte in the spec, a 32-bit register in

@@ -46,6 +46,8 @@ public struct SplitQueue: Sendable {
     private var availShadow: UInt16 = 0
     /// used.idx when needsNotification last ran: the `old` of vring_need_event.
     private var signalledUsed: UInt16 = 0
+    /// The used.idx last stored in the ring.
+    private var publishedUsed: UInt16 = 0
 
     /// Creates and validates a queue. Throws what `validate()` throws.
     public init(memory: GuestMemory, size: UInt16, maxSize: UInt16 = SplitQueue.largestSize,
@@ -192,16 +194,50 @@ public struct SplitQueue: Sendable {
     // MARK: Used ring (§2.7.8)
 
     /// Returns chain `head` to the driver with `len` bytes written to its device-writable
-    /// buffers, then publishes the new used.idx.
+    /// buffers, then publishes the new used.idx (writeUsed + publishUsed).
     public mutating func addUsed(head: UInt16, len: UInt32) throws(VirtqueueError) {
+        try writeUsed(head: head, len: len)
+        try publishUsed()
+    }
+
+    /// Writes the next used-ring element without publishing it: the driver sees it only
+    /// at the next `publishUsed`, so a batch costs one release fence and one idx store
+    /// (and mergeable rx can fill several elements before the frame is visible).
+    public mutating func writeUsed(head: UInt16, len: UInt32) throws(VirtqueueError) {
         guard head < size else { throw .headOutOfRange(head: head, size: size) }
         let element = usedRing + 4 + 8 * slot(nextUsed)
         try store(UInt32(head), element)
         try store(len, element + 4)
         nextUsed &+= 1
+    }
+
+    /// Used elements written since the last publish.
+    public var unpublishedUsed: UInt16 { nextUsed &- publishedUsed }
+
+    /// Publishes every element written so far: used.idx = the device's next index.
+    public mutating func publishUsed() throws(VirtqueueError) {
+        guard publishedUsed != nextUsed else { return }
         // §2.7.8.2: id and len must be visible before the idx that publishes them.
         atomicMemoryFence(ordering: .releasing)
         try store(nextUsed, usedIdxAddress)
+        publishedUsed = nextUsed
+    }
+
+    /// Validates the chain at `head` and appends its buffers to `readable` and `writable`
+    /// (no allocation; see DescriptorChain.walk). On a throw the lists hold a partial
+    /// chain; the caller discards them.
+    public func collect(head: UInt16, readable: IOVecList, writable: IOVecList) throws(VirtqueueError) -> DescriptorChain.Shape {
+        let mem = memory
+        return try DescriptorChain.walk(memory: mem, descriptorTable: descriptorTable, queueSize: size, head: head,
+                                        indirectAllowed: indirectDescriptors) { (b, w) throws(VirtqueueError) in
+            try (w ? writable : readable).append(b, memory: mem)
+        }
+    }
+
+    /// Undoes the last `n` popAvailable calls (chains the device took but could not use
+    /// yet, e.g. mergeable rx buffers beyond the frame that arrived).
+    public mutating func undoPops(_ n: UInt16) {
+        nextAvail &-= n
     }
 
     // MARK: Used buffer notification suppression (§2.7.7)
@@ -252,6 +288,21 @@ public struct SplitQueue: Sendable {
         atomicMemoryFence(ordering: .sequentiallyConsistent)
         let idx: UInt16 = try load(availIdxAddress)
         return idx != nextAvail
+    }
+
+    /// Asks for a notification when the driver posts beyond what the ring already holds
+    /// (a device that popped and gave back buffers too small for its next use, e.g.
+    /// virtio-net mergeable rx). Returns true when more was posted meanwhile.
+    public mutating func enableNotificationsForMore() throws(VirtqueueError) -> Bool {
+        let posted: UInt16 = try load(availIdxAddress)
+        if eventIdx {
+            try setAvailEvent(posted)
+        } else {
+            try store(UInt16(0), usedRing)
+        }
+        atomicMemoryFence(ordering: .sequentiallyConsistent)
+        let idx: UInt16 = try load(availIdxAddress)
+        return idx != posted
     }
 
     /// Tells the driver notifications are not needed (while the device is busy draining).

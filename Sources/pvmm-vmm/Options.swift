@@ -32,6 +32,7 @@ struct VMMOptions {
         var source: (name: String, bytes: [UInt8])?
         var restoreDir: String?
         var forceDisks = false
+        var nets: [String] = []
         var i = 0
         func value(_ flag: String) throws(Failure) -> String {
             guard i + 1 < arguments.count else { throw Failure(message: "\(flag): missing value") }
@@ -57,6 +58,7 @@ struct VMMOptions {
             case "--no-stdio": noStdio = true
             case "--restore": restoreDir = try value("--restore")
             case "--force-disks": forceDisks = true
+            case "--net": nets.append(try value("--net"))
             case "--on-reset":
                 let v = try value("--on-reset")
                 guard let p = ResetPolicy(rawValue: v) else { throw Failure(message: "--on-reset: '\(v)' is not one of: exit, restart") }
@@ -72,13 +74,30 @@ struct VMMOptions {
                 throw Failure(message: "--restore \(restoreDir): \(error)")
             }
             config = restore!.snapshot.definition
+            if !nets.isEmpty { config.nets = try Self.cloneNets(nets, saved: config.nets) }
             return
         }
-        if forceDisks { throw Failure(message: "--force-disks: only with --restore") }
+        if forceDisks || !nets.isEmpty { throw Failure(message: "\(forceDisks ? "--force-disks" : "--net"): only with --restore") }
         guard let source else { throw Failure(message: "no VM definition: give --config FILE, --config-fd N or --restore DIR") }
         do { config = try VMConfig(json: source.bytes) } catch {
             throw Failure(message: flagNames ? error.flagDescription : "\(source.name): \(error)")
         }
+    }
+
+    /// `--net SPEC` per saved net device, in order: a clone's own backend (a tap, an fd,
+    /// passt); without `mac=` it keeps the snapshot's address (the guest already uses it).
+    static func cloneNets(_ specs: [String], saved: [NetConfig]) throws(Failure) -> [NetConfig] {
+        guard specs.count == saved.count else {
+            throw Failure(message: "--net: given \(specs.count) times, the snapshot has \(saved.count) net devices (one --net each, in order)")
+        }
+        var out: [NetConfig] = []
+        for (spec, old) in zip(specs, saved) {
+            var n: NetConfig
+            do { n = try NetConfig(argument: spec) } catch { throw Failure(message: "--net \(spec): \(error.message)") }
+            if n.mac == nil { n.mac = old.mac }
+            out.append(n)
+        }
+        return out
     }
 
     static func read(path: String) throws(Failure) -> [UInt8] {

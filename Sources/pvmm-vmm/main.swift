@@ -76,9 +76,8 @@ if getenv("PVMM_STATS") != nil {
     let s = vm.stats
     // Per virtio device: NAME.requests, NAME.notifications (queue kicks received),
     // NAME.interrupts (irqfd writes).
-    let devices = s.devices.map {
-        " \($0.name).requests=\($0.requests.value) \($0.name).notifications=\($0.notifications.value) \($0.name).interrupts=\($0.interrupts.value)"
-    }.joined()
+    // virtio-net devices add rx/tx packets and bytes and drops by reason (docs/devices.md).
+    let devices = s.devices.map { " " + $0.summary }.joined()
     writeError("pvmm-stats: exits=\(s.totalExits) pio=\(s.pio.value) mmio=\(s.mmio.value) kicks=\(s.interrupted.value)\(devices)\n")
 }
 exit(end.exitStatus)

@@ -41,6 +41,11 @@ struct Run: ParsableCommand {
     var disk: [String] = []
 
     @Option(name: .long, help: ArgumentHelp(
+        "A virtio-net device (repeatable; net i is net<i>, at most 4): `tap=NAME` attaches to the tap NAME (created when pvmm has CAP_NET_ADMIN), `fd=N` uses an open tap fd inherited from the caller, `passt` starts passt (user-mode networking, no root needed) and `passt=SOCKET` connects to a running one. `mac=MAC` sets the guest's address (default 52:54:00:12:34:56 + i).",
+        valueName: "tap=name|fd=n|passt[=socket][,mac=mac]"))
+    var net: [String] = []
+
+    @Option(name: .long, help: ArgumentHelp(
         "The console device: `virtio` adds a virtio-console that takes over input once the guest's driver is up (the 8250 stays for early boot); `serial` keeps only the 8250.",
         valueName: "serial|virtio"))
     var console: String = ConsoleKind.virtio.rawValue
@@ -67,7 +72,9 @@ struct Run: ParsableCommand {
                          cpus == 1 ? nil : "--cpus", disk.isEmpty ? nil : "--disk", config.map { _ in "--config" },
                          console == ConsoleKind.virtio.rawValue ? nil : "--console", irqProbe ? "--irq-probe" : nil].compactMap { $0 }
             if let f = flags.first { throw UsageError(message: "\(f): not allowed with --restore (the snapshot defines the VM)") }
-            try Executables.exec(Executables.sibling("pvmm-vmm"), ["--restore", restore] + (forceDisks ? ["--force-disks"] : []))
+            // --net gives a clone its own backend (and MAC): one per saved net device.
+            try Executables.exec(Executables.sibling("pvmm-vmm"),
+                                 ["--restore", restore] + (forceDisks ? ["--force-disks"] : []) + net.flatMap { ["--net", $0] })
         }
         if forceDisks { throw UsageError(message: "--force-disks: only with --restore") }
         let definition: VMConfig
@@ -76,7 +83,7 @@ struct Run: ParsableCommand {
             definition = try Self.load(config: config)
             errorsAs = "json"
             let flags = [kernel.map { _ in "--kernel" }, cmdline.isEmpty ? nil : "--cmdline", memory == "128" ? nil : "--memory",
-                         cpus == 1 ? nil : "--cpus", disk.isEmpty ? nil : "--disk",
+                         cpus == 1 ? nil : "--cpus", disk.isEmpty ? nil : "--disk", net.isEmpty ? nil : "--net",
                          console == ConsoleKind.virtio.rawValue ? nil : "--console", irqProbe ? "--irq-probe" : nil].compactMap { $0 }
             if let f = flags.first { throw UsageError(message: "\(f): not allowed with --config (the file defines the whole VM)") }
         } else {
@@ -84,6 +91,7 @@ struct Run: ParsableCommand {
                 definition = VMConfig(kernel: try kernel ?? Executables.bundledGuest(), cmdline: cmdline,
                                       memoryMiB: try VMConfig.memoryMiB(argument: memory), cpus: cpus,
                                       disks: try disk.map { spec throws(ConfigError) in try DiskConfig(argument: spec) },
+                                      nets: try net.map { spec throws(ConfigError) in try NetConfig(argument: spec) },
                                       console: try ConsoleKind(argument: console), irqProbe: irqProbe)
             } catch let e as ConfigError {
                 throw UsageError(message: e.flagDescription)

@@ -120,20 +120,6 @@ struct kvm_sregs ckvm_run_sync_sregs(const struct kvm_run *r);
 // MARK: eventfd (for ioeventfd/irqfd and vCPU wake-ups)
 int ckvm_eventfd_nonblock(void);
 
-// MARK: epoll (struct epoll_event is packed on x86-64; keep it on the C side)
-int ckvm_epoll_create(void);
-int ckvm_epoll_add(int ep, int fd);
-/// EPOLL_CTL_ADD (op 1), DEL (2) or MOD (3) with `events`: bits of ckvm_epoll_in/out/hup.
-int ckvm_epoll_ctl(int ep, int op, int fd, uint32_t events);
-uint32_t ckvm_epoll_in(void);
-uint32_t ckvm_epoll_out(void);
-/// EPOLLHUP | EPOLLERR | EPOLLRDHUP: the peer went away.
-uint32_t ckvm_epoll_hup(void);
-/// Like ckvm_epoll_wait, with each fd's returned events in `events`.
-int ckvm_epoll_wait_events(int ep, int *fds, uint32_t *events, int max, int timeout_ms);
-/// Waits for readable fds; writes up to `max` of them to `fds`. Returns the count or -errno.
-int ckvm_epoll_wait(int ep, int *fds, int max, int timeout_ms);
-
 // MARK: threads
 /// mallopt(M_ARENA_MAX, 1): all threads share one malloc arena (fewer resident pages).
 int ckvm_single_malloc_arena(void);
