@@ -137,9 +137,10 @@ public protocol VirtioDeviceControl: MMIODevice {
     func resetDevice()
     /// The virtio device ID (§5): a restore checks the saved device is the same kind.
     var deviceTypeID: UInt32 { get }
-    /// Settles host I/O, then returns the transport registers and queue cursors
-    /// (a snapshot: vCPUs parked, device thread quiesced).
-    func savedState() -> MMIOTransportState
+    /// Settles host I/O, then returns the transport registers and queue cursors, and how
+    /// many requests the settling completed (a snapshot: vCPUs parked, device thread
+    /// quiesced).
+    func savedState() -> (state: MMIOTransportState, settled: Int)
     /// Puts a saved state back on the device as built (a restore, before anything runs);
     /// the device thread then looks at every served queue once.
     func restoreState(_ state: MMIOTransportState) throws(TransportRestoreError)
@@ -245,10 +246,11 @@ public final class VirtioMMIODevice<Model: VirtioBackedModel>: VirtioDeviceContr
 
     public var deviceTypeID: UInt32 { transport.withLock { $0.device.deviceType.rawValue } }
 
-    public func savedState() -> MMIOTransportState {
-        complete(backend.settle())
+    public func savedState() -> (state: MMIOTransportState, settled: Int) {
+        let settled = backend.settle()
+        complete(settled)
         let backend = self.backend
-        return transport.withLock { t in t.savedState(cursors: backend.queueCursors()) }
+        return (transport.withLock { t in t.savedState(cursors: backend.queueCursors()) }, settled.requests)
     }
 
     public func restoreState(_ state: MMIOTransportState) throws(TransportRestoreError) {

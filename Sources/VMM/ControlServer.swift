@@ -150,7 +150,7 @@ extension ConsoleHub {
                 let r = try vm.snapshot(to: path, consoleLog: ring.contents(), consoleEnd: ring.end)
                 respondAndClose(c, controlOK([("path", .string(path)), ("state", .string(vm.state.rawValue)),
                                               ("memory_bytes", .int(r.memoryBytes)), ("state_bytes", .int(r.stateBytes)),
-                                              ("paused_us", .int(r.pausedNs / 1000))]))
+                                              ("paused_us", .int(r.pausedNs / 1000)), ("settled_requests", .int(r.settledRequests))]))
             case .events:
                 c.subscribed = true
                 c.out += controlOK().line

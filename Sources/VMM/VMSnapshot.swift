@@ -72,6 +72,8 @@ public struct SnapshotResult: Sendable {
     public let memoryBytes: UInt64
     public let stateBytes: Int
     public let pausedNs: UInt64
+    /// Block requests that were in flight on the host and completed before the state was read.
+    public let settledRequests: Int
 }
 
 func diskIdentity(_ st: stat) -> VMSnapshot.DiskIdentity {
@@ -132,17 +134,25 @@ extension VM {
                     unparkVCPUs()
                 }
             }
-            let snap = try capture(consoleLog: consoleLog, consoleEnd: consoleEnd)
+            let (snap, settled) = try capture(consoleLog: consoleLog, consoleEnd: consoleEnd)
             let result = try write(snap, to: directory)
-            return SnapshotResult(memoryBytes: result.0, stateBytes: result.1, pausedNs: monotonicNanoseconds() - t0)
+            return SnapshotResult(memoryBytes: result.0, stateBytes: result.1, pausedNs: monotonicNanoseconds() - t0,
+                                  settledRequests: settled)
         }
     }
 
     /// Reads every piece of state (vCPUs parked, devices quiesced).
-    func capture(consoleLog: [UInt8], consoleEnd: UInt64) throws(VMMError) -> VMSnapshot {
+    /// Also returns how many block requests settling completed.
+    func capture(consoleLog: [UInt8], consoleEnd: UInt64) throws(VMMError) -> (VMSnapshot, Int) {
         // Devices first: settling block I/O may complete requests (used ring, an
         // interrupt into the irqchip) that the rest must include.
-        let devices = virtioDevices.map { VMSnapshot.VirtioDevice(slot: $0.slot, deviceType: $0.device.deviceTypeID, transport: $0.device.savedState()) }
+        var devices: [VMSnapshot.VirtioDevice] = []
+        var settled = 0
+        for d in virtioDevices {
+            let (state, n) = d.device.savedState()
+            devices.append(VMSnapshot.VirtioDevice(slot: d.slot, deviceType: d.device.deviceTypeID, transport: state))
+            settled += n
+        }
         var identities: [VMSnapshot.DiskIdentity] = []
         for (i, d) in disks.enumerated() {
             guard d.readOnly || d.sync() else { throw .snapshotWrite("disk \(i) (\(d.path)): flush failed: \(String(cString: strerror(errno)))") }
@@ -156,10 +166,10 @@ extension VM {
             let clock = try vm.clock()
             // KVM_CLOCK_REALTIME (1 << 2): `realtime` is valid.
             let realtime = clock.flags & (1 << 2) != 0 ? clock.realtime : wallClockNanoseconds()
-            return VMSnapshot(flavour: flavour.snapshotFlavour, definition: config, memorySize: memory.size, vcpus: states,
+            return (VMSnapshot(flavour: flavour.snapshotFlavour, definition: config, memorySize: memory.size, vcpus: states,
                               irqchips: try vm.irqChipState(), clockNs: clock.clock, clockRealtimeNs: realtime,
                               serial: serial.savedRegisters(), sysctlEvents: sysctl.pendingEvents, virtio: devices,
-                              disks: identities, consoleLog: consoleLog, consoleEnd: consoleEnd)
+                              disks: identities, consoleLog: consoleLog, consoleEnd: consoleEnd), settled)
         } catch { throw .kvm(error) }
     }
 

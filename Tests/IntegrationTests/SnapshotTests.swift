@@ -170,14 +170,31 @@ import Testing
         let dir = try Self.scratch("bench")
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let disk = dir + "/disk.img"
-        try Data(count: 16 << 20).write(to: URL(fileURLWithPath: disk))
+        // Real data (a hole reads at once) that is dropped from the page cache while the
+        // bench runs, so reads are on the io_uring, in flight, when the snapshot is taken.
+        var image = [UInt8](repeating: 0, count: 32 << 20)
+        for i in stride(from: 0, to: image.count, by: 64) { image[i] = UInt8(truncatingIfNeeded: i >> 6) | 1 }
+        try Data(image).write(to: URL(fileURLWithPath: disk))
+        let fd = open(disk, O_RDONLY)
+        defer { close(fd) }
+        fsync(fd)
         let snap = dir + "/snap"
         let vm = try ControlledVM(["disks": [["path": disk]]])
         let con = try vm.waitForPrompt()
         let mark = con.stream.count
         con.send("blk bench 0 read rand 4096 16 2\n")
-        usleep(700_000)
-        _ = try Self.snapshot(vm, to: snap)
+        // Snapshots until one finds requests in flight on the host (usually the first).
+        var settled = 0
+        var taken = 0
+        while settled == 0 && taken < 8 {
+            for _ in 0..<10 {
+                _ = posix_fadvise(fd, 0, 0, Int32(POSIX_FADV_DONTNEED))
+                usleep(10_000)
+            }
+            settled = try Self.snapshot(vm, to: snap)["settled_requests"] as? Int ?? 0
+            taken += 1
+        }
+        #expect(settled > 0, "no snapshot of \(taken) caught a block request in flight")
         let out = try con.expect("pvos> ", after: mark, timeout: 20)
         #expect(out.contains(" 0 errors"), "\(out)")
         #expect(!out.contains("device failure"))
