@@ -18,6 +18,18 @@ import Testing
         return r
     }
 
+    /// A fresh directory and, in it, `snap`: a snapshot of pvos at its prompt (the VM
+    /// that took it has ended).
+    static func bootedSnapshot(_ name: String) throws -> (dir: String, snap: String) {
+        let dir = try scratch(name)
+        let snap = dir + "/snap"
+        let vm = try ControlledVM()
+        _ = try vm.waitForPrompt()
+        _ = try snapshot(vm, to: snap)
+        try end(vm)
+        return (dir, snap)
+    }
+
     static func uptime(_ c: ControlConnection) throws -> Double {
         let out = try c.command("uptime")
         guard let r = out.range(of: "uptime: "), let v = Double(out[r.upperBound...].prefix(while: { $0 != " " })) else {
@@ -82,13 +94,8 @@ import Testing
     /// Ten clones of one snapshot at once: each answers on its own console, and their RAM
     /// is the one shared file mapping (private dirty pages only where the guest wrote).
     @Test func tenClonesShareTheSnapshotMemory() throws {
-        let dir = try Self.scratch("clones")
+        let (dir, snap) = try Self.bootedSnapshot("clones")
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        let snap = dir + "/snap"
-        let vm = try ControlledVM()
-        _ = try vm.waitForPrompt()
-        _ = try Self.snapshot(vm, to: snap)
-        try Self.end(vm)
 
         let clones = try (0..<10).map { _ in try ControlledVM(restoring: snap) }
         let consoles = try clones.map { try $0.attach(replay: false) }
@@ -182,12 +189,12 @@ import Testing
         let vm = try ControlledVM(["disks": [["path": disk]]])
         let con = try vm.waitForPrompt()
         let mark = con.stream.count
-        con.send("blk bench 0 read rand 4096 16 2\n")
+        con.send("blk bench 0 read rand 4096 32 6\n")
         // Snapshots until one finds requests in flight on the host (usually the first).
         var settled = 0
         var taken = 0
-        while settled == 0 && taken < 8 {
-            for _ in 0..<10 {
+        while settled == 0 && taken < 40 {
+            for _ in 0..<5 {
                 _ = posix_fadvise(fd, 0, 0, Int32(POSIX_FADV_DONTNEED))
                 usleep(10_000)
             }
@@ -219,13 +226,8 @@ import Testing
     /// Truncated, corrupted (a byte flipped in each section), wrong-version and
     /// incomplete snapshots: status 2 and a sentence, never a crash.
     @Test func corruptSnapshotsAreRefusedClearly() throws {
-        let dir = try Self.scratch("corrupt")
+        let (dir, snap) = try Self.bootedSnapshot("corrupt")
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        let snap = dir + "/snap"
-        let vm = try ControlledVM()
-        _ = try vm.waitForPrompt()
-        _ = try Self.snapshot(vm, to: snap)
-        try Self.end(vm)
         let state = try [UInt8](Data(contentsOf: URL(fileURLWithPath: snap + "/state")))
 
         func attempt(_ bytes: [UInt8], memory: Bool = true) throws -> (Int32, String) {
