@@ -9,10 +9,17 @@ let package = Package(
     products: [
         .executable(name: "pvmm", targets: ["pvmm"]),
         .executable(name: "pvmm-vmm", targets: ["pvmm-vmm"]),
+        .executable(name: "pvmmd", targets: ["pvmmd"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/apple/swift-system", from: "1.4.0"),
+        // The daemon's HTTP server only (pvmmd): never linked into pvmm or pvmm-vmm.
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird-websocket", from: "2.8.1"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
     ],
     targets: [
         // Thin ioctl wrappers: a value or -errno, no logic.
@@ -48,13 +55,11 @@ let package = Package(
         // The user-facing CLI. `pvmm run` validates its flags, then execs pvmm-vmm.
         .executableTarget(
             name: "pvmm",
-            dependencies: ["VMM", "Devices", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            dependencies: ["VMM", "Devices", "DaemonClient", .product(name: "ArgumentParser", package: "swift-argument-parser")],
             // Static in release (Scripts/build adds --static-swift-stdlib, which the
             // FoundationEssentials it pulls in needs): no dynamic loading of the runtime
             // saves ~1.7 ms of every `pvmm run` before the VMM process even starts.
-            linkerSettings: [.unsafeFlags(["-static-executable"], .when(configuration: .release))],
-            // `gitRevision` for `pvmm --version`, generated before every build.
-            plugins: ["GitRevision"]
+            linkerSettings: [.unsafeFlags(["-static-executable"], .when(configuration: .release))]
         ),
         // The per-VM VMM process: no ArgumentParser, no Foundation, linked as a static
         // executable, so its own memory stays ~3 MiB (ArgumentParser pulls in
@@ -63,6 +68,36 @@ let package = Package(
             name: "pvmm-vmm",
             dependencies: ["VMM", "CKVM"],
             linkerSettings: [.unsafeFlags(["-static-executable"])]
+        ),
+        // The daemon: registry and state machine, persistence, supervision of VMM processes,
+        // the VMM control-socket client, the HTTP API on Hummingbird (docs/api.md).
+        .target(name: "CSupervise"),
+        // The client side of the API for `pvmm ls|create|console|...`: blocking HTTP/1.1 and
+        // WebSocket over the Unix socket, no Foundation and no NIO, so the CLI stays light.
+        // It also holds PVMMVersion, which pvmm and pvmmd both report: `gitRevision` for
+        // `--version` and /v1/version is generated before every build.
+        .target(name: "DaemonClient", dependencies: ["VMDefinition"], plugins: ["GitRevision"]),
+        .target(
+            name: "Daemon",
+            dependencies: [
+                "VMDefinition", "VMControl", "CSupervise", "CSys", "HostNet", "DaemonClient",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdCore", package: "hummingbird"),
+                .product(name: "HummingbirdWebSocket", package: "hummingbird-websocket"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            resources: [.copy("openapi.json")]
+        ),
+        // The daemon: Hummingbird over a Unix socket (see docs/api.md). Its own executable,
+        // which `pvmm daemon` execs, so the server libraries never load for `pvmm run`.
+        .executableTarget(
+            name: "pvmmd",
+            dependencies: ["Daemon"]
         ),
         // pvos's network wire formats (guests/pvos/wire/NetWire.swift, compiled into the guest
         // too), built for the host so its parsers get unit tests and a libFuzzer target.
@@ -73,6 +108,8 @@ let package = Package(
         .testTarget(name: "PvosTimersTests", dependencies: ["PvosTimers"]),
         .plugin(name: "GitRevision", capability: .buildTool()),
         .testTarget(name: "VMDefinitionTests", dependencies: ["VMDefinition"]),
+        .testTarget(name: "DaemonClientTests", dependencies: ["DaemonClient"]),
+        .testTarget(name: "DaemonTests", dependencies: ["Daemon", "VMDefinition", "VMControl"]),
         .testTarget(name: "VMControlTests", dependencies: ["VMControl", "VMDefinition"]),
         .testTarget(name: "BootTests", dependencies: ["Boot", "GuestMemory", "PVMMABI"]),
         .testTarget(name: "DevicesTests", dependencies: ["Devices", "GuestMemory", "Virtio", "HostNet"]),

@@ -3,6 +3,7 @@ import Glibc
 #endif
 import Devices
 import Synchronization
+import VMControl
 
 /// The console-output and control-socket thread ("pvmm-console", role console).
 ///

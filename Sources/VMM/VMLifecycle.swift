@@ -5,6 +5,7 @@ import CKVM
 import Devices
 import HostNet
 import KVM
+import VMControl
 
 /// What one vCPU thread is told to do (its mailbox). Save and restore will join these.
 enum VCPUCommand: Sendable, Equatable {

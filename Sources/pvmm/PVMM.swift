@@ -1,4 +1,5 @@
 import ArgumentParser
+import DaemonClient
 import Devices
 #if canImport(Glibc)
 import Glibc
@@ -10,7 +11,9 @@ struct PVMM: ParsableCommand {
         commandName: "pvmm",
         abstract: "A paravirtual KVM virtual machine monitor.",
         version: PVMMVersion.text,
-        subcommands: [Run.self, Version.self]
+        subcommands: [Run.self, Version.self, DaemonCommand.self, ListCommand.self, CreateCommand.self, StartCommand.self, PauseCommand.self,
+                      ResumeCommand.self, StopCommand.self, KillCommand.self, RebootCommand.self, RemoveCommand.self,
+                      InfoCommand.self, LogsCommand.self, EventsCommand.self, ConsoleCommand.self]
     )
 
     /// ArgumentParser exits 64 on usage errors; pvmm's contract is status 2 for any bad

@@ -77,6 +77,16 @@ struct Run: ParsableCommand {
                                  ["--restore", restore] + (forceDisks ? ["--force-disks"] : []) + net.flatMap { ["--net", $0] })
         }
         if forceDisks { throw UsageError(message: "--force-disks: only with --restore") }
+        let (definition, errorsAs) = try definition()
+        // The VM runs in a lean process of its own (see Package.swift): replace this one,
+        // handing it the definition as JSON on an inherited pipe.
+        let fd = try Executables.pipe(definition.jsonBytes)
+        try Executables.exec(Executables.sibling("pvmm-vmm"), ["--config-fd", String(fd), "--errors-as", errorsAs])
+    }
+
+    /// The VM these flags (or --config) define, and how its errors should name fields;
+    /// `pvmm create` takes the same flags.
+    func definition() throws -> (VMConfig, errorsAs: String) {
         let definition: VMConfig
         var errorsAs = "flags"
         if let config {
@@ -97,10 +107,7 @@ struct Run: ParsableCommand {
                 throw UsageError(message: e.flagDescription)
             }
         }
-        // The VM runs in a lean process of its own (see Package.swift): replace this one,
-        // handing it the definition as JSON on an inherited pipe.
-        let fd = try Executables.pipe(definition.jsonBytes)
-        try Executables.exec(Executables.sibling("pvmm-vmm"), ["--config-fd", String(fd), "--errors-as", errorsAs])
+        return (definition, errorsAs)
     }
 
     /// Reads and decodes a definition file; errors name the file and the field.
