@@ -80,7 +80,7 @@ let package = Package(
         .target(
             name: "Daemon",
             dependencies: [
-                "VMDefinition", "VMControl", "CSupervise", "CSys", "HostNet", "DaemonClient",
+                "VMDefinition", "VMControl", "CSupervise", "CSys", "HostNet", "DaemonClient", "Snapshot",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdCore", package: "hummingbird"),
                 .product(name: "HummingbirdWebSocket", package: "hummingbird-websocket"),

@@ -1,3 +1,7 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// The snapshot container (docs/snapshot.md): a header, then tagged sections, each with
 /// its own length and CRC-32, so a reader finds a truncated or corrupted file before it
 /// decodes a single field, and names the section that is wrong.
@@ -24,6 +28,13 @@ public enum SnapshotFlavour: UInt32, Sendable {
     case hardware = 2
 
     public var name: String { self == .pvm ? "PVM (pagetable-based, kvm_pvm)" : "hardware KVM (VMX/SVM)" }
+
+    /// This host's flavour as its loaded KVM module says (no KVM call: a reader of a
+    /// snapshot may not have /dev/kvm open). The VMM confirms it with its vCPU probe.
+    public static var ofThisHost: SnapshotFlavour {
+        var st = stat()
+        return stat("/sys/module/kvm_pvm", &st) == 0 ? .pvm : .hardware
+    }
 }
 
 /// One section's four-character tag ("VCPU").

@@ -30,9 +30,8 @@ public final class SnapshotImage: @unchecked Sendable {
         let statePath = directory + "/" + Self.stateFile
         let bytes: [UInt8]
         do { bytes = try readSmallFile(statePath, limit: SnapshotFormat.maxStateBytes) } catch { throw .snapshot(error) }
-        // The flavour is checked again against the probed host when the machine exists;
-        // here against the flavour this host's KVM announces cheaply (see hostFlavour).
-        do { snapshot = try VMSnapshot(parsing: bytes, host: hostSnapshotFlavour()) } catch { throw .snapshot(error) }
+        // The flavour is checked again against the probed host when the machine exists.
+        do { snapshot = try VMSnapshot(parsing: bytes, host: .ofThisHost) } catch { throw .snapshot(error) }
         let memoryPath = directory + "/" + Self.memoryFile
         let fd = open(memoryPath, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { throw .snapshot(.file(path: memoryPath, message: String(cString: strerror(errno)))) }
@@ -79,13 +78,6 @@ public struct SnapshotResult: Sendable {
 func diskIdentity(_ st: stat) -> VMSnapshot.DiskIdentity {
     VMSnapshot.DiskIdentity(device: UInt64(st.st_dev), inode: UInt64(st.st_ino), size: UInt64(st.st_size),
                             mtimeSeconds: Int64(st.st_mtim.tv_sec), mtimeNanoseconds: Int64(st.st_mtim.tv_nsec))
-}
-
-/// PVM's KVM reports its own module through KVM_CHECK_EXTENSION-invisible means only; a
-/// vCPU probe is what `VM.init` does. Before a machine exists the restore decides by
-/// the loaded module: /sys/module/kvm_pvm exists on PVM hosts.
-func hostSnapshotFlavour() -> SnapshotFlavour {
-    access("/sys/module/kvm_pvm", F_OK) == 0 ? .pvm : .hardware
 }
 
 extension HostFlavour {

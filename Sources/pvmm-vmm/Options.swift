@@ -69,11 +69,22 @@ struct VMMOptions {
             i += 1
         }
         if let restoreDir {
-            guard source == nil else { throw Failure(message: "--restore: not allowed with a definition (the snapshot defines the VM)") }
             do { restore = try SnapshotImage(directory: restoreDir, forceDisks: forceDisks) } catch {
                 throw Failure(message: "--restore \(restoreDir): \(error)")
             }
             config = restore!.snapshot.definition
+            if let source {
+                // The daemon's clone: its definition names the VM and brings its net backends
+                // (taps handed over as fds); the machine itself must be the snapshot's.
+                let given: VMConfig
+                do { given = try VMConfig(json: source.bytes) } catch { throw Failure(message: "\(source.name): \(error)") }
+                guard given.memoryMiB == config.memoryMiB, given.cpus == config.cpus, given.disks == config.disks,
+                      given.console == config.console, given.nets.count == config.nets.count else {
+                    throw Failure(message: "--restore \(restoreDir): the definition given differs from the snapshot's (memory, vCPUs, disks, console or net count)")
+                }
+                config.name = given.name
+                config.nets = given.nets
+            }
             if !nets.isEmpty { config.nets = try Self.cloneNets(nets, saved: config.nets) }
             return
         }
