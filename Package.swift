@@ -27,6 +27,13 @@ let package = Package(
         // liburing (Debian's liburing-dev) for the block backend's parallel host I/O: a
         // value or -errno per wrapper, as CKVM. Static in pvmm-vmm (liburing.a).
         .target(name: "CURing", linkerSettings: [.linkedLibrary("uring")]),
+        // libseccomp (Debian's libseccomp-dev): builds and loads the BPF filters; the
+        // policy is Sandbox/SyscallTable.swift. Static in pvmm-vmm (libseccomp.a).
+        .target(name: "CSeccomp", linkerSettings: [.linkedLibrary("seccomp")]),
+        // The jail's namespace, mount and credential calls (pvmm run --jail).
+        .target(name: "CJail"),
+        // The VMM's sandbox: seccomp filters per thread role and the jail.
+        .target(name: "Sandbox", dependencies: ["CSeccomp", "CJail", "VMDefinition"]),
         // Linux calls Swift cannot make cleanly (epoll, spawning a child that dies with us).
         .target(name: "CSys"),
         // tun/tap ioctls.
@@ -51,7 +58,7 @@ let package = Package(
         // The snapshot format (docs/snapshot.md): container with per-section CRC-32 and
         // the VM state's codec. No files, no KVM calls: the fuzz target drives it alone.
         .target(name: "Snapshot", dependencies: ["CKVM", "KVM", "Virtio", "VMDefinition"]),
-        .target(name: "VMM", dependencies: ["VMDefinition", "VMControl", "Snapshot", "KVM", "GuestMemory", "Boot", "Devices", "PVMMABI", "Virtio", "CSys", "HostNet"]),
+        .target(name: "VMM", dependencies: ["VMDefinition", "VMControl", "Snapshot", "KVM", "GuestMemory", "Boot", "Devices", "PVMMABI", "Virtio", "CSys", "HostNet", "Sandbox"]),
         // The user-facing CLI. `pvmm run` validates its flags, then execs pvmm-vmm.
         .executableTarget(
             name: "pvmm",
@@ -66,7 +73,7 @@ let package = Package(
         // FoundationEssentials: ~7 MiB resident just to start).
         .executableTarget(
             name: "pvmm-vmm",
-            dependencies: ["VMM", "CKVM"],
+            dependencies: ["VMM", "CKVM", "Sandbox"],
             linkerSettings: [.unsafeFlags(["-static-executable"])]
         ),
         // The daemon: registry and state machine, persistence, supervision of VMM processes,
@@ -119,6 +126,7 @@ let package = Package(
         // Test guests (TinyELF) for the suites that boot VMs.
         .target(name: "TestSupport", path: "Tests/TestSupport"),
         .testTarget(name: "VMMTests", dependencies: ["VMM", "Devices", "KVM", "PVMMABI", "TestSupport"]),
+        .testTarget(name: "SandboxTests", dependencies: ["Sandbox", "CSeccomp"]),
         .testTarget(name: "IntegrationTests", dependencies: ["VMM", "KVM", "PVMMABI", "TestSupport"]),
     ]
 )

@@ -15,6 +15,10 @@ struct ManagedVM {
     /// Counts states applied from the VMM's event stream: a command's answer is applied
     /// only if no event came in meanwhile (the stream is newer than a late answer).
     var eventSeq: UInt64 = 0
+    /// The VMM's seq of the last state applied (its `status` state_seq, its events' seq):
+    /// the status read when following starts can be newer than events queued on the
+    /// stream already, which must not move the state back (running -> starting).
+    var vmmSeq: UInt64 = 0
 }
 
 /// A state change, as /v1/events streams it and waits observe it.
@@ -290,6 +294,7 @@ public actor Registry {
         if restore != nil { unlink(paths.restore) }
         withExtendedLifetime(opened) {}  // the VMM has its own copies now; ours close here
         vm.token = newToken()
+        vm.vmmSeq = 0
         vm.record.state = .starting
         vm.record.pid = pid
         vm.record.pidStart = processStartTime(pid)
@@ -353,6 +358,10 @@ public actor Registry {
         guard var vm = vms[name], vm.token == token, vm.record.state.isActive,
               let s = status["state"]?.stringValue, let new = VMState(rawValue: s), new.isActive,
               new != vm.record.state || status["uptime_ns"] != nil else { return }
+        if let seq = (status["seq"] ?? status["state_seq"]).flatMap(uint64) {
+            if seq <= vm.vmmSeq { return }
+            vm.vmmSeq = seq
+        }
         let now = monotonicNanoseconds()
         if let up = status["uptime_ns"].flatMap(uint64) {
             // The VMM's own count (re-adoption): trust it over ours.

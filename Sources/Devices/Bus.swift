@@ -105,6 +105,36 @@ public final class PortBus: Sendable {
     }
 }
 
+extension PortBus {
+    /// One port-I/O exit: `count` accesses of `size` bytes at `port` (count > 1 for `rep
+    /// outs`), taken from `data` in order. Stops at the first access that asks the VM to
+    /// stop (the rest of the string is not run, as on hardware that powered off). An exit
+    /// whose size is not 1, 2 or 4, or whose data is shorter than size * count, runs nothing.
+    public func write(port: UInt16, size: Int, count: Int, from data: UnsafeRawBufferPointer) -> DeviceAction {
+        guard Self.validString(size: size, count: count, bytes: data.count) else { return .none }
+        for i in 0..<count {
+            let action = write(port: port, from: UnsafeRawBufferPointer(rebasing: data[(i * size)..<((i + 1) * size)]))
+            if action != .none { return action }
+        }
+        return .none
+    }
+
+    /// One port-I/O exit for an `in`/`rep ins`: `count` reads of `size` bytes into `data`.
+    public func read(port: UInt16, size: Int, count: Int, into data: UnsafeMutableRawBufferPointer) {
+        guard Self.validString(size: size, count: count, bytes: data.count) else { return }
+        for i in 0..<count {
+            read(port: port, into: UnsafeMutableRawBufferPointer(rebasing: data[(i * size)..<((i + 1) * size)]))
+        }
+    }
+
+    /// x86 port accesses are 1, 2 or 4 bytes; the string must fit the buffer.
+    static func validString(size: Int, count: Int, bytes: Int) -> Bool {
+        guard size == 1 || size == 2 || size == 4, count >= 0 else { return false }
+        let (total, overflow) = size.multipliedReportingOverflow(by: count)
+        return !overflow && total <= bytes
+    }
+}
+
 /// The MMIO bus.
 public final class MMIOBus: Sendable {
     public typealias Mapping = AddressMap<UInt64, any MMIODevice>.Mapping

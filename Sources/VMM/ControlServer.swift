@@ -181,6 +181,7 @@ extension ConsoleHub {
         var m: [(key: String, value: JSONValue)] = [
             ("state", .string(s.state.rawValue)), ("pid", .int(getpid())), ("cpus", .int(vm.config.cpus)),
             ("memory_mib", .int(vm.config.memoryMiB)), ("started_ns", .int(s.startedNs)), ("uptime_ns", .int(s.uptimeNs)),
+            ("state_seq", .int(s.stateSeq)),
         ]
         if let name = vm.config.name { m.insert(("name", .string(name)), at: 0) }
         return m
@@ -220,7 +221,7 @@ extension VMMError {
 extension VMStateEvent {
     /// `{"state":S,"ts_ns":T}` plus, on the final event, how the VM ended.
     public var json: JSONValue {
-        var m: [(key: String, value: JSONValue)] = [("state", .string(state.rawValue)), ("ts_ns", .int(timestampNs))]
+        var m: [(key: String, value: JSONValue)] = [("state", .string(state.rawValue)), ("ts_ns", .int(timestampNs)), ("seq", .int(seq))]
         if let exit { m += exit.recordMembers.filter { $0.key != "state" } }
         return .object(m)
     }

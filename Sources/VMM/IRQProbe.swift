@@ -23,7 +23,7 @@ final class IRQProbe: MMIODevice, @unchecked Sendable {
     let trigger: EventFD
     let irq: EventFD
     let loop: EventLoop
-    nonisolated(unsafe) var mailbox: UInt64 = 0
+    nonisolated(unsafe) var mailbox = ProbeMailbox()
 
     init(memory: GuestMemory, vm: borrowing VirtualMachine) throws(VMMError) {
         self.memory = memory
@@ -41,7 +41,7 @@ final class IRQProbe: MMIODevice, @unchecked Sendable {
     }
 
     func fire() {
-        try? memory.write(ckvm_rdtsc(), at: mailbox)
+        mailbox.store(ckvm_rdtsc(), in: memory)
         irq.signal()
     }
 
@@ -52,13 +52,8 @@ final class IRQProbe: MMIODevice, @unchecked Sendable {
     }
 
     func write(offset: UInt64, from data: UnsafeRawBufferPointer) -> DeviceAction {
-        let v = data.littleEndianValue
-        switch offset {
-        case 0x00: trigger.signal() // only when KVM refused the ioeventfd
-        case 0x08: mailbox = (mailbox & ~0xFFFF_FFFF) | (v & 0xFFFF_FFFF)
-        case 0x0C: mailbox = (mailbox & 0xFFFF_FFFF) | (v << 32)
-        default: break
-        }
+        // 0x00 reaches here only when KVM refused the ioeventfd.
+        if offset == 0x00 { trigger.signal() } else { mailbox.write(offset: offset, from: data) }
         return .none
     }
 }

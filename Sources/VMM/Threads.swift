@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import CKVM
+import Sandbox
 import SystemPackage
 
 /// What a VMM thread does. Every thread the VMM starts goes through `spawnThread`, so a
@@ -63,6 +64,10 @@ public func spawnThread(name: String, role: ThreadRole, _ body: @escaping () -> 
         _ = ckvm_set_thread_name(s.name)
         pthread_setspecific(currentRoleStorage, UnsafeRawPointer(bitPattern: s.role.rawValue + 1))
         _ = ckvm_unblock_kick_signal()
+        // The role's seccomp filter before the body touches guest-controlled data (rings,
+        // exits, host input for the guest); a no-op until pvmm-vmm installed the
+        // process-wide filter (Sandbox/SyscallTable.swift).
+        Seccomp.enterRoleOrDie(s.role.seccompRole, label: String(s.name.prefix(15)))
         s.body()
         return nil
     }, start)
@@ -71,4 +76,16 @@ public func spawnThread(name: String, role: ThreadRole, _ body: @escaping () -> 
         throw .thread("could not start thread \(name): \(Errno(rawValue: rc))")
     }
     return SpawnedThread(handle: tid, name: name, role: role)
+}
+
+extension ThreadRole {
+    /// The rows of Sandbox/SyscallTable.swift this role's threads keep.
+    var seccompRole: SeccompRole {
+        switch self {
+        case .vcpu: .vcpu
+        case .device: .device
+        case .console: .console
+        case .main: .main
+        }
+    }
 }

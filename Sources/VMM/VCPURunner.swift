@@ -48,15 +48,12 @@ final class VCPUContext: @unchecked Sendable {
             switch exit {
             case .ioOut(let a):
                 stats.pio.add()
-                for i in 0..<a.count {
-                    let one = UnsafeRawBufferPointer(rebasing: a.data[(i * a.size)..<((i + 1) * a.size)])
-                    if let end = outcome(bus.write(port: a.port, from: one)) { return end }
+                if let end = outcome(bus.write(port: a.port, size: a.size, count: a.count, from: UnsafeRawBufferPointer(a.data))) {
+                    return end
                 }
             case .ioIn(let a):
                 stats.pio.add()
-                for i in 0..<a.count {
-                    bus.read(port: a.port, into: UnsafeMutableRawBufferPointer(rebasing: a.data[(i * a.size)..<((i + 1) * a.size)]))
-                }
+                bus.read(port: a.port, size: a.size, count: a.count, into: a.data)
             case .mmioRead(let a):
                 stats.mmio.add()
                 mmio.read(address: a.address, into: a.data)

@@ -66,6 +66,10 @@ public final class VM: @unchecked Sendable {
 
     /// The kernel of the current boot (nil until `boot`).
     public internal(set) var kernel: LoadedKernel?
+    /// The kernel file as read by the first boot. A reboot loads these bytes again rather
+    /// than the file: a running VMM opens no new paths (its seccomp filter refuses
+    /// openat, docs/security.md), and the VM reboots into the kernel it was started with.
+    var kernelImage: [UInt8]?
 
     let lifecycle = Monitor()
     /// Guarded by `lifecycle`.
@@ -161,7 +165,14 @@ public final class VM: @unchecked Sendable {
         for ctx in contexts { ctx.vm = self }
         // The first boot is prepared here so a kernel that cannot boot is a usage error
         // before anything runs; reboots call `boot` again. A restore replaces the boot.
-        if let restore { try apply(restore.snapshot) } else { try boot() }
+        if let restore {
+            try apply(restore.snapshot)
+            // A reboot boots the kernel, and by then no file may be opened (seccomp): read
+            // it now, as a first boot would have.
+            kernelImage = try Self.readKernel(config.kernel, limit: UInt64(config.memoryMiB) << 20)
+        } else {
+            try boot()
+        }
     }
 
     /// Feeds console input to the guest; returns how many bytes were taken (the rest

@@ -9,7 +9,11 @@ extension VM {
     /// boot vCPU's registers: the "boot" half of the build/boot split. Runs on a machine
     /// whose vCPUs are not in KVM_RUN (before `start`, or parked by a reboot).
     func boot() throws(VMMError) {
-        let image = try Self.readKernel(config.kernel, limit: UInt64(config.memoryMiB) << 20)
+        let image: [UInt8]
+        if let cached = kernelImage { image = cached } else {
+            image = try Self.readKernel(config.kernel, limit: UInt64(config.memoryMiB) << 20)
+            kernelImage = image
+        }
         let cmdline = Array(config.kernelCommandLine.utf8)
         let acpi = ACPITables(cpus: config.cpus)
         let booted = image.withUnsafeBytes { [memory] bytes in

@@ -24,11 +24,16 @@ public struct VMStateEvent: Sendable, Equatable {
     public let timestampNs: UInt64
     /// Set on the final event: how the VM ended.
     public let exit: VMExit?
+    /// 1, 2, 3...: the order of state changes. A client that reads `status` and follows
+    /// `events` uses it to drop an event older than the status it already applied.
+    public var seq: UInt64 = 0
 }
 
 /// The lifecycle's shared state, behind `VM.lifecycle`.
 struct LifecycleState {
     var machine = LifecycleMachine()
+    /// Counts state changes (VMStateEvent.seq; `status` reports the current one).
+    var stateSeq: UInt64 = 0
     /// Mailboxes: `commands[i]` for vCPU i, and whether it is parked reading it.
     var commands: [VCPUCommand]
     var parked: [Bool]
@@ -66,6 +71,8 @@ public struct VMStatus: Sendable {
     public let startedNs: UInt64
     public let uptimeNs: UInt64
     public let exit: VMExit?
+    /// The seq of the state change that entered `state`.
+    public var stateSeq: UInt64 = 0
 }
 
 extension VM {
@@ -77,14 +84,15 @@ extension VM {
     public var status: VMStatus {
         lifecycle.withLock(&life) { s in
             let up = s.startedMonotonicNs == 0 || s.machine.state.isFinal ? 0 : monotonicNanoseconds() - s.startedMonotonicNs
-            return VMStatus(state: s.machine.state, startedNs: s.startedNs, uptimeNs: up, exit: s.final)
+            return VMStatus(state: s.machine.state, startedNs: s.startedNs, uptimeNs: up, exit: s.final, stateSeq: s.stateSeq)
         }
     }
 
     /// Moves the machine to `next` and tells the observer (lifecycle lock held).
     func enter(_ next: VMState, _ s: inout LifecycleState, exit: VMExit? = nil) {
         guard s.machine.enter(next) else { return }
-        observer?(VMStateEvent(state: next, timestampNs: wallClockNanoseconds(), exit: exit))
+        s.stateSeq += 1
+        observer?(VMStateEvent(state: next, timestampNs: wallClockNanoseconds(), exit: exit, seq: s.stateSeq))
     }
 
     // MARK: Operations

@@ -173,7 +173,10 @@ extension VM {
         }
         func create(_ name: String) throws(VMMError) -> (Int32, String) {
             let tmp = directory + "/." + name + ".tmp"
-            let fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
+            // O_EXCL: the seccomp filter lets this thread create files only, never open one
+            // that exists (SyscallTable.swift).
+            unlink(tmp)
+            let fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
             guard fd >= 0 else { throw .snapshotWrite("\(tmp): \(String(cString: strerror(errno)))") }
             return (fd, tmp)
         }

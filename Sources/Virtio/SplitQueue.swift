@@ -50,9 +50,18 @@ public struct SplitQueue: Sendable {
     private var publishedUsed: UInt16 = 0
 
     /// Creates and validates a queue. Throws what `validate()` throws.
+    ///
+    /// `startIndex` is the free-running index both rings start from: 0 for a queue the
+    /// driver just set up (§2.7.6, §2.7.8), another value when resuming a queue whose
+    /// rings already carry indices (a restored VM), and for the fuzz harness to reach the
+    /// 16-bit wrap of every index.
     public init(memory: GuestMemory, size: UInt16, maxSize: UInt16 = SplitQueue.largestSize,
                 descriptorTable: UInt64, availableRing: UInt64, usedRing: UInt64,
-                features: VirtioFeatures) throws(VirtqueueError) {
+                features: VirtioFeatures, startIndex: UInt16 = 0) throws(VirtqueueError) {
+        nextAvail = startIndex
+        nextUsed = startIndex
+        availShadow = startIndex
+        signalledUsed = startIndex
         self.memory = memory
         self.size = size
         self.maxSize = min(maxSize, SplitQueue.largestSize)

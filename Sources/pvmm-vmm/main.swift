@@ -5,6 +5,7 @@
 // ArgumentParser and Foundation.
 import CKVM
 import Devices
+import Sandbox
 import VMM
 #if canImport(Glibc)
 import Glibc
@@ -22,7 +23,11 @@ _ = ckvm_single_malloc_arena()
 let options: VMMOptions
 do { options = try VMMOptions(arguments: Array(CommandLine.arguments.dropFirst())) }
 catch { fail(error.message, status: 2) }
-let config = options.config
+var config = options.config
+// The jail keeps no fd it did not open itself but stdin, stdout and stderr.
+if options.jail {
+    do { try Jail.closeInheritedFDs() } catch { fail("\(error)", status: 1) }
+}
 let state = options.stateDir.map { StateDirectory(path: $0) }
 
 /// Ends a VMM that never ran its VM: exit.json says why, then the usual message.
@@ -40,6 +45,12 @@ do {
     if let path = options.controlPath { try hub.listen(path: path) }
 } catch { failEarly(error.description, status: error.isUsageError ? 2 : 1) }
 
+// Into the jail before anything is opened by path: the kernel and disks as /kernel and
+// /diskN, /dev/kvm, nothing else.
+if options.jail {
+    do { config = try Jail.enter(config) } catch { failEarly("\(error)", status: 1) }
+}
+
 // A restored VM's console history comes back first (what `logs` and a replaying
 // `console` show), then its new output follows.
 if let r = options.restore { r.snapshot.consoleLog.withUnsafeBytes { hub.ring.write($0) } }
@@ -49,6 +60,19 @@ do {
                 restore: options.restore)
 }
 catch { failEarly(options.flagNames ? error.flagDescription : error.description, status: error.isUsageError ? 2 : 1) }
+
+// /dev/kvm and the images are open: the jail gives up root and sets its limits.
+if options.jail {
+    do {
+        try Jail.limitResources()
+        try Jail.dropPrivileges(uid: options.uid, gid: options.gid)
+    } catch { failEarly("\(error)", status: 1) }
+}
+
+// Everything privileged is open (/dev/kvm, images, taps, the control socket) and no
+// thread has started: the process-wide filter now, so every thread inherits it and adds
+// its role's own (spawnThread).
+do { try Seccomp.installProcessFilter(mode: options.seccomp) } catch { failEarly("\(error)", status: 1) }
 
 do { try hub.start(vm: vm) } catch { failEarly(error.description, status: 1) }
 let terminal = options.noStdio ? nil : Terminal.attach(to: vm)

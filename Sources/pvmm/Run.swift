@@ -1,4 +1,5 @@
 import ArgumentParser
+import Sandbox
 import VMM
 #if canImport(Glibc)
 import Glibc
@@ -66,7 +67,32 @@ struct Run: ParsableCommand {
     @Flag(name: .customLong("irq-probe"), help: "Benchmark aid: add the interrupt-latency probe device (pvos `bench irq`, Scripts/bench-cpu).")
     var irqProbe = false
 
+    @Option(name: .long, help: ArgumentHelp(
+        "System call filter of the VMM process (docs/security.md): `kill` stops the VMM with SIGSYS on a call outside its thread's allowlist and names it; `log` lets it through and the kernel logs it; `off` installs no filter.",
+        valueName: "kill|log|off"))
+    var seccomp: String = SeccompMode.kill.rawValue
+
+    @Flag(name: .long, help: "Run the VMM jailed (docs/security.md): own mount/ipc/uts namespaces, a root holding only the kernel, the disks and /dev/kvm, an unprivileged uid/gid once they are open.")
+    var jail = false
+
+    @Option(name: .long, help: ArgumentHelp("With --jail: the uid the VMM runs as (default 65534, nobody).", valueName: "n"))
+    var uid: UInt32?
+
+    @Option(name: .long, help: ArgumentHelp("With --jail: the gid the VMM runs as (default 65534, nogroup).", valueName: "n"))
+    var gid: UInt32?
+
+    var jailArguments: [String] {
+        guard jail else { return [] }
+        return ["--jail"] + (uid.map { ["--uid", String($0)] } ?? []) + (gid.map { ["--gid", String($0)] } ?? [])
+    }
+
     func run() throws {
+        if !jail, let flag = [uid.map { _ in "--uid" }, gid.map { _ in "--gid" }].compactMap({ $0 }).first {
+            throw UsageError(message: "\(flag): only with --jail")
+        }
+        guard SeccompMode(rawValue: seccomp) != nil else {
+            throw UsageError(message: "--seccomp: '\(seccomp)' is not one of: kill, log, off")
+        }
         if let restore {
             let flags = [kernel.map { _ in "--kernel" }, cmdline.isEmpty ? nil : "--cmdline", memory == "128" ? nil : "--memory",
                          cpus == 1 ? nil : "--cpus", disk.isEmpty ? nil : "--disk", config.map { _ in "--config" },
@@ -81,7 +107,8 @@ struct Run: ParsableCommand {
         // The VM runs in a lean process of its own (see Package.swift): replace this one,
         // handing it the definition as JSON on an inherited pipe.
         let fd = try Executables.pipe(definition.jsonBytes)
-        try Executables.exec(Executables.sibling("pvmm-vmm"), ["--config-fd", String(fd), "--errors-as", errorsAs])
+        try Executables.exec(Executables.sibling("pvmm-vmm"), ["--config-fd", String(fd), "--errors-as", errorsAs,
+                                                                     "--seccomp", seccomp] + jailArguments)
     }
 
     /// The VM these flags (or --config) define, and how its errors should name fields;
