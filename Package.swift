@@ -55,7 +55,10 @@ let package = Package(
         // The lifecycle states and the control socket's protocol (docs/control.md), shared
         // by the VMM that serves it and its clients; no dependencies beyond the JSON codec.
         .target(name: "VMControl", dependencies: ["VMDefinition"]),
-        .target(name: "VMM", dependencies: ["VMDefinition", "VMControl", "KVM", "GuestMemory", "Boot", "Devices", "PVMMABI", "Virtio", "CSys", "HostNet", "Sandbox"]),
+        // The snapshot format (docs/snapshot.md): container with per-section CRC-32 and
+        // the VM state's codec. No files, no KVM calls: the fuzz target drives it alone.
+        .target(name: "Snapshot", dependencies: ["CKVM", "KVM", "Virtio", "VMDefinition"]),
+        .target(name: "VMM", dependencies: ["VMDefinition", "VMControl", "Snapshot", "KVM", "GuestMemory", "Boot", "Devices", "PVMMABI", "Virtio", "CSys", "HostNet", "Sandbox"]),
         // The user-facing CLI. `pvmm run` validates its flags, then execs pvmm-vmm.
         .executableTarget(
             name: "pvmm",
@@ -84,7 +87,7 @@ let package = Package(
         .target(
             name: "Daemon",
             dependencies: [
-                "VMDefinition", "VMControl", "CSupervise", "CSys", "HostNet", "DaemonClient",
+                "VMDefinition", "VMControl", "CSupervise", "CSys", "HostNet", "DaemonClient", "Snapshot",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdCore", package: "hummingbird"),
                 .product(name: "HummingbirdWebSocket", package: "hummingbird-websocket"),
@@ -118,6 +121,7 @@ let package = Package(
         .testTarget(name: "BootTests", dependencies: ["Boot", "GuestMemory", "PVMMABI"]),
         .testTarget(name: "DevicesTests", dependencies: ["Devices", "GuestMemory", "Virtio", "HostNet"]),
         .testTarget(name: "HostNetTests", dependencies: ["HostNet"]),
+        .testTarget(name: "SnapshotTests", dependencies: ["Snapshot", "KVM", "CKVM", "Virtio", "VMDefinition"]),
         .testTarget(name: "VirtioTests", dependencies: ["Virtio", "GuestMemory"]),
         // Test guests (TinyELF) for the suites that boot VMs.
         .target(name: "TestSupport", path: "Tests/TestSupport"),

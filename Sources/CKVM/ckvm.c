@@ -1,6 +1,7 @@
 // Definitions of the wrappers declared in include/ckvm.h (see the contract there).
 #define _GNU_SOURCE
 #include <errno.h>
+#include <string.h>
 #include <malloc.h>
 #include <pthread.h>
 #include <signal.h>
@@ -140,6 +141,31 @@ int ckvm_set_vcpu_extra(int vcpu, const void *p) {
     if (r >= 0) r = ckvm_ret(ioctl(vcpu, KVM_SET_FPU, &x->fpu));
     return r;
 }
+
+size_t ckvm_vcpu_xstate_size(void) { return sizeof(struct ckvm_vcpu_xstate); }
+
+int ckvm_get_vcpu_xstate(int vcpu, void *p) {
+    struct ckvm_vcpu_xstate *x = p;
+    memset(x, 0, sizeof *x);
+    x->has_xsave = ioctl(vcpu, KVM_GET_XSAVE, &x->xsave) == 0;
+    x->has_xcrs = ioctl(vcpu, KVM_GET_XCRS, &x->xcrs) == 0;
+    return 0;
+}
+
+int ckvm_set_vcpu_xstate(int vcpu, const void *p) {
+    const struct ckvm_vcpu_xstate *x = p;
+    int r = 0;
+    if (x->has_xcrs) r = ckvm_ret(ioctl(vcpu, KVM_SET_XCRS, &x->xcrs));
+    if (r >= 0 && x->has_xsave) r = ckvm_ret(ioctl(vcpu, KVM_SET_XSAVE, &x->xsave));
+    return r;
+}
+
+int ckvm_get_clock(int vm, struct kvm_clock_data *c) {
+    memset(c, 0, sizeof *c);
+    return ckvm_ret(ioctl(vm, KVM_GET_CLOCK, c));
+}
+
+int ckvm_set_clock(int vm, const struct kvm_clock_data *c) { return ckvm_ret(ioctl(vm, KVM_SET_CLOCK, c)); }
 
 size_t ckvm_irqchips_size(void) { return sizeof(struct ckvm_irqchips); }
 

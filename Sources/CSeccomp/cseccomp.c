@@ -1,4 +1,5 @@
 #define _GNU_SOURCE
+#include <fcntl.h>
 #include "cseccomp.h"
 #include <errno.h>
 #include <linux/filter.h>
@@ -31,12 +32,13 @@ const unsigned long cseccomp_KVM_RUN = KVM_RUN, cseccomp_KVM_GET_REGS = KVM_GET_
     cseccomp_KVM_SET_IRQCHIP = KVM_SET_IRQCHIP, cseccomp_KVM_GET_VCPU_EVENTS = KVM_GET_VCPU_EVENTS,
     cseccomp_KVM_SET_VCPU_EVENTS = KVM_SET_VCPU_EVENTS, cseccomp_KVM_GET_FPU = KVM_GET_FPU,
     cseccomp_KVM_SET_FPU = KVM_SET_FPU, cseccomp_KVM_GET_XSAVE = KVM_GET_XSAVE,
-    cseccomp_KVM_SET_XSAVE = KVM_SET_XSAVE, cseccomp_KVM_GET_CLOCK = KVM_GET_CLOCK,
+    cseccomp_KVM_SET_XSAVE = KVM_SET_XSAVE, cseccomp_KVM_GET_XCRS = KVM_GET_XCRS, cseccomp_KVM_SET_XCRS = KVM_SET_XCRS,
+    cseccomp_KVM_GET_CLOCK = KVM_GET_CLOCK,
     cseccomp_KVM_SET_CLOCK = KVM_SET_CLOCK, cseccomp_KVM_SET_SIGNAL_MASK = KVM_SET_SIGNAL_MASK,
     cseccomp_TCGETS = TCGETS, cseccomp_TCSETS = TCSETS, cseccomp_TCSETSW = TCSETSW,
     cseccomp_TCSETSF = TCSETSF, cseccomp_TIOCGWINSZ = TIOCGWINSZ, cseccomp_FIONREAD = FIONREAD,
     cseccomp_FIONBIO = FIONBIO, cseccomp_TUNSETOFFLOAD = TUNSETOFFLOAD, cseccomp_TUNSETVNETHDRSZ = TUNSETVNETHDRSZ;
-const uint64_t cseccomp_PROT_EXEC = PROT_EXEC, cseccomp_CLONE_THREAD = CLONE_THREAD;
+const uint64_t cseccomp_PROT_EXEC = PROT_EXEC, cseccomp_CLONE_THREAD = CLONE_THREAD, cseccomp_O_CREAT_EXCL = O_CREAT | O_EXCL;
 
 
 // The calls on the hot paths (every exit, every request) are checked first, and the rest

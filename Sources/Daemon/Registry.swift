@@ -2,6 +2,7 @@ import Foundation
 import Logging
 import VMControl
 import HostNet
+import Snapshot
 import VMDefinition
 
 /// One VM the daemon manages.
@@ -157,8 +158,14 @@ public actor Registry {
     // MARK: Create and delete
 
     public func create(_ body: [UInt8]) throws(APIError) -> JSONValue {
-        let config: VMConfig
-        do { config = try VMConfig(json: body) } catch { throw .invalid(error) }
+        var config: VMConfig
+        let restore = try Self.restoreDirectory(body)
+        if let restore {
+            config = try Self.snapshotDefinition(restore.dir)
+            config.name = restore.name
+        } else {
+            do { config = try VMConfig(json: body) } catch { throw .invalid(error) }
+        }
         guard let name = config.name else { throw APIError(.badRequest, "a VM needs a name", field: "name") }
         do { try config.validate(hostMemoryMiB: hostMemoryMiB, hostMaxVCPUs: 255) } catch { throw .invalid(error) }
         if vms[name] != nil { throw .conflict("a VM named '\(name)' exists", field: "name") }
@@ -171,6 +178,7 @@ public actor Registry {
                 throw StateFiles.Failure(path: paths.dir, call: "mkdir", errno: errno)
             }
             try StateFiles.write(config.jsonBytes, to: paths.config)
+            if let restore { try StateFiles.write(Array(restore.dir.utf8), to: paths.restore) } else { unlink(paths.restore) }
         } catch {
             throw APIError(.internalServerError, "cannot write the definition under \(paths.dir): \(error)")
         }
@@ -178,6 +186,35 @@ public actor Registry {
         persist(name)
         publish(name, extra: [])
         return Self.json(name: name, vm: vms[name]!)
+    }
+
+    /// `{"name": N, "restore": DIR}`: a VM created from a snapshot (docs/snapshot.md);
+    /// nil for an ordinary definition. Other members are refused: the snapshot is the VM.
+    static func restoreDirectory(_ body: [UInt8]) throws(APIError) -> (name: String, dir: String)? {
+        guard let value = try? JSONValue(parsing: body), case .object(let members) = value,
+              members.contains(where: { $0.key == "restore" }) else { return nil }
+        for m in members where m.key != "name" && m.key != "restore" {
+            throw APIError(.badRequest, "not allowed with restore (the snapshot defines the VM)", field: m.key)
+        }
+        guard let dir = value["restore"]?.stringValue, dir.hasPrefix("/") else {
+            throw APIError(.badRequest, "an absolute path of a snapshot directory", field: "restore")
+        }
+        guard let name = value["name"]?.stringValue else { throw APIError(.badRequest, "a VM needs a name", field: "name") }
+        do { try VMConfig.validate(name: name) } catch { throw .invalid(error) }
+        return (name, dir)
+    }
+
+    /// The definition inside DIR/state, with the whole state checked (a corrupt or foreign
+    /// snapshot is refused now, naming the field, not at start).
+    static func snapshotDefinition(_ dir: String) throws(APIError) -> VMConfig {
+        let path = dir + "/state"
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw APIError(.badRequest, "\(path): cannot be read", field: "restore")
+        }
+        guard data.count <= SnapshotFormat.maxStateBytes else { throw APIError(.badRequest, "\(path): too large", field: "restore") }
+        do { return try VMSnapshot(parsing: Array(data), host: .ofThisHost).definition } catch {
+            throw APIError(.badRequest, "\(path): \(error)", field: "restore")
+        }
     }
 
     /// Kernel and disk images must exist (and be writable when the disk is): a mistake is
@@ -245,13 +282,16 @@ public actor Registry {
         var config = vm.config
         var opened: [Tap] = []
         if !config.nets.isEmpty, let taps { (config, opened) = try taps.handOver(config) }
+        // A VM created from a snapshot resumes it on its first start; later starts boot.
+        let restore = FileManager.default.contents(atPath: paths.restore).map { String(decoding: $0, as: UTF8.self) }
         let pid: Int32
         do {
             pid = try spawnVMM(executable: vmmExecutable, configJSON: config.jsonBytes, paths: paths,
-                               extraFDs: opened.map(\.fd))
+                               extraFDs: opened.map(\.fd), extraArguments: restore.map { ["--restore", $0] } ?? [])
         } catch {
             throw APIError(.internalServerError, "cannot start the VMM: \(error)")
         }
+        if restore != nil { unlink(paths.restore) }
         withExtendedLifetime(opened) {}  // the VMM has its own copies now; ours close here
         vm.token = newToken()
         vm.vmmSeq = 0

@@ -18,6 +18,7 @@ struct API: Sendable {
         ("/v1/vms", [.get, .post]), ("/v1/vms/:name", [.get, .delete]),
         ("/v1/vms/:name/start", [.post]), ("/v1/vms/:name/pause", [.post]), ("/v1/vms/:name/resume", [.post]),
         ("/v1/vms/:name/stop", [.post]), ("/v1/vms/:name/kill", [.post]), ("/v1/vms/:name/reboot", [.post]),
+        ("/v1/vms/:name/snapshot", [.post]),
         ("/v1/vms/:name/console", [.get]), ("/v1/vms/:name/logs", [.get]), ("/v1/vms/:name/metrics", [.get]),
     ]
 
@@ -68,6 +69,23 @@ struct API: Sendable {
         }
         router.post("/v1/vms/:name/reboot") { request, context in
             try await command(request, context, op: .reboot, allowed: [.running, .paused], action: "reboot", until: [.running])
+        }
+        router.post("/v1/vms/:name/snapshot") { request, context in
+            let n = try name(context)
+            let body = try await request.body.collect(upTo: APILimits.maxBody)
+            guard let value = try? JSONValue(parsing: Array(buffer: body)), case .object(let members) = value else {
+                throw APIError(.badRequest, "the body must be a JSON object {\"path\": DIR}", field: "path")
+            }
+            for m in members where m.key != "path" { throw APIError(.badRequest, "unknown member", field: m.key) }
+            guard let path = value["path"]?.stringValue, path.hasPrefix("/") else {
+                throw APIError(.badRequest, "an absolute directory path", field: "path")
+            }
+            let t = try await registry.target(n, allowed: [.running, .paused], action: "snapshot")
+            let r: JSONValue
+            do { r = try await ControlConnection.request(path: t.control, .snapshot(path: path), timeout: .seconds(120)) }
+            catch let e as ControlCallError { throw e.api }
+            guard case .object(let m) = r else { throw APIError(.internalServerError, "bad snapshot answer") }
+            return jsonResponse(.object([("name", .string(n))] + m.filter { $0.key != "ok" }))
         }
         router.post("/v1/vms/:name/stop") { request, context in
             let stopTimeout = try intParameter(request, "timeout_s", default: 10, range: 0...3600)

@@ -95,6 +95,8 @@ public struct VMPaths: Sendable {
     public var control: String { dir + "/control.sock" }
     public var exit: String { dir + "/exit.json" }
     public var consoleLog: String { dir + "/console.log" }
+    /// Present until the first start of a VM created from a snapshot: the directory.
+    public var restore: String { dir + "/restore" }
 }
 
 public enum SpawnError: Error, CustomStringConvertible {

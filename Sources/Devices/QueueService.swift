@@ -150,6 +150,11 @@ final class BackendState: Sendable {
         }
     }
 
+    /// Cursors of the queues in service; none before DRIVER_OK.
+    func cursors() -> [SplitQueue.Cursors?] {
+        state.withLock { s in s.active ? s.queues.map { $0?.cursors } : [] }
+    }
+
     /// Runs one batch under the lock. The outcome carries the epoch it ran in (read under
     /// the same lock that activate and reset hold while changing it).
     func batch(_ body: (inout BackendQueues) -> ServeResult) -> BackendOutcome {

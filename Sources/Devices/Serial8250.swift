@@ -71,6 +71,31 @@ public final class Serial8250: PortDevice {
         irq?.set(false)
     }
 
+    /// The registers a snapshot saves (8 bytes: IER LCR MCR SCR DLL DLM, FIFO enable,
+    /// THRE interrupt pending). Host input not yet read is the host's, not the guest's:
+    /// it is not saved.
+    public func savedRegisters() -> [UInt8] {
+        state.withLock { s in [s.ier, s.lcr, s.mcr, s.scr, s.dll, s.dlm, s.fifoEnabled ? 1 : 0, s.thrInterruptPending ? 1 : 0] }
+    }
+
+    /// Puts saved registers back, masked as guest writes would be; false unless 8 bytes.
+    public func restoreRegisters(_ r: [UInt8]) -> Bool {
+        guard r.count == 8 else { return false }
+        let level = state.withLock { s -> Bool in
+            s.ier = r[0] & 0x0F
+            s.lcr = r[1]
+            s.mcr = r[2] & 0x1F
+            s.scr = r[3]
+            s.dll = r[4]
+            s.dlm = r[5]
+            s.fifoEnabled = r[6] & 1 != 0
+            s.thrInterruptPending = r[7] & 1 != 0
+            return s.interruptIdentification != Self.iirNone
+        }
+        irq?.set(level)
+        return true
+    }
+
     /// Bytes waiting for the guest to read.
     public var pendingInput: Int { state.withLock { $0.rx.count } }
 

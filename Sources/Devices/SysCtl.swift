@@ -58,6 +58,10 @@ public final class SystemControl: PortDevice {
     /// A reboot forgets requests made to the previous boot.
     public func reset() { events.store(0, ordering: .releasing) }
 
+    /// A restore: the events the guest had not acknowledged (their edge is in the saved
+    /// irqchip state already).
+    public func restoreEvents(_ v: UInt32) { events.store(v & SysCtl.eventPowerButton, ordering: .releasing) }
+
     public func read(offset: UInt16, into data: UnsafeMutableRawBufferPointer) {
         guard data.count == 4 else { return data.storeLittleEndian(~0) }
         switch offset {

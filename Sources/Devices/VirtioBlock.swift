@@ -159,6 +159,27 @@ public final class VirtioBlockBackend: VirtioBackend {
     /// queues are dropped: after a reset the device must not touch them (§2.4).
     public func reset() { core.reset { ring?.drain() } }
     public func halt() { core.halt() }
+    public func queueCursors() -> [SplitQueue.Cursors?] { core.cursors() }
+
+    /// Waits for every request on the io_uring and returns it to the used ring (with
+    /// the interrupt the driver asked for), as if the batch had ended normally.
+    public func settle() -> BackendOutcome {
+        guard let ring else { return BackendOutcome(epoch: epoch) }
+        return core.batch { s in
+            s.serve(0) { q, _ in
+                var r = ServeResult()
+                do throws(DeviceFault) {
+                    ring.submit()
+                    try self.collect(&q, ring: ring, into: &r, waitAll: true)
+                    if r.requests > 0 { r.interrupt = try vq { () throws(VirtqueueError) in try q.needsNotification() } }
+                } catch {
+                    r.fault = error
+                    r.interrupt = r.requests > 0
+                }
+                return r
+            }
+        }
+    }
 
     public func queueNotified(_ queue: Int) -> BackendOutcome { process() }
     /// Polls the driver-to-device queue (receive buffers are not work).

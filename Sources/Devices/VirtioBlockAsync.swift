@@ -140,6 +140,15 @@ final class BlockRing: @unchecked Sendable {
         return take(tag, result)
     }
 
+    /// Like `next`, but waits for a completion while requests are in flight.
+    func nextWaiting() -> (slot: Slot, result: Int32)? {
+        guard inFlight > 0 else { return next() }
+        var tag: UInt64 = 0
+        var result: Int32 = 0
+        guard curing_wait(ring, &tag, &result) == 1 else { return nil }
+        return take(tag, result)
+    }
+
     private func take(_ tag: UInt64, _ result: Int32) -> (slot: Slot, result: Int32)? {
         let index = Int(tag)
         guard index < slots.count, slots[index].request != nil else { return nil }
@@ -230,9 +239,10 @@ extension VirtioBlockBackend {
     /// Returns every completed request to the driver: status byte, then the used entry.
     /// Anything but a whole transfer (short, EAGAIN, EINTR, an error) is redone
     /// synchronously, so the guest sees exactly the synchronous path's outcome.
-    func collect(_ q: inout SplitQueue, ring: BlockRing, into result: inout ServeResult) throws(DeviceFault) {
+    /// With `waitAll` (a snapshot settling the device), until nothing is in flight.
+    func collect(_ q: inout SplitQueue, ring: BlockRing, into result: inout ServeResult, waitAll: Bool = false) throws(DeviceFault) {
         let memory = q.memory
-        while let (slot, res) = ring.next() {
+        while let (slot, res) = waitAll ? ring.nextWaiting() : ring.next() {
             guard let r = slot.request else { continue }
             let toGuest = r.type == VirtioBlk.typeIn
             var status = VirtioBlk.statusOK

@@ -86,6 +86,8 @@ public final class VirtioConsoleBackend: VirtioBackend {
         core.halt()
     }
 
+    public func queueCursors() -> [SplitQueue.Cursors?] { core.cursors() }
+
     /// Host input (any thread). Returns how many bytes were queued; the caller offers the
     /// rest again later. Input queued while the device is not ready waits for it.
     public func receive(_ bytes: UnsafeRawBufferPointer) -> Int {

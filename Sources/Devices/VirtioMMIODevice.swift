@@ -105,6 +105,12 @@ public protocol VirtioBackend: AnyObject, Sendable {
     /// One step of the device thread's adaptive polling (BackendState.poll over the
     /// backend's driver-to-device queues).
     func poll(_ phase: PollPhase) -> Bool
+    /// The cursors of the queues in service (a snapshot; device thread quiesced).
+    func queueCursors() -> [SplitQueue.Cursors?]
+    /// Finishes host work in flight (a snapshot, device thread quiesced): afterwards every
+    /// chain taken from an available ring is back in its used ring, so nothing is lost or
+    /// done twice when the saved state runs again.
+    func settle() -> BackendOutcome
     /// The backend as a HostFDBackend when it serves a host fd, else nil. A requirement
     /// rather than an `as?` cast: a cast to a protocol scans every conformance record of
     /// the binary once, ~0.25 MiB of pages the VMM process would otherwise never touch.
@@ -113,6 +119,7 @@ public protocol VirtioBackend: AnyObject, Sendable {
 
 extension VirtioBackend {
     public var hostFDBackend: (any HostFDBackend)? { nil }
+    public func settle() -> BackendOutcome { BackendOutcome(epoch: epoch) }
 }
 
 /// A device model whose work is done by a backend object.
@@ -134,6 +141,15 @@ public protocol VirtioDeviceControl: MMIODevice {
     /// Host-initiated device reset (a VM reboot): as if the driver wrote 0 to Status
     /// (§2.4). Called while the device thread is quiesced.
     func resetDevice()
+    /// The virtio device ID (§5): a restore checks the saved device is the same kind.
+    var deviceTypeID: UInt32 { get }
+    /// Settles host I/O, then returns the transport registers and queue cursors, and how
+    /// many requests the settling completed (a snapshot: vCPUs parked, device thread
+    /// quiesced).
+    func savedState() -> (state: MMIOTransportState, settled: Int)
+    /// Puts a saved state back on the device as built (a restore, before anything runs);
+    /// the device thread then looks at every served queue once.
+    func restoreState(_ state: MMIOTransportState) throws(TransportRestoreError)
     /// Called on the device thread when a host fd the backend watches is ready.
     func hostEvent(_ events: IOEvents)
 }
@@ -230,6 +246,28 @@ public final class VirtioMMIODevice<Model: VirtioBackedModel>: VirtioDeviceContr
             _ = transport.withLock { $0.write(offset: MMIORegister.status, from: UnsafeRawBufferPointer(access.bytes)) }
         }
         failuresLogged.store(0, ordering: .relaxed)
+    }
+
+    // MARK: Snapshot
+
+    public var deviceTypeID: UInt32 { transport.withLock { $0.device.deviceType.rawValue } }
+
+    public func savedState() -> (state: MMIOTransportState, settled: Int) {
+        let settled = backend.settle()
+        complete(settled)
+        let backend = self.backend
+        return (transport.withLock { t in t.savedState(cursors: backend.queueCursors()) }, settled.requests)
+    }
+
+    public func restoreState(_ state: MMIOTransportState) throws(TransportRestoreError) {
+        let backend = self.backend
+        let active = try transport.withLock { (t) throws(TransportRestoreError) -> Bool in
+            let active = try t.restore(state)
+            if t.status.contains(.deviceNeedsReset) { backend.halt() }
+            return active
+        }
+        // Buffers the driver posted (and notifications the snapshot did not carry).
+        if active { service.signal() }
     }
 
     // MARK: Device thread

@@ -100,6 +100,7 @@ public final class VirtioNetBackend: HostFDBackend, @unchecked Sendable {
     public func activate(queues: [SplitQueue?], features: VirtioFeatures) { core.activate(queues, features: features) }
     public func reset() { core.reset() }
     public func halt() { core.halt() }
+    public func queueCursors() -> [SplitQueue.Cursors?] { core.cursors() }
 
     // MARK: Events (device thread)
 

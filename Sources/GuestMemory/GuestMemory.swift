@@ -15,6 +15,8 @@ public enum GuestMemoryError: Error, Equatable, Sendable {
     case badSize(UInt64)
     /// mmap of the backing store failed.
     case mapFailed(Errno)
+    /// Writing a memory image (a snapshot) failed.
+    case imageWrite(Errno)
 }
 
 extension GuestMemoryError: CustomStringConvertible {
@@ -26,6 +28,7 @@ extension GuestMemoryError: CustomStringConvertible {
         case let .overflow(address, length): "\(hex(address)) + \(length) bytes overflows 64 bits"
         case let .badSize(size): "\(size) bytes of RAM cannot be laid out (zero, not page-aligned or too large)"
         case let .mapFailed(e): "mmap of guest RAM failed: \(e)"
+        case let .imageWrite(e): "writing the memory image failed: \(e)"
         }
     }
 }
@@ -51,15 +54,25 @@ public struct GuestRegion: Sendable, Equatable {
 public final class GuestMemory: @unchecked Sendable {
     public let regions: [GuestRegion]
     public let size: UInt64
-    private let base: UnsafeMutableRawPointer
+    let base: UnsafeMutableRawPointer
+    /// A private copy-on-write mapping of a snapshot's memory file (a restore), not
+    /// anonymous shared memory. Changes only in `discardAll`, with nothing running.
+    var fileBacked = false
 
     public static let pageSize: UInt64 = 4096
 
     /// Maps `size` bytes of RAM. RAM fills [0, holeStart) first and continues at `holeEnd`.
-    public init(size: UInt64, holeStart: UInt64 = 0xC000_0000, holeEnd: UInt64 = 0x1_0000_0000) throws(GuestMemoryError) {
+    /// With `file` (a snapshot's memory image, `size` bytes, RAM in mapping order) the
+    /// mapping is private and copy-on-write: pages are read from the file only when the
+    /// guest touches them, written ones become this process's own, and every VM restored
+    /// from the same file shares the untouched ones in the page cache.
+    public init(size: UInt64, holeStart: UInt64 = 0xC000_0000, holeEnd: UInt64 = 0x1_0000_0000,
+                file: Int32? = nil) throws(GuestMemoryError) {
         guard size > 0, size % GuestMemory.pageSize == 0, size <= (1 << 46), holeStart <= holeEnd else { throw .badSize(size) }
-        let p = mmap(nil, Int(size), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0)
+        let p = file.map { mmap(nil, Int(size), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_NORESERVE, $0, 0) }
+            ?? mmap(nil, Int(size), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0)
         guard let p, p != MAP_FAILED else { throw .mapFailed(Errno(rawValue: errno)) }
+        fileBacked = file != nil
         // Guest RAM holds no secrets of ours but must not be dumped or inherited by children.
         _ = madvise(p, Int(size), MADV_DONTFORK)
         base = p
@@ -79,6 +92,17 @@ public final class GuestMemory: @unchecked Sendable {
     /// is shared memory, so MADV_REMOVE punches the pages out (MADV_DONTNEED would only
     /// unmap them and keep their contents); memset if the kernel refuses.
     public func discardAll() {
+        if fileBacked {
+            // MADV_REMOVE cannot punch a private file mapping, and MADV_DONTNEED would bring
+            // the snapshot back: put fresh anonymous memory at the same address (KVM's
+            // memslot follows the host address, its MMU notifier sees the remap).
+            let p = mmap(base, Int(size), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED, -1, 0)
+            if let p, p != MAP_FAILED {
+                _ = madvise(p, Int(size), MADV_DONTFORK)
+                fileBacked = false
+                return
+            }
+        }
         if madvise(base, Int(size), MADV_REMOVE) != 0 { memset(base, 0, Int(size)) }
     }
 

@@ -19,6 +19,8 @@ public enum ControlRequest: Sendable, Equatable {
     case console(replay: Bool)
     /// The ring's content, then (with `follow`) live output; read-only.
     case logs(follow: Bool)
+    /// Save the VM into directory `path` (docs/snapshot.md); a running VM runs on.
+    case snapshot(path: String)
 
     /// A request line is small; a client sending more without a newline is refused.
     public static let maxLineBytes = 4096
@@ -52,8 +54,12 @@ public enum ControlRequest: Sendable, Equatable {
                 self = .stop(timeoutSeconds: t)
             case "console": self = .console(replay: try r.bool("replay") ?? true)
             case "logs": self = .logs(follow: try r.bool("follow") ?? false)
+            case "snapshot":
+                guard let path = try r.string("path") else { throw ConfigError(field: "path", message: "missing") }
+                guard !path.isEmpty, !path.utf8.contains(0) else { throw ConfigError(field: "path", message: "empty or contains a NUL byte") }
+                self = .snapshot(path: path)
             default:
-                throw ConfigError(field: "op", message: "'\(op)' is not one of: status, pause, resume, stop, kill, reboot, stats, events, console, logs")
+                throw ConfigError(field: "op", message: "'\(op)' is not one of: status, pause, resume, stop, kill, reboot, stats, events, console, logs, snapshot")
             }
             try r.finish()
         } catch {
@@ -74,6 +80,7 @@ public enum ControlRequest: Sendable, Equatable {
         case .stop(let t): .object([("op", .string("stop")), ("timeout_s", .int(t))])
         case .console(let replay): .object([("op", .string("console")), ("replay", .bool(replay))])
         case .logs(let follow): .object([("op", .string("logs")), ("follow", .bool(follow))])
+        case .snapshot(let path): .object([("op", .string("snapshot")), ("path", .string(path))])
         }
     }
 }

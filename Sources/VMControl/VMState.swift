@@ -19,7 +19,7 @@ public enum VMState: String, Sendable, CaseIterable {
 
 /// What a client (the control socket, Ctrl-A x, a signal) asks of the lifecycle.
 public enum LifecycleOperation: String, Sendable, CaseIterable {
-    case start, pause, resume, stop, kill, reboot
+    case start, pause, resume, stop, kill, reboot, snapshot
 }
 
 /// A lifecycle operation the current state does not allow (409 in the daemon's API).
@@ -64,7 +64,7 @@ public struct LifecycleMachine: Sendable, Equatable {
         case .resume: state == .paused
         case .stop: state == .running || state == .paused || state == .stopping || state == .starting
         case .kill: !state.isFinal
-        case .reboot: state == .running || state == .paused
+        case .reboot, .snapshot: state == .running || state == .paused
         }
         if !ok { throw LifecycleConflict(operation: op, state: state) }
     }

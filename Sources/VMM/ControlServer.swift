@@ -146,6 +146,11 @@ extension ConsoleHub {
             case .kill:
                 try vm.kill()
                 respondAndClose(c, controlOK([("state", .string(vm.state.rawValue))]))
+            case .snapshot(let path):
+                let r = try vm.snapshot(to: path, consoleLog: ring.contents(), consoleEnd: ring.end)
+                respondAndClose(c, controlOK([("path", .string(path)), ("state", .string(vm.state.rawValue)),
+                                              ("memory_bytes", .int(r.memoryBytes)), ("state_bytes", .int(r.stateBytes)),
+                                              ("paused_us", .int(r.pausedNs / 1000)), ("settled_requests", .int(r.settledRequests))]))
             case .events:
                 c.subscribed = true
                 c.out += controlOK().line
@@ -207,7 +212,8 @@ extension VMMError {
         case .invalidConfig(let e): ControlError(.invalid, e.message, field: e.field)
         case .kernelUnreadable, .badKernel: ControlError(.invalid, description, field: "kernel")
         case .network(let field, _): ControlError(.invalid, description, field: field)
-        case .kvmUnavailable, .kvm, .memory, .thread: ControlError(.host, description)
+        case .kvmUnavailable, .kvm, .memory, .thread, .snapshotWrite: ControlError(.host, description)
+        case .snapshot: ControlError(.invalid, description, field: "path")
         }
     }
 }

@@ -3,6 +3,7 @@ import VMDefinition
 import GuestMemory
 import HostNet
 import KVM
+import Snapshot
 
 /// Why a VM could not be built or run.
 public enum VMMError: Error, CustomStringConvertible, Sendable {
@@ -20,14 +21,19 @@ public enum VMMError: Error, CustomStringConvertible, Sendable {
     case thread(String)
     /// A lifecycle operation the VM's state does not allow (pause a stopped VM).
     case conflict(LifecycleConflict)
+    /// A snapshot to restore is unusable (truncated, corrupt, another version or host,
+    /// a disk that changed): the user's input, status 2.
+    case snapshot(SnapshotError)
+    /// Taking a snapshot failed on the host (the directory, a write, a flush).
+    case snapshotWrite(String)
     /// A net backend could not be opened (`field` is `nets[i]`).
     case network(field: String, HostNetError)
 
     /// Problems in what the user gave us: `pvmm run` exits with status 2 for these.
     public var isUsageError: Bool {
         switch self {
-        case .invalidConfig, .kernelUnreadable, .badKernel, .kvmUnavailable, .network: true
-        case .kvm, .memory, .thread, .conflict: false
+        case .invalidConfig, .kernelUnreadable, .badKernel, .kvmUnavailable, .snapshot, .network: true
+        case .kvm, .memory, .thread, .conflict, .snapshotWrite: false
         }
     }
 
@@ -48,6 +54,8 @@ public enum VMMError: Error, CustomStringConvertible, Sendable {
         case let .memory(e): "guest memory: \(e)"
         case let .thread(m): m
         case let .conflict(c): c.description
+        case let .snapshot(e): e.description
+        case let .snapshotWrite(m): "snapshot: \(m)"
         case let .network(field, e): "\(field): \(e)"
         }
     }

@@ -8,6 +8,7 @@ import GuestMemory
 import HostNet
 import KVM
 import PVMMABI
+import Snapshot
 import SystemPackage
 
 /// Which KVM this is: this host's pagetable-based PVM, or hardware-assisted KVM.
@@ -60,6 +61,8 @@ public final class VM: @unchecked Sendable {
     let virtioConsole: VirtioConsoleBackend?
     /// The in-kernel PIC/IOAPIC as created: a reboot puts it back.
     let powerOnIRQChips: [UInt8]
+    /// The open disk images, in `config.disks` order (a snapshot flushes and records them).
+    let disks: [DiskImage]
 
     /// The kernel of the current boot (nil until `boot`).
     public internal(set) var kernel: LoadedKernel?
@@ -80,13 +83,16 @@ public final class VM: @unchecked Sendable {
     let observer: (@Sendable (VMStateEvent) -> Void)?
 
     /// Makes the machine: validates `config`, opens KVM, maps RAM, creates the irqchip,
-    /// the devices and every vCPU; then boots it (a bad kernel is a usage error now).
+    /// the devices and every vCPU; then boots it (a bad kernel is a usage error now), or
+    /// with `restore` puts a snapshot's state on it instead (VMSnapshot.swift: RAM mapped
+    /// copy-on-write from the image, disks checked against the snapshot first).
     /// Nothing runs until `start()`.
     /// `log` takes what devices report while the VM runs (from vCPU and device threads,
     /// so it must not block: pvmm-vmm passes the console hub's log ring).
     public init(config: VMConfig, console: any ByteSink, resetPolicy: ResetPolicy = .exit,
                 observer: (@Sendable (VMStateEvent) -> Void)? = nil,
-                log: @escaping @Sendable (String) -> Void = writeStderrLine) throws(VMMError) {
+                log: @escaping @Sendable (String) -> Void = writeStderrLine,
+                restore: SnapshotImage? = nil) throws(VMMError) {
         self.config = config
         self.console = console
         self.resetPolicy = resetPolicy
@@ -96,14 +102,17 @@ public final class VM: @unchecked Sendable {
             throw .kvmUnavailable(message: Self.explainKVMOpen(error))
         }
         try config.validateForHost(hostMemoryMiB: Self.hostMemoryMiB(), hostMaxVCPUs: system.maxVCPUs)
+        if let restore { try restore.checkDisks(config.disks) }
         let disks = try Self.openDisks(config.disks)
+        self.disks = disks
         let nets = try Self.openNets(config.nets)
         netChannels = nets
 
         let vm: VirtualMachine
         do { vm = try system.createVM() } catch { throw .kvm(error) }
         do { memory = try GuestMemory(size: UInt64(config.memoryMiB) << 20,
-                                      holeStart: BootLayout.mmioHoleStart, holeEnd: BootLayout.mmioHoleEnd) }
+                                      holeStart: BootLayout.mmioHoleStart, holeEnd: BootLayout.mmioHoleEnd,
+                                      file: restore?.memoryFD) }
         catch { throw .memory(error) }
         do {
             // The IOAPIC and LAPICs live in the kernel: interrupts, timers, HLT and
@@ -157,8 +166,15 @@ public final class VM: @unchecked Sendable {
         life = LifecycleState(vcpus: config.cpus)
         for ctx in contexts { ctx.vm = self }
         // The first boot is prepared here so a kernel that cannot boot is a usage error
-        // before anything runs; reboots call `boot` again (a snapshot restore will not).
-        try boot()
+        // before anything runs; reboots call `boot` again. A restore replaces the boot.
+        if let restore {
+            try apply(restore.snapshot)
+            // A reboot boots the kernel, and by then no file may be opened (seccomp): read
+            // it now, as a first boot would have.
+            kernelImage = try Self.readKernel(config.kernel, limit: UInt64(config.memoryMiB) << 20)
+        } else {
+            try boot()
+        }
     }
 
     /// Feeds console input to the guest; returns how many bytes were taken (the rest

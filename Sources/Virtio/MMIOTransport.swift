@@ -395,3 +395,122 @@ public struct MMIOTransport<Device: VirtioDeviceModel> {
         device.reset()
     }
 }
+
+// MARK: Snapshot
+
+/// A transport's register file and its queues' device-side cursors: everything of a
+/// virtio-mmio device that lives in the VMM rather than in guest memory (§4.2.2).
+public struct MMIOTransportState: Sendable, Equatable {
+    public struct Queue: Sendable, Equatable {
+        public var size: UInt32
+        public var ready: Bool
+        public var desc: UInt64
+        public var driver: UInt64
+        public var device: UInt64
+        /// The backend's cursors for a queue in service (DRIVER_OK), else nil.
+        public var cursors: SplitQueue.Cursors?
+
+        public init(size: UInt32, ready: Bool, desc: UInt64, driver: UInt64, device: UInt64, cursors: SplitQueue.Cursors?) {
+            self.size = size
+            self.ready = ready
+            self.desc = desc
+            self.driver = driver
+            self.device = device
+            self.cursors = cursors
+        }
+    }
+
+    public var status: UInt32 = 0
+    public var driverFeatures: UInt64 = 0
+    public var driverSetUnknownBits = false
+    public var deviceFeaturesSel: UInt32 = 0
+    public var driverFeaturesSel: UInt32 = 0
+    public var queueSel: UInt32 = 0
+    public var interruptStatus: UInt32 = 0
+    public var configGeneration: UInt32 = 0
+    public var queues: [Queue] = []
+
+    public init() {}
+}
+
+/// A saved transport state that cannot be put back; `reason` names the field.
+public struct TransportRestoreError: Error, Equatable, Sendable, CustomStringConvertible {
+    public var reason: String
+    public init(_ reason: String) { self.reason = reason }
+    public var description: String { reason }
+}
+
+extension MMIOTransport {
+    /// The registers, with `cursors[i]` (the backend's, for served queues) per queue.
+    public func savedState(cursors: [SplitQueue.Cursors?]) -> MMIOTransportState {
+        var s = MMIOTransportState()
+        s.status = status.rawValue
+        s.driverFeatures = driverFeatures.rawValue
+        s.driverSetUnknownBits = driverSetUnknownBits
+        s.deviceFeaturesSel = deviceFeaturesSel
+        s.driverFeaturesSel = driverFeaturesSel
+        s.queueSel = queueSel
+        s.interruptStatus = interruptStatus.rawValue
+        s.configGeneration = configGeneration
+        s.queues = queueRegisters.indices.map { i in
+            let r = queueRegisters[i]
+            return MMIOTransportState.Queue(size: r.size, ready: r.ready, desc: r.desc, driver: r.driver, device: r.device,
+                                            cursors: i < cursors.count ? cursors[i] : nil)
+        }
+        return s
+    }
+
+    /// Puts a saved state back on a freshly reset transport, checking it as the register
+    /// writes that built it were checked: the queue count, status bits only in the
+    /// initialization order, features only offered ones, every ready queue's layout
+    /// (SplitQueue validation against this guest's memory). With DRIVER_OK the device is
+    /// activated with the queues at their saved cursors. Returns whether it was.
+    public mutating func restore(_ s: MMIOTransportState) throws(TransportRestoreError) -> Bool {
+        guard s.queues.count == maxSizes.count else {
+            throw TransportRestoreError("queues: \(s.queues.count) saved, the device has \(maxSizes.count)")
+        }
+        guard s.status <= 0xFF else { throw TransportRestoreError("status: 0x\(String(s.status, radix: 16)) has undefined bits") }
+        let st = DeviceStatus(rawValue: s.status)
+        let order: [DeviceStatus] = [.acknowledge, .driver, .featuresOK, .driverOK]
+        for (i, bit) in order.enumerated().dropFirst() where st.contains(bit) && !st.contains(order[i - 1]) {
+            throw TransportRestoreError("status: 0x\(String(s.status, radix: 16)) skips a step of the initialization sequence")
+        }
+        let features = VirtioFeatures(rawValue: s.driverFeatures)
+        if st.contains(.featuresOK) && (!features.isSubset(of: offeredFeatures) || !features.contains(.version1)) {
+            throw TransportRestoreError("driver_features: 0x\(String(s.driverFeatures, radix: 16)) was not offered")
+        }
+        guard s.interruptStatus <= 3 else { throw TransportRestoreError("interrupt_status: 0x\(String(s.interruptStatus, radix: 16))") }
+        reset()
+        status = st
+        driverFeatures = features
+        driverSetUnknownBits = s.driverSetUnknownBits
+        deviceFeaturesSel = s.deviceFeaturesSel
+        driverFeaturesSel = s.driverFeaturesSel
+        queueSel = s.queueSel
+        interruptStatus = InterruptStatus(rawValue: s.interruptStatus)
+        configGeneration = s.configGeneration
+        for (i, q) in s.queues.enumerated() {
+            queueRegisters[i] = QueueRegisters(size: q.size, ready: q.ready, desc: q.desc, driver: q.driver, device: q.device)
+            guard q.ready else {
+                if q.cursors != nil { throw TransportRestoreError("queue \(i): cursors for a queue that is not ready") }
+                continue
+            }
+            guard st.contains(.featuresOK), q.size <= UInt32(UInt16.max) else {
+                throw TransportRestoreError("queue \(i): ready without FEATURES_OK or with size \(q.size)")
+            }
+            do {
+                var sq = try SplitQueue(memory: memory, size: UInt16(q.size), maxSize: maxSizes[i], descriptorTable: q.desc,
+                                        availableRing: q.driver, usedRing: q.device, features: negotiatedFeatures)
+                if let c = q.cursors { sq.restore(c) }
+                readyQueues[i] = sq
+            } catch {
+                throw TransportRestoreError("queue \(i): \(error)")
+            }
+        }
+        guard st.contains(.driverOK) else { return false }
+        do { try device.activate(queues: readyQueues, features: negotiatedFeatures) } catch {
+            throw TransportRestoreError("activate: \(error.reason)")
+        }
+        return true
+    }
+}

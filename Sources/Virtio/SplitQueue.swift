@@ -72,6 +72,31 @@ public struct SplitQueue: Sendable {
         try validate()
     }
 
+    /// The device-side cursors, which live only in the VMM (the rings themselves are in
+    /// guest memory): what a snapshot saves per queue.
+    public struct Cursors: Sendable, Equatable {
+        public var nextAvail: UInt16
+        public var nextUsed: UInt16
+        public var signalledUsed: UInt16
+        public init(nextAvail: UInt16, nextUsed: UInt16, signalledUsed: UInt16) {
+            self.nextAvail = nextAvail
+            self.nextUsed = nextUsed
+            self.signalledUsed = signalledUsed
+        }
+    }
+
+    public var cursors: Cursors { Cursors(nextAvail: nextAvail, nextUsed: nextUsed, signalledUsed: signalledUsed) }
+
+    /// Puts saved cursors back (a restore). Any values are safe: every index read from
+    /// the rings is checked against them as for a live queue (§2.7.13.3: avail.idx more
+    /// than `size` ahead is a driver error). avail.idx is re-read on the next pop.
+    public mutating func restore(_ c: Cursors) {
+        nextAvail = c.nextAvail
+        nextUsed = c.nextUsed
+        signalledUsed = c.signalledUsed
+        availShadow = c.nextAvail
+    }
+
     public var eventIdx: Bool { features.contains(.ringEventIdx) }
     public var indirectDescriptors: Bool { features.contains(.indirectDesc) }
 

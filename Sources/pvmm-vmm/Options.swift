@@ -28,6 +28,8 @@ struct VMMOptions {
     var onReset = ResetPolicy.exit
     /// `--poll-us N`: overrides the definition's polling budget (0 = off).
     var pollMicroseconds: Int?
+    /// `--restore DIR`: the VM is the snapshot's (docs/snapshot.md), not a definition.
+    var restore: SnapshotImage?
 
     /// A VM definition is small; anything larger is not one.
     static let maxConfigBytes = 1 << 20
@@ -38,6 +40,9 @@ struct VMMOptions {
 
     init(arguments: [String]) throws(Failure) {
         var source: (name: String, bytes: [UInt8])?
+        var restoreDir: String?
+        var forceDisks = false
+        var nets: [String] = []
         var i = 0
         func value(_ flag: String) throws(Failure) -> String {
             guard i + 1 < arguments.count else { throw Failure(message: "\(flag): missing value") }
@@ -82,6 +87,9 @@ struct VMMOptions {
             case "--control": controlPath = try value("--control")
             case "--state-dir": stateDir = try value("--state-dir")
             case "--no-stdio": noStdio = true
+            case "--restore": restoreDir = try value("--restore")
+            case "--force-disks": forceDisks = true
+            case "--net": nets.append(try value("--net"))
             case "--on-reset":
                 let v = try value("--on-reset")
                 guard let p = ResetPolicy(rawValue: v) else { throw Failure(message: "--on-reset: '\(v)' is not one of: exit, restart") }
@@ -97,7 +105,29 @@ struct VMMOptions {
             }
             i += 1
         }
-        guard let source else { throw Failure(message: "no VM definition: give --config FILE or --config-fd N") }
+        if let restoreDir {
+            do { restore = try SnapshotImage(directory: restoreDir, forceDisks: forceDisks) } catch {
+                throw Failure(message: "--restore \(restoreDir): \(error)")
+            }
+            config = restore!.snapshot.definition
+            if let source {
+                // The daemon's clone: its definition names the VM and brings its net backends
+                // (taps handed over as fds); the machine itself must be the snapshot's.
+                let given: VMConfig
+                do { given = try VMConfig(json: source.bytes) } catch { throw Failure(message: "\(source.name): \(error)") }
+                guard given.memoryMiB == config.memoryMiB, given.cpus == config.cpus, given.disks == config.disks,
+                      given.console == config.console, given.nets.count == config.nets.count else {
+                    throw Failure(message: "--restore \(restoreDir): the definition given differs from the snapshot's (memory, vCPUs, disks, console or net count)")
+                }
+                config.name = given.name
+                config.nets = given.nets
+            }
+            if !nets.isEmpty { config.nets = try Self.cloneNets(nets, saved: config.nets) }
+            if jail { throw Failure(message: "--restore: not supported with --jail yet (the snapshot's files are outside the jail)") }
+            return
+        }
+        if forceDisks || !nets.isEmpty { throw Failure(message: "\(forceDisks ? "--force-disks" : "--net"): only with --restore") }
+        guard let source else { throw Failure(message: "no VM definition: give --config FILE, --config-fd N or --restore DIR") }
         if jail, let flag = [controlPath.map { _ in "--control" }, stateDir.map { _ in "--state-dir" }].compactMap({ $0 }).first {
             throw Failure(message: "\(flag): not supported with --jail yet (the path is outside the jail)")
         }
@@ -105,6 +135,22 @@ struct VMMOptions {
             throw Failure(message: flagNames ? error.flagDescription : "\(source.name): \(error)")
         }
         if let pollMicroseconds { config.pollMicroseconds = pollMicroseconds }
+    }
+
+    /// `--net SPEC` per saved net device, in order: a clone's own backend (a tap, an fd,
+    /// passt); without `mac=` it keeps the snapshot's address (the guest already uses it).
+    static func cloneNets(_ specs: [String], saved: [NetConfig]) throws(Failure) -> [NetConfig] {
+        guard specs.count == saved.count else {
+            throw Failure(message: "--net: given \(specs.count) times, the snapshot has \(saved.count) net devices (one --net each, in order)")
+        }
+        var out: [NetConfig] = []
+        for (spec, old) in zip(specs, saved) {
+            var n: NetConfig
+            do { n = try NetConfig(argument: spec) } catch { throw Failure(message: "--net \(spec): \(error.message)") }
+            if n.mac == nil { n.mac = old.mac }
+            out.append(n)
+        }
+        return out
     }
 
     static func read(path: String) throws(Failure) -> [UInt8] {

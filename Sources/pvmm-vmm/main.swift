@@ -51,8 +51,14 @@ if options.jail {
     do { config = try Jail.enter(config) } catch { failEarly("\(error)", status: 1) }
 }
 
+// A restored VM's console history comes back first (what `logs` and a replaying
+// `console` show), then its new output follows.
+if let r = options.restore { r.snapshot.consoleLog.withUnsafeBytes { hub.ring.write($0) } }
 let vm: VM
-do { vm = try VM(config: config, console: hub.ring, resetPolicy: options.onReset, observer: hub.stateChanged, log: hub.log) }
+do {
+    vm = try VM(config: config, console: hub.ring, resetPolicy: options.onReset, observer: hub.stateChanged, log: hub.log,
+                restore: options.restore)
+}
 catch { failEarly(options.flagNames ? error.flagDescription : error.description, status: error.isUsageError ? 2 : 1) }
 
 // /dev/kvm and the images are open: the jail gives up root and sets its limits.

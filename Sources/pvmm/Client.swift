@@ -68,6 +68,13 @@ struct CreateCommand: ParsableCommand {
     @OptionGroup var daemon: DaemonSocket
 
     func run() throws {
+        if let dir = vm.restore {
+            // The daemon reads the snapshot's definition; the VM's first start resumes it.
+            let body = JSONValue.object([("name", .string(name)), ("restore", .string(absolutePath(dir)))])
+            let reply = try clientCall { () throws(ClientError) in try daemon.client.send("POST", "/v1/vms", json: body) }
+            print("\(reply.json?["name"]?.stringValue ?? name): \(reply.json?["state"]?.stringValue ?? "created") (from \(dir))")
+            return
+        }
         var (definition, _) = try vm.definition()
         if let n = definition.name, n != name {
             throw UsageError(message: "--config: the file names the VM '\(n)', the command '\(name)'")
@@ -148,6 +155,31 @@ struct RebootCommand: LifecycleCommand {
     static let action = "reboot"
     @Argument var name: String
     @OptionGroup var daemon: DaemonSocket
+}
+
+struct SnapshotCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "snapshot",
+        abstract: "Save a running or paused VM into a directory (docs/snapshot.md); it is left as it was.")
+    @Argument var name: String
+    @Argument(help: "The snapshot directory (created if missing); `pvmm create NAME2 --restore DIR` or `pvmm run --restore DIR` runs it.")
+    var dir: String
+    @OptionGroup var daemon: DaemonSocket
+
+    func run() throws {
+        let body = JSONValue.object([("path", .string(absolutePath(dir)))])
+        let reply = try clientCall { () throws(ClientError) in try daemon.client.send("POST", "/v1/vms/\(name)/snapshot", json: body) }
+        let kib = (reply.json?["memory_bytes"]?.intValue ?? 0) >> 10
+        print("\(name): snapshot in \(dir) (\(kib) KiB of memory, paused \(reply.json?["paused_us"]?.intValue ?? 0) us)")
+    }
+}
+
+/// The daemon resolves paths itself: a relative one must mean the caller's directory.
+func absolutePath(_ path: String) -> String {
+    if path.hasPrefix("/") { return path }
+    var buf = [CChar](repeating: 0, count: 4096)
+    guard getcwd(&buf, buf.count) != nil else { return path }
+    return String(cString: buf) + "/" + path
 }
 
 struct RemoveCommand: ParsableCommand {

@@ -12,7 +12,7 @@ struct PVMM: ParsableCommand {
         abstract: "A paravirtual KVM virtual machine monitor.",
         version: PVMMVersion.text,
         subcommands: [Run.self, Version.self, DaemonCommand.self, ListCommand.self, CreateCommand.self, StartCommand.self, PauseCommand.self,
-                      ResumeCommand.self, StopCommand.self, KillCommand.self, RebootCommand.self, RemoveCommand.self,
+                      ResumeCommand.self, StopCommand.self, KillCommand.self, RebootCommand.self, SnapshotCommand.self, RemoveCommand.self,
                       InfoCommand.self, LogsCommand.self, EventsCommand.self, ConsoleCommand.self]
     )
 

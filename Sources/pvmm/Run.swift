@@ -61,6 +61,14 @@ struct Run: ParsableCommand {
         valueName: "n"))
     var pollUs: Int?
 
+    @Option(name: .long, help: ArgumentHelp(
+        "Run a snapshot instead of booting (docs/snapshot.md): the VM is the snapshot's, its RAM mapped copy-on-write from DIR/memory, so any number of clones share it. Replaces the VM flags.",
+        valueName: "dir"))
+    var restore: String?
+
+    @Flag(name: .customLong("force-disks"), help: "With --restore: run even if a disk changed since the snapshot (the guest's view of it may then be stale).")
+    var forceDisks = false
+
     @Flag(name: .customLong("irq-probe"), help: "Benchmark aid: add the interrupt-latency probe device (pvos `bench irq`, Scripts/bench-cpu).")
     var irqProbe = false
 
@@ -90,6 +98,16 @@ struct Run: ParsableCommand {
         guard SeccompMode(rawValue: seccomp) != nil else {
             throw UsageError(message: "--seccomp: '\(seccomp)' is not one of: kill, log, off")
         }
+        if let restore {
+            let flags = [kernel.map { _ in "--kernel" }, cmdline.isEmpty ? nil : "--cmdline", memory == "128" ? nil : "--memory",
+                         cpus == 1 ? nil : "--cpus", disk.isEmpty ? nil : "--disk", config.map { _ in "--config" },
+                         console == ConsoleKind.virtio.rawValue ? nil : "--console", irqProbe ? "--irq-probe" : nil].compactMap { $0 }
+            if let f = flags.first { throw UsageError(message: "\(f): not allowed with --restore (the snapshot defines the VM)") }
+            // --net gives a clone its own backend (and MAC): one per saved net device.
+            try Executables.exec(Executables.sibling("pvmm-vmm"),
+                                 ["--restore", restore] + (forceDisks ? ["--force-disks"] : []) + net.flatMap { ["--net", $0] })
+        }
+        if forceDisks { throw UsageError(message: "--force-disks: only with --restore") }
         let (definition, errorsAs) = try definition()
         // The VM runs in a lean process of its own (see Package.swift): replace this one,
         // handing it the definition as JSON on an inherited pipe.

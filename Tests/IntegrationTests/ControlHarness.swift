@@ -132,6 +132,14 @@ final class ControlledVM {
                            "--state-dir", dir, "--no-stdio"] + extra)
     }
 
+    /// `pvmm-vmm --restore SNAPSHOT` run the same way (docs/snapshot.md).
+    init(restoring snapshot: String, extra: [String] = []) throws {
+        dir = FileManager.default.temporaryDirectory.appendingPathComponent("pvmm-ctl-\(getpid())-\(UUID().uuidString.prefix(8))").path
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        child = try Child([Paths.binDir + "/pvmm-vmm", "--restore", snapshot, "--control", dir + "/control.sock",
+                           "--state-dir", dir, "--no-stdio"] + extra)
+    }
+
     deinit { try? FileManager.default.removeItem(atPath: dir) }
 
     func connect() throws -> ControlConnection { try ControlConnection(path: socket) }

@@ -76,6 +76,25 @@ size_t ckvm_irqchips_size(void);
 int ckvm_get_irqchips(int vm, void *c);
 int ckvm_set_irqchips(int vm, const void *c);
 
+/// What a snapshot saves beyond `ckvm_vcpu_extra`: the XSAVE area (AVX and later state
+/// the legacy FPU struct lacks) and XCR0. `has_xsave`/`has_xcrs` are 0 when KVM refused
+/// the ioctl (the restore then sets only what was saved).
+struct ckvm_vcpu_xstate {
+    struct kvm_xsave xsave;
+    struct kvm_xcrs xcrs;
+    uint32_t has_xsave;
+    uint32_t has_xcrs;
+};
+/// As bytes (see ckvm_vcpu_extra_size): `x` holds ckvm_vcpu_xstate_size().
+size_t ckvm_vcpu_xstate_size(void);
+int ckvm_get_vcpu_xstate(int vcpu, void *x);
+/// Sets XCRS before XSAVE (the area is checked against XCR0).
+int ckvm_set_vcpu_xstate(int vcpu, const void *x);
+
+/// KVM_GET_CLOCK / KVM_SET_CLOCK (the VM's kvmclock base).
+int ckvm_get_clock(int vm, struct kvm_clock_data *c);
+int ckvm_set_clock(int vm, const struct kvm_clock_data *c);
+
 // MARK: kvm_run accessors (the mmapped page shared with the kernel)
 uint32_t ckvm_run_exit_reason(const struct kvm_run *r);
 void ckvm_run_set_immediate_exit(struct kvm_run *r, uint8_t v);

@@ -58,10 +58,11 @@ extern const unsigned long cseccomp_KVM_RUN, cseccomp_KVM_GET_REGS, cseccomp_KVM
     cseccomp_KVM_SET_MSRS, cseccomp_KVM_GET_MP_STATE, cseccomp_KVM_SET_MP_STATE, cseccomp_KVM_KVMCLOCK_CTRL,
     cseccomp_KVM_GET_LAPIC, cseccomp_KVM_SET_LAPIC, cseccomp_KVM_GET_IRQCHIP, cseccomp_KVM_SET_IRQCHIP,
     cseccomp_KVM_GET_VCPU_EVENTS, cseccomp_KVM_SET_VCPU_EVENTS, cseccomp_KVM_GET_FPU, cseccomp_KVM_SET_FPU,
-    cseccomp_KVM_GET_XSAVE, cseccomp_KVM_SET_XSAVE, cseccomp_KVM_GET_CLOCK, cseccomp_KVM_SET_CLOCK,
+    cseccomp_KVM_GET_XSAVE, cseccomp_KVM_SET_XSAVE, cseccomp_KVM_GET_XCRS, cseccomp_KVM_SET_XCRS,
+    cseccomp_KVM_GET_CLOCK, cseccomp_KVM_SET_CLOCK,
     cseccomp_KVM_SET_SIGNAL_MASK, cseccomp_TCGETS, cseccomp_TCSETS, cseccomp_TCSETSW, cseccomp_TCSETSF,
     cseccomp_TIOCGWINSZ, cseccomp_FIONREAD, cseccomp_FIONBIO, cseccomp_TUNSETOFFLOAD, cseccomp_TUNSETVNETHDRSZ;
-extern const uint64_t cseccomp_PROT_EXEC, cseccomp_CLONE_THREAD;
+extern const uint64_t cseccomp_PROT_EXEC, cseccomp_CLONE_THREAD, cseccomp_O_CREAT_EXCL;
 
 /// Test builds only (Tests call it through pvmm-vmm's debug trigger): makes the system
 /// call `name` with harmless arguments, so a filter must stop it.
