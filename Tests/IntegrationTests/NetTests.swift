@@ -160,9 +160,13 @@ func statValue(_ stderr: String, _ key: String) -> UInt64? {
     /// server on the host through it. No tap, no root.
     @Test func passtGivesAnUnprivilegedVMDHCPAndUDP() throws {
         let user = "pvmmnet"
+        var made = false
         if (try? NetNamespace.run(["/usr/bin/id", user])) == nil {
             try NetNamespace.run(["/usr/sbin/useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", user])
+            made = true
         }
+        // A user this test made goes with it (after the VM and passt are gone: defers run last-in first-out).
+        defer { if made { _ = try? NetNamespace.run(["/usr/sbin/userdel", user]) } }
         try NetNamespace.run(["/usr/bin/setfacl", "-m", "u:\(user):rw", "/dev/kvm"])
         defer { _ = try? NetNamespace.run(["/usr/bin/setfacl", "-x", "u:\(user)", "/dev/kvm"]) }
         // passt needs a host interface with a default route to copy: a veth pair inside
