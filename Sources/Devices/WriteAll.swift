@@ -30,3 +30,37 @@ public func writeOut(_ s: String) { writeAll(STDOUT_FILENO, s) }
 @Sendable public func writeStderrLine(_ line: String) {
     writeError(line.hasSuffix("\n") ? line : line + "\n")
 }
+
+/// Why `readAll` gave up.
+public enum ReadAllError: Error, Sendable {
+    /// read(2) failed with this errno.
+    case failed(Int32)
+    /// More than `limit` bytes.
+    case tooLarge(limit: Int)
+
+    public var isTooLarge: Bool { if case .tooLarge = self { true } else { false } }
+
+    public var description: String {
+        switch self {
+        case .failed(let e): String(cString: strerror(e))
+        case .tooLarge(let limit): "larger than \(limit) bytes"
+        }
+    }
+}
+
+/// Reads `fd` to its end, retrying on EINTR; refuses more than `limit` bytes (a hostile
+/// or mistaken input must not grow without bound). The one reader for whole small files.
+public func readAll(_ fd: Int32, limit: Int) throws(ReadAllError) -> [UInt8] {
+    var out: [UInt8] = []
+    var chunk = [UInt8](repeating: 0, count: 16 << 10)
+    while true {
+        let n = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+        if n < 0 {
+            if errno == EINTR { continue }
+            throw .failed(errno)
+        }
+        if n == 0 { return out }
+        out += chunk[..<n]
+        if out.count > limit { throw .tooLarge(limit: limit) }
+    }
+}

@@ -49,6 +49,8 @@ public struct VMConfig: Sendable, Equatable {
     /// The 64-bit entry's identity map covers 64 GiB (BootLayout.maxPageDirectories).
     public static let maxMemoryMiB = 60 * 1024
     public static let maxNameBytes = 63
+    /// A definition is small; a file larger than this is not one.
+    public static let maxDefinitionBytes = 1 << 20
 
     /// Checks every field that does not depend on the host; the error names the field.
     /// Host limits (RAM, vCPUs) and the device layout are checked by the VMM.

@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import Sandbox
+import Devices
 import VMM
 
 /// How this VMM process was asked to run (flags), as opposed to what VM it runs (the
@@ -31,8 +32,6 @@ struct VMMOptions {
     /// `--restore DIR`: the VM is the snapshot's (docs/snapshot.md), not a definition.
     var restore: SnapshotImage?
 
-    /// A VM definition is small; anything larger is not one.
-    static let maxConfigBytes = 1 << 20
 
     struct Failure: Error {
         let message: String
@@ -161,17 +160,8 @@ struct VMMOptions {
     }
 
     static func read(fd: Int32, name: String) throws(Failure) -> [UInt8] {
-        var out: [UInt8] = []
-        var chunk = [UInt8](repeating: 0, count: 16 << 10)
-        while true {
-            let n = chunk.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, $0.count) }
-            if n < 0 {
-                if errno == EINTR { continue }
-                throw Failure(message: "\(name): \(String(cString: strerror(errno)))")
-            }
-            if n == 0 { return out }
-            out += chunk[..<n]
-            if out.count > maxConfigBytes { throw Failure(message: "\(name): larger than \(maxConfigBytes) bytes: not a VM definition") }
+        do { return try readAll(fd, limit: VMConfig.maxDefinitionBytes) } catch {
+            throw Failure(message: "\(name): \(error.description)\(error.isTooLarge ? ": not a VM definition" : "")")
         }
     }
 }

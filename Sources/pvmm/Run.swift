@@ -1,4 +1,5 @@
 import ArgumentParser
+import Devices
 import Sandbox
 import VMM
 #if canImport(Glibc)
@@ -148,15 +149,9 @@ struct Run: ParsableCommand {
         let fd = open(path, O_RDONLY | O_CLOEXEC)
         if fd < 0 { throw UsageError(message: "--config \(path): \(String(cString: strerror(errno)))") }
         defer { close(fd) }
-        var bytes: [UInt8] = []
-        var chunk = [UInt8](repeating: 0, count: 16 << 10)
-        while true {
-            let n = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
-            if n < 0 && errno == EINTR { continue }
-            if n < 0 { throw UsageError(message: "--config \(path): \(String(cString: strerror(errno)))") }
-            if n == 0 { break }
-            bytes += chunk[..<n]
-            if bytes.count > 1 << 20 { throw UsageError(message: "--config \(path): larger than 1 MiB: not a VM definition") }
+        let bytes: [UInt8]
+        do { bytes = try readAll(fd, limit: VMConfig.maxDefinitionBytes) } catch {
+            throw UsageError(message: "--config \(path): \(error.description)\(error.isTooLarge ? ": not a VM definition" : "")")
         }
         do {
             let c = try VMConfig(json: bytes)
@@ -206,12 +201,8 @@ enum Executables {
         guard Glibc.pipe(&fds) == 0 else { throw UsageError(message: "pipe: \(String(cString: strerror(errno)))", status: 1) }
         // F_SETPIPE_SZ (1031): a definition may exceed the default 64 KiB pipe buffer.
         if bytes.count > 60 << 10 { _ = fcntl(fds[1], 1031, Int32(min(bytes.count + 4096, 1 << 20))) }
-        var off = 0
-        while off < bytes.count {
-            let n = bytes.withUnsafeBytes { write(fds[1], $0.baseAddress! + off, $0.count - off) }
-            if n < 0 && errno == EINTR { continue }
-            guard n > 0 else { throw UsageError(message: "pipe write: \(String(cString: strerror(errno)))", status: 1) }
-            off += n
+        guard bytes.withUnsafeBytes({ writeAll(fds[1], $0) }) else {
+            throw UsageError(message: "pipe write: \(String(cString: strerror(errno)))", status: 1)
         }
         close(fds[1])
         return fds[0]
