@@ -1,0 +1,140 @@
+import Foundation
+import Testing
+
+/// The patched Linux kernel of guests/linux (Scripts/build-linux, which Scripts/test runs
+/// first) as a pvmm guest: busybox shell on the virtio console, natively on PVM.
+enum LinuxGuest {
+    static var kernel: String { Paths.root + "/.build-linux/vmlinux" }
+    static var initramfs: String { Paths.root + "/.build-linux/initramfs.cpio" }
+    static let prompt = "pvmm-linux# "
+    static let cmdline = "console=hvc0 quiet"
+
+    static func requireKernel() throws {
+        guard FileManager.default.fileExists(atPath: kernel) else {
+            throw HarnessError(description: "\(kernel) is missing: run Scripts/build-linux (Scripts/test does)")
+        }
+    }
+
+    /// `pvmm run` on the Linux kernel, at its shell prompt.
+    static func boot(_ extra: [String] = [], cmdline: String = LinuxGuest.cmdline, wrapper: [String] = [],
+                     timeout: Double = 60) throws -> Child {
+        try requireKernel()
+        let vm = try Child(wrapper + [Paths.pvmm, "run", "--kernel", kernel, "--cmdline", cmdline] + extra)
+        try vm.expect(prompt, timeout: timeout)
+        return vm
+    }
+
+    /// The same compute loop the guest and the host run: busybox ash arithmetic, no
+    /// system calls inside the loop (emulated, it would take ~3000 times as long).
+    static let loop = "i=0; while [ $i -lt 300000 ]; do i=$((i+1)); done"
+
+    /// Milliseconds `busybox sh -c LOOP` takes on the host (the same static binary).
+    static func hostLoopMilliseconds() throws -> Double {
+        let start = Date()
+        let c = try Child(["/bin/busybox", "sh", "-c", loop])
+        c.closeInput()
+        #expect(try c.wait(timeout: 60) == 0)
+        return Date().timeIntervalSince(start) * 1000
+    }
+
+    /// Milliseconds the loop takes in the guest, by the guest's own clock (TSC).
+    static func guestLoopMilliseconds(_ vm: Child) throws -> Double {
+        let out = try vm.command("s=$(date +%s%N); \(loop); e=$(date +%s%N); echo loop_ms=$(( (e - s) / 1000000 ))",
+                                 prompt: prompt, timeout: 120)
+        guard let r = out.range(of: "loop_ms="), let ms = Double(out[r.upperBound...].prefix(while: \.isNumber)) else {
+            throw HarnessError(description: "no loop_ms in \(out.debugDescription)")
+        }
+        return ms
+    }
+}
+
+@Suite(.serialized) struct LinuxGuestTests {
+    @Test func reachesTheShellNativelyAnswersUnameAndPowersOff() throws {
+        let vm = try LinuxGuest.boot()
+        let uname = try vm.command("uname -a", prompt: LinuxGuest.prompt)
+        #expect(uname.contains("Linux pvmm 6.1.") && uname.contains("-pvmm") && uname.contains("x86_64"), "\(uname)")
+        let dmesg = try vm.command("dmesg | grep -i pvmm", prompt: LinuxGuest.prompt)
+        #expect(dmesg.contains("Hypervisor detected: pvmm"), "\(dmesg)")
+        // Native, not emulated: the guest's loop within a loose factor of the host's
+        // (emulated it would be ~3000x; the strict ratio is Scripts/bench-linux's).
+        let host = try LinuxGuest.hostLoopMilliseconds()
+        let guest = try LinuxGuest.guestLoopMilliseconds(vm)
+        #expect(guest < max(host, 50) * 4, "guest \(guest) ms, host \(host) ms")
+        vm.send("poweroff -f\n")
+        #expect(try vm.wait(timeout: 30) == 0)
+    }
+
+    @Test func twoCPUsBothOnline() throws {
+        let vm = try LinuxGuest.boot(["--cpus", "2"])
+        let nproc = try vm.command("nproc", prompt: LinuxGuest.prompt)
+        #expect(nproc.contains("\n2\r\n") || nproc.contains("\n2\n"), "\(nproc)")
+        // Both CPUs run the loop at once (taskset pins one copy to each).
+        let both = try vm.command("taskset 1 sh -c '\(LinuxGuest.loop)' & taskset 2 sh -c '\(LinuxGuest.loop)' & wait; echo both-done",
+                                  prompt: LinuxGuest.prompt, timeout: 120)
+        #expect(both.contains("both-done"), "\(both)")
+        let stat = try vm.command("grep -c '^cpu[0-9]' /proc/stat", prompt: LinuxGuest.prompt)
+        #expect(stat.contains("2"), "\(stat)")
+        vm.send("poweroff -f\n")
+        #expect(try vm.wait(timeout: 30) == 0)
+    }
+
+    /// An ext4 image made on the host with `mkfs.ext4 -d` mounts in the guest; a file the
+    /// guest writes and syncs survives `kill -9` of pvmm and reads back on the host.
+    @Test func ext4ImageMountsAndGuestWritesSurviveKill() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("pvmm-linux-ext4-\(getpid())")
+        try? FileManager.default.removeItem(at: dir)
+        try FileManager.default.createDirectory(at: dir.appendingPathComponent("root"), withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let marker = "from-the-host-\(UInt32.random(in: 0...UInt32.max))"
+        try Data((marker + "\n").utf8).write(to: dir.appendingPathComponent("root/hello.txt"))
+        let image = dir.appendingPathComponent("disk.img").path
+        try NetNamespace.run(["/usr/sbin/mkfs.ext4", "-q", "-F", "-d", dir.appendingPathComponent("root").path, image, "16M"])
+
+        let vm = try LinuxGuest.boot(["--disk", image])
+        let mount = try vm.command("mount -t ext4 /dev/vda /mnt && cat /mnt/hello.txt", prompt: LinuxGuest.prompt, timeout: 30)
+        #expect(mount.contains(marker), "\(mount)")
+        let written = "from-the-guest-\(UInt32.random(in: 0...UInt32.max))"
+        _ = try vm.command("echo \(written) > /mnt/guest.txt && sync && echo synced", prompt: LinuxGuest.prompt, timeout: 30)
+        #expect(vm.text.contains("synced"))
+        kill(-vm.pid, SIGKILL)
+        _ = try? vm.wait(timeout: 10)
+
+        let read = try NetNamespace.run(["/usr/sbin/debugfs", "-R", "cat /guest.txt", image])
+        #expect(read.text.contains(written), "\(read.text) \(read.errorText)")
+    }
+
+    /// The same kernel under QEMU microvm's PVH entry registers its own VIF page and runs
+    /// natively there too (serial console: microvm's virtio-mmio is legacy by default).
+    @Test func bootsNativelyUnderQEMUMicrovm() throws {
+        try LinuxGuest.requireKernel()
+        let qemu = "/usr/bin/qemu-system-x86_64"
+        guard FileManager.default.isExecutableFile(atPath: qemu) else {
+            throw HarnessError(description: "\(qemu) is missing: run Scripts/test, which installs qemu-system-x86")
+        }
+        let vm = try Child([qemu, "-M", "microvm,x-option-roms=off,rtc=off,pit=off,pic=off",
+                            "-enable-kvm", "-cpu", "host,-arch-capabilities", "-m", "256",
+                            "-no-reboot", "-nodefaults", "-display", "none", "-monitor", "none",
+                            "-serial", "stdio", "-kernel", LinuxGuest.kernel, "-append", "console=ttyS0 quiet"])
+        try vm.expect(LinuxGuest.prompt, timeout: 90)
+        let dmesg = try vm.command("dmesg | grep -i pvmm", prompt: LinuxGuest.prompt, timeout: 30)
+        #expect(dmesg.contains("Hypervisor detected: pvmm"), "\(dmesg)")
+        let host = try LinuxGuest.hostLoopMilliseconds()
+        let guest = try LinuxGuest.guestLoopMilliseconds(vm)
+        #expect(guest < max(host, 50) * 4, "guest \(guest) ms, host \(host) ms")
+        vm.send("poweroff -f\n")
+        _ = try? vm.wait(timeout: 30)
+    }
+
+    /// busybox ping from the guest reaches the host over a tap in a namespace.
+    @Test func guestPingReachesTheHostOverATap() throws {
+        let ns = try NetNamespace()
+        let vm = try LinuxGuest.boot(["--net", "tap=tap0"], wrapper: ["/usr/sbin/ip", "netns", "exec", ns.name])
+        let up = try vm.command("ip link set eth0 up && ip addr add \(NetNamespace.guest)/24 dev eth0 && echo up",
+                                prompt: LinuxGuest.prompt, timeout: 30)
+        #expect(up.contains("up"), "\(up)")
+        let ping = try vm.command("ping -c 3 -W 5 \(NetNamespace.host)", prompt: LinuxGuest.prompt, timeout: 60)
+        #expect(ping.contains("3 packets transmitted, 3 packets received") || ping.contains("3 packets transmitted, 2 packets received"), "\(ping)")
+        vm.send("poweroff -f\n")
+        #expect(try vm.wait(timeout: 30) == 0)
+    }
+}
