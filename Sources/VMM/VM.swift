@@ -71,6 +71,9 @@ public final class VM: @unchecked Sendable {
     /// refuses openat, docs/security.md), and the VM reboots into what it was started with.
     var kernelImage: BootImage?
     var initrdImage: BootImage?
+    /// Virtio interrupts are MSIs (`pvmm_msi=` on the command line): the kernel has the
+    /// PVMM entry. Otherwise KVM's default routes, through the IOAPIC.
+    let interruptsAsMSI: Bool
 
     let lifecycle = Monitor()
     /// Guarded by `lifecycle`.
@@ -109,6 +112,14 @@ public final class VM: @unchecked Sendable {
         let nets = try Self.openNets(config.nets)
         netChannels = nets
 
+        // The kernel's entry decides how virtio interrupts arrive (VirtioLayout, "Delivery"):
+        // a pvmm-aware kernel (the PVMM entry) takes them as MSIs, a standard PVH kernel
+        // (Linux) through the IOAPIC pins it programs itself. A kernel whose notes do not
+        // parse gets its error from `boot`, as before.
+        let image = try Self.readKernel(config.kernel, limit: UInt64(config.memoryMiB) << 20)
+        kernelImage = image
+        interruptsAsMSI = image.withBytes { (b) -> EntryKind? in try? ELFLoader.entry(of: b) } != .pvh32
+
         let vm: VirtualMachine
         do { vm = try system.createVM() } catch { throw .kvm(error) }
         do { memory = try GuestMemory(size: UInt64(config.memoryMiB) << 20,
@@ -123,7 +134,7 @@ public final class VM: @unchecked Sendable {
             }
             try vm.createIRQChip()
             // Before any irqfd is bound (VirtioLayout, "Delivery").
-            try vm.setGSIRouting(GSIRoute.table(replacing: VirtioLayout.msiRoutes))
+            if interruptsAsMSI { try vm.setGSIRouting(GSIRoute.table(replacing: VirtioLayout.msiRoutes)) }
             powerOnIRQChips = try vm.irqChipState()
         } catch { throw .kvm(error) }
 
@@ -170,9 +181,8 @@ public final class VM: @unchecked Sendable {
         // before anything runs; reboots call `boot` again. A restore replaces the boot.
         if let restore {
             try apply(restore.snapshot)
-            // A reboot boots the kernel, and by then no file may be opened (seccomp): read
-            // it now, as a first boot would have.
-            kernelImage = try Self.readKernel(config.kernel, limit: UInt64(config.memoryMiB) << 20)
+            // A reboot boots the kernel (read above), and by then no file may be opened
+            // (seccomp): read the initrd now, as a first boot would have.
             initrdImage = try Self.readInitrd(config.initrd, limit: UInt64(config.memoryMiB) << 20)
         } else {
             try boot()

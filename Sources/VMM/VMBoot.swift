@@ -17,7 +17,7 @@ extension VM {
         }
         if initrdImage == nil { initrdImage = try Self.readInitrd(config.initrd, limit: limit) }
         let initrd = initrdImage
-        let cmdline = Array(config.kernelCommandLine.utf8)
+        let cmdline = Array(config.kernelCommandLine(msiInterrupts: interruptsAsMSI).utf8)
         let acpi = ACPITables(cpus: config.cpus)
         let booted = image.withBytes { [memory] bytes in
             Result { () throws(BootError) in

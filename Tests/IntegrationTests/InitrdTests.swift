@@ -44,6 +44,8 @@ struct InitrdLine {
         let info = try vm.command("info")
         Self.check(info, bytes, "pvmm entry")
         #expect(info.contains("cpus: 2"), "\(info)")
+        // A pvmm-aware kernel takes virtio interrupts as MSIs (pvmm_msi= on its command line).
+        #expect(info.contains("devices msi") && info.contains("pvmm_msi=0x30"), "\(info)")
         vm.send("poweroff\n")
         #expect(try vm.wait() == 0)
     }
@@ -59,9 +61,18 @@ struct InitrdLine {
         let kernel = try Paths.temporaryFile("pvos-pvh-only.elf", elf)
         let bytes = randomBytes(65_536)
         let path = try Paths.temporaryFile("initrd-b.bin", bytes)
-        let vm = try bootPVMM(["--initrd", path], kernel: kernel)
+        let disk = try Paths.temporaryFile("initrd-pvh-disk.img", [UInt8](repeating: 0x5A, count: 1 << 20))
+        let vm = try bootPVMM(["--initrd", path, "--cpus", "2", "--disk", disk + ",id=pvhdisk"], kernel: kernel)
         try vm.expect("pvos> ", timeout: 60)
-        Self.check(try vm.command("info"), bytes, "PVH entry")
+        let info = try vm.command("info")
+        Self.check(info, bytes, "PVH entry")
+        // A standard PVH kernel (Linux) gets standard interrupts: no pvmm_msi=, the virtio
+        // devices' GSIs through the IOAPIC it programs (the console's input and the disk
+        // answer through them), both CPUs from the MADT.
+        #expect(info.contains("devices ioapic") && !info.contains("pvmm_msi"), "\(info)")
+        #expect(info.contains("virtio_mmio.device=4K@0xd0000000:5 virtio_mmio.device=4K@0xd0001000:6"), "\(info)")
+        #expect(info.contains("cpus: 2"), "\(info)")
+        #expect(try vm.command("blk").contains("pvhdisk"))
         vm.send("poweroff\n")
         #expect(try vm.wait() == 0)
     }
