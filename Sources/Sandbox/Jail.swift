@@ -12,7 +12,7 @@ public struct JailError: Error, Equatable, Sendable, CustomStringConvertible {
 }
 
 /// `pvmm run --jail`: the VMM process in its own mount, ipc and uts namespaces, its root a
-/// small read-only tmpfs that holds only the kernel, the disks (read-only where the disk
+/// small read-only tmpfs that holds only the kernel (and initrd), the disks (read-only where the disk
 /// is) and /dev/kvm, running as an unprivileged uid/gid once /dev/kvm and the images are
 /// open (docs/security.md). Not yet: a pid namespace, a net namespace, cgroup limits.
 public enum Jail {
@@ -23,7 +23,7 @@ public enum Jail {
     public static let defaultID: UInt32 = 65534
 
     /// Enters the namespaces and the new root. Returns the definition with the paths as
-    /// the VMM sees them inside (/kernel, /disk0, ...). Call single-threaded.
+    /// the VMM sees them inside (/kernel, /initrd, /disk0, ...). Call single-threaded.
     public static func enter(_ config: VMConfig) throws(JailError) -> VMConfig {
         func check(_ rc: Int32, _ step: String) throws(JailError) {
             if rc < 0 { throw JailError(step: step, errno: -rc) }
@@ -34,6 +34,10 @@ public enum Jail {
         var inside = config
         try check(cjail_bind(config.kernel, mountPoint + "/kernel", 0, 1, 0), "bind \(config.kernel)")
         inside.kernel = "/kernel"
+        if let initrd = config.initrd {
+            try check(cjail_bind(initrd, mountPoint + "/initrd", 0, 1, 0), "bind \(initrd)")
+            inside.initrd = "/initrd"
+        }
         for (i, disk) in config.disks.enumerated() {
             let target = "/disk\(i)"
             try check(cjail_bind(disk.path, mountPoint + target, 0, disk.readOnly ? 1 : 0, 1), "bind \(disk.path)")
