@@ -104,25 +104,27 @@ enum LinuxGuest {
     }
 
     /// The same kernel under QEMU microvm's PVH entry registers its own VIF page and runs
-    /// natively there too (serial console: microvm's virtio-mmio is legacy by default).
+    /// natively there too. microvm with `acpi=off` announces its virtio-mmio devices on the
+    /// command line as pvmm does (its DSDT needs ACPI features this tinyconfig kernel lacks).
     @Test func bootsNativelyUnderQEMUMicrovm() throws {
         try LinuxGuest.requireKernel()
         let qemu = "/usr/bin/qemu-system-x86_64"
         guard FileManager.default.isExecutableFile(atPath: qemu) else {
             throw HarnessError(description: "\(qemu) is missing: run Scripts/test, which installs qemu-system-x86")
         }
-        let vm = try Child([qemu, "-M", "microvm,x-option-roms=off,rtc=off,pit=off,pic=off",
+        let vm = try Child([qemu, "-M", "microvm,x-option-roms=off,rtc=off,pit=off,pic=off,acpi=off",
                             "-enable-kvm", "-cpu", "host,-arch-capabilities", "-m", "256",
                             "-no-reboot", "-nodefaults", "-display", "none", "-monitor", "none",
-                            "-serial", "stdio", "-kernel", LinuxGuest.kernel, "-append", "console=ttyS0 quiet"])
+                            "-global", "virtio-mmio.force-legacy=false", "-device", "virtio-serial-device",
+                            "-chardev", "stdio,id=c0", "-device", "virtconsole,chardev=c0",
+                            "-kernel", LinuxGuest.kernel, "-append", LinuxGuest.cmdline])
         try vm.expect(LinuxGuest.prompt, timeout: 90)
         let dmesg = try vm.command("dmesg | grep -i pvmm", prompt: LinuxGuest.prompt, timeout: 30)
         #expect(dmesg.contains("Hypervisor detected: pvmm"), "\(dmesg)")
         let host = try LinuxGuest.hostLoopMilliseconds()
         let guest = try LinuxGuest.guestLoopMilliseconds(vm)
         #expect(guest < max(host, 50) * 4, "guest \(guest) ms, host \(host) ms")
-        vm.send("poweroff -f\n")
-        _ = try? vm.wait(timeout: 30)
+        // microvm without ACPI has no power-off device: the Child's deinit kills QEMU.
     }
 
     /// busybox ping from the guest reaches the host over a tap in a namespace.
