@@ -24,27 +24,30 @@ enum LinuxGuest {
         return vm
     }
 
-    /// The same compute loop the guest and the host run: busybox ash arithmetic, no
-    /// system calls inside the loop (emulated, it would take ~3000 times as long).
-    static let loop = "i=0; while [ $i -lt 300000 ]; do i=$((i+1)); done"
+    /// The compute loop of pvmm-bench (guests/linux/initramfs/pvmm-bench.c, in the
+    /// initramfs and next to it in .build-linux): the same static binary in the guest and
+    /// on the host. Emulated (no VIF page) an iteration would cost ~2,000 ns, not ~0.5.
+    static let loopIterations = 100_000_000
+    static var bench: String { Paths.root + "/.build-linux/pvmm-bench" }
 
-    /// Milliseconds `busybox sh -c LOOP` takes on the host (the same static binary).
-    static func hostLoopMilliseconds() throws -> Double {
-        let start = Date()
-        let c = try Child(["/bin/busybox", "sh", "-c", loop])
-        c.closeInput()
-        #expect(try c.wait(timeout: 60) == 0)
-        return Date().timeIntervalSince(start) * 1000
+    static func nsPerOp(_ text: String) throws -> Double {
+        guard let r = text.range(of: "loop ns_per_op="), let v = Double(text[r.upperBound...].prefix(while: { $0.isNumber || $0 == "." })) else {
+            throw HarnessError(description: "no ns_per_op in \(text.debugDescription)")
+        }
+        return v
     }
 
-    /// Milliseconds the loop takes in the guest, by the guest's own clock (TSC).
-    static func guestLoopMilliseconds(_ vm: Child) throws -> Double {
-        let out = try vm.command("s=$(date +%s%N); \(loop); e=$(date +%s%N); echo loop_ms=$(( (e - s) / 1000000 ))",
-                                 prompt: prompt, timeout: 120)
-        guard let r = out.range(of: "loop_ms="), let ms = Double(out[r.upperBound...].prefix(while: \.isNumber)) else {
-            throw HarnessError(description: "no loop_ms in \(out.debugDescription)")
-        }
-        return ms
+    /// Nanoseconds per loop iteration on the host.
+    static func hostLoop() throws -> Double {
+        let c = try Child([bench, "loop", String(loopIterations)])
+        c.closeInput()
+        #expect(try c.wait(timeout: 60) == 0)
+        return try nsPerOp(c.text)
+    }
+
+    /// Nanoseconds per loop iteration in the guest, by the guest's clock (TSC).
+    static func guestLoop(_ vm: Child) throws -> Double {
+        try nsPerOp(try vm.command("pvmm-bench loop \(loopIterations)", prompt: prompt, timeout: 120))
     }
 }
 
@@ -57,9 +60,9 @@ enum LinuxGuest {
         #expect(dmesg.contains("Hypervisor detected: pvmm"), "\(dmesg)")
         // Native, not emulated: the guest's loop within a loose factor of the host's
         // (emulated it would be ~3000x; the strict ratio is Scripts/bench-linux's).
-        let host = try LinuxGuest.hostLoopMilliseconds()
-        let guest = try LinuxGuest.guestLoopMilliseconds(vm)
-        #expect(guest < max(host, 50) * 4, "guest \(guest) ms, host \(host) ms")
+        let host = try LinuxGuest.hostLoop()
+        let guest = try LinuxGuest.guestLoop(vm)
+        #expect(guest < host * 3 && guest < 20, "guest \(guest) ns/iteration, host \(host)")
         vm.send("poweroff -f\n")
         #expect(try vm.wait(timeout: 30) == 0)
     }
@@ -69,9 +72,10 @@ enum LinuxGuest {
         let nproc = try vm.command("nproc", prompt: LinuxGuest.prompt)
         #expect(nproc.contains("\n2\r\n") || nproc.contains("\n2\n"), "\(nproc)")
         // Both CPUs run the loop at once (taskset pins one copy to each).
-        let both = try vm.command("taskset 1 sh -c '\(LinuxGuest.loop)' & taskset 2 sh -c '\(LinuxGuest.loop)' & wait; echo both-done",
+        let n = LinuxGuest.loopIterations
+        let both = try vm.command("taskset 1 pvmm-bench loop \(n) & taskset 2 pvmm-bench loop \(n) & wait; echo both-done",
                                   prompt: LinuxGuest.prompt, timeout: 120)
-        #expect(both.contains("both-done"), "\(both)")
+        #expect(both.components(separatedBy: "loop ns_per_op=").count == 3 && both.contains("both-done"), "\(both)")
         let stat = try vm.command("grep -c '^cpu[0-9]' /proc/stat", prompt: LinuxGuest.prompt)
         #expect(stat.contains("2"), "\(stat)")
         vm.send("poweroff -f\n")
@@ -121,9 +125,9 @@ enum LinuxGuest {
         try vm.expect(LinuxGuest.prompt, timeout: 90)
         let dmesg = try vm.command("dmesg | grep -i pvmm", prompt: LinuxGuest.prompt, timeout: 30)
         #expect(dmesg.contains("Hypervisor detected: pvmm"), "\(dmesg)")
-        let host = try LinuxGuest.hostLoopMilliseconds()
-        let guest = try LinuxGuest.guestLoopMilliseconds(vm)
-        #expect(guest < max(host, 50) * 4, "guest \(guest) ms, host \(host) ms")
+        let host = try LinuxGuest.hostLoop()
+        let guest = try LinuxGuest.guestLoop(vm)
+        #expect(guest < host * 3 && guest < 20, "guest \(guest) ns/iteration, host \(host)")
         // microvm without ACPI has no power-off device: the Child's deinit kills QEMU.
     }
 
