@@ -2,7 +2,8 @@ import Foundation
 import Testing
 
 /// The patched Linux kernel of guests/linux (Scripts/build-linux, which Scripts/test runs
-/// first) as a pvmm guest: busybox shell on the virtio console, natively on PVM.
+/// first) as a pvmm guest: its busybox initramfs given with `--initrd` (a PVH module), a
+/// shell on the virtio console, natively on PVM.
 enum LinuxGuest {
     static var kernel: String { Paths.root + "/.build-linux/vmlinux" }
     static var initramfs: String { Paths.root + "/.build-linux/initramfs.cpio" }
@@ -10,8 +11,8 @@ enum LinuxGuest {
     static let cmdline = "console=hvc0 quiet"
 
     static func requireKernel() throws {
-        guard FileManager.default.fileExists(atPath: kernel) else {
-            throw HarnessError(description: "\(kernel) is missing: run Scripts/build-linux (Scripts/test does)")
+        guard FileManager.default.fileExists(atPath: kernel), FileManager.default.fileExists(atPath: initramfs) else {
+            throw HarnessError(description: "\(kernel) or its initramfs is missing: run Scripts/build-linux (Scripts/test does)")
         }
     }
 
@@ -19,7 +20,7 @@ enum LinuxGuest {
     static func boot(_ extra: [String] = [], cmdline: String = LinuxGuest.cmdline, wrapper: [String] = [],
                      timeout: Double = 60) throws -> Child {
         try requireKernel()
-        let vm = try Child(wrapper + [Paths.pvmm, "run", "--kernel", kernel, "--cmdline", cmdline] + extra)
+        let vm = try Child(wrapper + [Paths.pvmm, "run", "--kernel", kernel, "--initrd", initramfs, "--cmdline", cmdline] + extra)
         try vm.expect(prompt, timeout: timeout)
         return vm
     }
@@ -121,7 +122,7 @@ enum LinuxGuest {
                             "-no-reboot", "-nodefaults", "-display", "none", "-monitor", "none",
                             "-global", "virtio-mmio.force-legacy=false", "-device", "virtio-serial-device",
                             "-chardev", "stdio,id=c0", "-device", "virtconsole,chardev=c0",
-                            "-kernel", LinuxGuest.kernel, "-append", LinuxGuest.cmdline])
+                            "-kernel", LinuxGuest.kernel, "-initrd", LinuxGuest.initramfs, "-append", LinuxGuest.cmdline])
         try vm.expect(LinuxGuest.prompt, timeout: 90)
         let dmesg = try vm.command("dmesg | grep -i pvmm", prompt: LinuxGuest.prompt, timeout: 30)
         #expect(dmesg.contains("Hypervisor detected: pvmm"), "\(dmesg)")
