@@ -27,7 +27,7 @@ enum LinuxGuest {
 
     /// The compute loop of pvmm-bench (guests/linux/initramfs/pvmm-bench.c, in the
     /// initramfs and next to it in .build-linux): the same static binary in the guest and
-    /// on the host. Emulated (no VIF page) an iteration would cost ~2,000 ns, not ~0.5.
+    /// on the host. Emulated (no VIF page) an iteration would cost ~2,000 ns, not ~1-3.
     static let loopIterations = 100_000_000
     static var bench: String { Paths.root + "/.build-linux/pvmm-bench" }
 
@@ -63,7 +63,9 @@ enum LinuxGuest {
         // (emulated it would be ~3000x; the strict ratio is Scripts/bench-linux's).
         let host = try LinuxGuest.hostLoop()
         let guest = try LinuxGuest.guestLoop(vm)
-        #expect(guest < host * 3 && guest < 20, "guest \(guest) ns/iteration, host \(host)")
+        // Native vs emulated is a factor of ~1000: 10x (and 50 ns) leaves room for a host
+        // loaded by the parallel suite; the 0.95 target is Scripts/bench-linux's.
+        #expect(guest < max(host * 10, 5) && guest < 50, "guest \(guest) ns/iteration, host \(host)")
         vm.send("poweroff -f\n")
         #expect(try vm.wait(timeout: 30) == 0)
     }
@@ -128,7 +130,9 @@ enum LinuxGuest {
         #expect(dmesg.contains("Hypervisor detected: pvmm"), "\(dmesg)")
         let host = try LinuxGuest.hostLoop()
         let guest = try LinuxGuest.guestLoop(vm)
-        #expect(guest < host * 3 && guest < 20, "guest \(guest) ns/iteration, host \(host)")
+        // Native vs emulated is a factor of ~1000: 10x (and 50 ns) leaves room for a host
+        // loaded by the parallel suite; the 0.95 target is Scripts/bench-linux's.
+        #expect(guest < max(host * 10, 5) && guest < 50, "guest \(guest) ns/iteration, host \(host)")
         // microvm without ACPI has no power-off device: the Child's deinit kills QEMU.
     }
 
