@@ -117,9 +117,6 @@ public final class VM: @unchecked Sendable {
         do {
             // The IOAPIC and LAPICs live in the kernel: interrupts, timers, HLT and
             // INIT/SIPI never need a userspace exit. They must exist before the vCPUs.
-            for (slot, r) in memory.regions.enumerated() {
-                try vm.setMemoryRegion(slot: UInt32(slot), guestAddress: r.guestBase, size: r.size, hostAddress: r.hostAddress)
-            }
             try vm.createIRQChip()
             // Before any irqfd is bound (VirtioLayout, "Delivery").
             try vm.setGSIRouting(GSIRoute.table(replacing: VirtioLayout.msiRoutes))
@@ -133,6 +130,17 @@ public final class VM: @unchecked Sendable {
                                                                     memory: memory, vm: vm, log: log)
         stats = VMStats(devices: virtioDevices.map(\.device.stats))
         irqProbe = config.irqProbe ? try IRQProbe(memory: memory, vm: vm) : nil
+        // RAM goes into KVM only now, after the irqchip's and every ioeventfd's I/O-bus
+        // registration: KVM frees each replaced bus with call_srcu, and the VM's final
+        // close waits (srcu_barrier) until all such callbacks have run, at the pace of
+        // normal grace periods (~8 ms for a VM ended right after boot). A memslot change
+        // waits for an expedited grace period instead, which runs those callbacks too:
+        // exit after poweroff is then not held up by setup done at start.
+        do {
+            for (slot, r) in memory.regions.enumerated() {
+                try vm.setMemoryRegion(slot: UInt32(slot), guestAddress: r.guestBase, size: r.size, hostAddress: r.hostAddress)
+            }
+        } catch { throw .kvm(error) }
         do {
             bus = try PortBus([
                 .init(base: LegacyPorts.com1, length: 8, device: serial),
