@@ -82,10 +82,11 @@ public enum Seccomp {
     /// The compiled process filter's slot (after one per role).
     static var processSlot: Int { SeccompRole.allCases.count }
 
-    /// Every role's filter (compiled, not loaded: a vCPU thread should not pay that before
-    /// its first KVM_RUN) and the process filter, each into its slot.
+    /// Every thread role's filter (compiled, not loaded: a vCPU thread should not pay that
+    /// before its first KVM_RUN) and the process filter, each into its slot. `.main` has
+    /// none: the main thread is never spawned and keeps the process filter only.
     static func compileAll(mode: SeccompMode) throws(SeccompError) {
-        for (slot, role) in SeccompRole.allCases.enumerated() {
+        for (slot, role) in SeccompRole.allCases.enumerated() where role != .main {
             try compile(slot: slot, rules: syscallTable.filter { $0.roles.contains(role) }, mode: mode)
         }
         try compile(slot: processSlot, rules: syscallTable, mode: mode)
