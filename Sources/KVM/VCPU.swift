@@ -164,19 +164,13 @@ public struct VCPU: ~Copyable {
     /// The values of `indices` in as few KVM_GET_MSRS as KVM allows (one when it knows
     /// them all; a vCPU ioctl costs 3-6 us here): in order, nil where KVM does not know one.
     public func msrs(_ indices: [UInt32]) throws(KVMError) -> [UInt64?] {
-        var values = [UInt64?](repeating: nil, count: indices.count)
         var read = [UInt64](repeating: 0, count: indices.count)
-        var from = 0
-        while from < indices.count {
-            let n = min(indices.count - from, Int(CKVM_MAX_MSRS))
-            let r = try check(indices.withUnsafeBufferPointer { i in
+        let handled = try msrBatches(indices.count, "KVM_GET_MSRS") { from, n in
+            indices.withUnsafeBufferPointer { i in
                 read.withUnsafeMutableBufferPointer { v in ckvm_get_msrs(fd, i.baseAddress! + from, v.baseAddress! + from, UInt32(n)) }
-            }, "KVM_GET_MSRS")
-            for k in from..<from + Int(r) { values[k] = read[k] }
-            // KVM stopped at an MSR it does not know: it stays nil, the batch goes on after it.
-            from += Int(r) < n ? Int(r) + 1 : n
+            }
         }
-        return values
+        return indices.indices.map { handled[$0] ? read[$0] : nil }
     }
 
     /// Sets `entries` in as few KVM_SET_MSRS as KVM allows; an MSR KVM refuses is skipped
@@ -184,17 +178,27 @@ public struct VCPU: ~Copyable {
     @discardableResult
     public func setMSRs(_ entries: [(index: UInt32, value: UInt64)]) throws(KVMError) -> [Bool] {
         let indices = entries.map(\.index), data = entries.map(\.value)
-        var set = [Bool](repeating: false, count: entries.count)
-        var from = 0
-        while from < entries.count {
-            let n = min(entries.count - from, Int(CKVM_MAX_MSRS))
-            let r = try check(indices.withUnsafeBufferPointer { i in
+        return try msrBatches(entries.count, "KVM_SET_MSRS") { from, n in
+            indices.withUnsafeBufferPointer { i in
                 data.withUnsafeBufferPointer { v in ckvm_set_msrs(fd, i.baseAddress! + from, v.baseAddress! + from, UInt32(n)) }
-            }, "KVM_SET_MSRS")
-            for k in from..<from + Int(r) { set[k] = true }
-            from += Int(r) < n ? Int(r) + 1 : n
+            }
         }
-        return set
+    }
+
+    /// Runs `ioctl(from, n)` over [0, count) in batches of at most CKVM_MAX_MSRS. KVM
+    /// handles the MSRs of a batch in order and stops at the first it does not know or
+    /// refuses: that one is skipped and the next batch starts after it. Returns, for each
+    /// index, whether KVM handled it.
+    private func msrBatches(_ count: Int, _ name: String, _ ioctl: (_ from: Int, _ n: Int) -> Int32) throws(KVMError) -> [Bool] {
+        var handled = [Bool](repeating: false, count: count)
+        var from = 0
+        while from < count {
+            let n = min(count - from, Int(CKVM_MAX_MSRS))
+            let r = Int(try check(ioctl(from, n), name))
+            for k in from..<from + r { handled[k] = true }
+            from += r < n ? r + 1 : n
+        }
+        return handled
     }
 
     public func setCPUID(_ table: CPUIDTable) throws(KVMError) {
