@@ -33,7 +33,7 @@ const unsigned long cseccomp_KVM_RUN = KVM_RUN, cseccomp_KVM_GET_REGS = KVM_GET_
     cseccomp_KVM_SET_VCPU_EVENTS = KVM_SET_VCPU_EVENTS, cseccomp_KVM_GET_FPU = KVM_GET_FPU,
     cseccomp_KVM_SET_FPU = KVM_SET_FPU, cseccomp_KVM_GET_XSAVE = KVM_GET_XSAVE,
     cseccomp_KVM_SET_XSAVE = KVM_SET_XSAVE, cseccomp_KVM_GET_XCRS = KVM_GET_XCRS, cseccomp_KVM_SET_XCRS = KVM_SET_XCRS,
-    cseccomp_KVM_GET_CLOCK = KVM_GET_CLOCK,
+    cseccomp_KVM_GET_CLOCK = KVM_GET_CLOCK, cseccomp_KVM_IOEVENTFD = KVM_IOEVENTFD,
     cseccomp_KVM_SET_CLOCK = KVM_SET_CLOCK, cseccomp_KVM_SET_SIGNAL_MASK = KVM_SET_SIGNAL_MASK,
     cseccomp_TCGETS = TCGETS, cseccomp_TCSETS = TCSETS, cseccomp_TCSETSW = TCSETSW,
     cseccomp_TCSETSF = TCSETSF, cseccomp_TIOCGWINSZ = TIOCGWINSZ, cseccomp_FIONREAD = FIONREAD,

@@ -32,52 +32,17 @@ public enum Seccomp {
     /// The mode in force in this process (`.off` before installProcessFilter).
     public static var mode: SeccompMode { active }
 
-    /// The process-wide filter (all threads, TSYNC) and the SIGSYS reporter. The filters
-    /// are those `prepare` compiled (joined here), else compiled now.
+    /// The process-wide filter (all threads, TSYNC) and the SIGSYS reporter; every role's
+    /// filter is compiled here too, for the threads to apply.
     public static func installProcessFilter(mode: SeccompMode) throws(SeccompError) {
         guard mode != .off else { return }
         let rc = cseccomp_install_reporter()
         if rc < 0 { throw SeccompError(what: "SIGSYS handler", errno: -rc) }
-        var error: SeccompError?
-        if let p = preparation, p.job.mode == mode {
-            pthread_join(p.thread, nil)
-            error = p.job.error
-        } else {
-            do { try compileAll(mode: mode) } catch let e { error = e }
-        }
-        preparation = nil
-        if let error { throw error }
+        try compileAll(mode: mode)
         let applied = cseccomp_apply_process(Int32(processSlot))
         if applied < 0 { throw SeccompError(what: "loading the process filter", errno: -applied) }
         active = mode
     }
-
-    /// Starts compiling every filter on a thread of its own, so that the ~1.5-2 ms of CPU
-    /// libseccomp takes for them (perf, per VMM start) overlaps the VM's construction,
-    /// which mostly waits on KVM; `installProcessFilter` joins it. The thread only
-    /// computes (no fds, no guest data) and ends before any filter is loaded. Call it
-    /// once the process no longer forks (a fork copies only the forking thread).
-    public static func prepare(mode: SeccompMode) {
-        guard mode != .off, preparation == nil else { return }
-        let job = Preparation(mode: mode)
-        let arg = Unmanaged.passRetained(job).toOpaque()
-        var thread = pthread_t()
-        let rc = pthread_create(&thread, nil, { p in
-            let job = Unmanaged<Preparation>.fromOpaque(p!).takeRetainedValue()
-            do throws(SeccompError) { try Seccomp.compileAll(mode: job.mode) } catch { job.error = error }
-            return nil
-        }, arg)
-        if rc == 0 { preparation = (thread, job) } else { Unmanaged<Preparation>.fromOpaque(arg).release() }
-    }
-
-    private final class Preparation {
-        let mode: SeccompMode
-        /// Written by the compiling thread, read after the join.
-        var error: SeccompError?
-        init(mode: SeccompMode) { self.mode = mode }
-    }
-
-    nonisolated(unsafe) private static var preparation: (thread: pthread_t, job: Preparation)?
 
     /// The compiled process filter's slot (after one per role).
     static var processSlot: Int { SeccompRole.allCases.count }

@@ -64,6 +64,20 @@ public final class VM: @unchecked Sendable {
     /// The open disk images, in `config.disks` order (a snapshot flushes and records them).
     let disks: [DiskImage]
 
+    /// The scratch eventfd of `settleIOBus`.
+    let ioBusScratch: EventFD
+    /// Where that scratch ioeventfd lives for an instant: the first page of the MMIO hole,
+    /// below the virtio devices (VirtioLayout.base), where nothing else is.
+    static let ioBusScratchAddress: UInt64 = BootLayout.mmioHoleStart
+
+    /// Makes KVM finish freeing the I/O buses its ioeventfd registrations replaced
+    /// (VMHandle.settleIOBus), so that the VM's exit does not wait for them. pvmm-vmm's
+    /// supervisor calls it once the vCPUs run: it blocks for a grace period (~1-4 ms),
+    /// off the way to the guest's first instruction and to its first answer.
+    public func settleIOBus() {
+        try? vm.handle.settleIOBus(eventFD: ioBusScratch.fd, scratch: Self.ioBusScratchAddress)
+    }
+
     /// The kernel of the current boot (nil until `boot`).
     public internal(set) var kernel: LoadedKernel?
     /// The kernel file as read by the first boot. A reboot loads these bytes again rather
@@ -117,6 +131,9 @@ public final class VM: @unchecked Sendable {
         do {
             // The IOAPIC and LAPICs live in the kernel: interrupts, timers, HLT and
             // INIT/SIPI never need a userspace exit. They must exist before the vCPUs.
+            for (slot, r) in memory.regions.enumerated() {
+                try vm.setMemoryRegion(slot: UInt32(slot), guestAddress: r.guestBase, size: r.size, hostAddress: r.hostAddress)
+            }
             try vm.createIRQChip()
             // Before any irqfd is bound (VirtioLayout, "Delivery").
             try vm.setGSIRouting(GSIRoute.table(replacing: VirtioLayout.msiRoutes))
@@ -124,23 +141,13 @@ public final class VM: @unchecked Sendable {
         } catch { throw .kvm(error) }
 
         wake = try EventFD()
+        ioBusScratch = try EventFD()
         serial = Serial8250(sink: console, irq: IRQLine(vm: vm.handle, irq: Self.com1IRQ))
         sysctl = SystemControl(memory: memory, irq: IRQLine(vm: vm.handle, irq: UInt32(SysCtl.eventIRQ)))
         (virtioDevices, virtioConsole) = try Self.makeVirtioDevices(config: config, disks: disks, nets: nets, console: console,
                                                                     memory: memory, vm: vm, log: log)
         stats = VMStats(devices: virtioDevices.map(\.device.stats))
         irqProbe = config.irqProbe ? try IRQProbe(memory: memory, vm: vm) : nil
-        // RAM goes into KVM only now, after the irqchip's and every ioeventfd's I/O-bus
-        // registration: KVM frees each replaced bus with call_srcu, and the VM's final
-        // close waits (srcu_barrier) until all such callbacks have run, at the pace of
-        // normal grace periods (~8 ms for a VM ended right after boot). A memslot change
-        // waits for an expedited grace period instead, which runs those callbacks too:
-        // exit after poweroff is then not held up by setup done at start.
-        do {
-            for (slot, r) in memory.regions.enumerated() {
-                try vm.setMemoryRegion(slot: UInt32(slot), guestAddress: r.guestBase, size: r.size, hostAddress: r.hostAddress)
-            }
-        } catch { throw .kvm(error) }
         do {
             bus = try PortBus([
                 .init(base: LegacyPorts.com1, length: 8, device: serial),

@@ -61,7 +61,7 @@ extern const unsigned long cseccomp_KVM_RUN, cseccomp_KVM_GET_REGS, cseccomp_KVM
     cseccomp_KVM_GET_LAPIC, cseccomp_KVM_SET_LAPIC, cseccomp_KVM_GET_IRQCHIP, cseccomp_KVM_SET_IRQCHIP,
     cseccomp_KVM_GET_VCPU_EVENTS, cseccomp_KVM_SET_VCPU_EVENTS, cseccomp_KVM_GET_FPU, cseccomp_KVM_SET_FPU,
     cseccomp_KVM_GET_XSAVE, cseccomp_KVM_SET_XSAVE, cseccomp_KVM_GET_XCRS, cseccomp_KVM_SET_XCRS,
-    cseccomp_KVM_GET_CLOCK, cseccomp_KVM_SET_CLOCK,
+    cseccomp_KVM_GET_CLOCK, cseccomp_KVM_SET_CLOCK, cseccomp_KVM_IOEVENTFD,
     cseccomp_KVM_SET_SIGNAL_MASK, cseccomp_TCGETS, cseccomp_TCSETS, cseccomp_TCSETSW, cseccomp_TCSETSF,
     cseccomp_TIOCGWINSZ, cseccomp_FIONREAD, cseccomp_FIONBIO, cseccomp_TUNSETOFFLOAD, cseccomp_TUNSETVNETHDRSZ;
 extern const uint64_t cseccomp_PROT_EXEC, cseccomp_CLONE_THREAD, cseccomp_O_CREAT_EXCL;
