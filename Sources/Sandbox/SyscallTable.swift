@@ -181,6 +181,7 @@ public let syscallTable: [SyscallRule] = [
     ioctl(cseccomp_KVM_SET_IRQCHIP, [.console, .main], "irqchip power-on state at reboot"),
     ioctl(cseccomp_KVM_GET_CLOCK, [.console, .main], "kvmclock across pause"),
     ioctl(cseccomp_KVM_SET_CLOCK, [.console, .main], "kvmclock across pause"),
+    ioctl(cseccomp_KVM_IOEVENTFD, [.main], "the supervisor adds and removes one scratch ioeventfd once the VM runs, so KVM's frees of the set-up's I/O buses do not delay the exit (VM.settleIOBus)"),
     ioctl(cseccomp_TCGETS, [.console, .main], "isatty and the terminal's mode"),
     ioctl(cseccomp_TCSETS, [.console, .main], "raw mode on, and restored on every exit path"),
     ioctl(cseccomp_TCSETSW, [.console, .main], "terminal mode restored"),

@@ -64,6 +64,20 @@ public final class VM: @unchecked Sendable {
     /// The open disk images, in `config.disks` order (a snapshot flushes and records them).
     let disks: [DiskImage]
 
+    /// The scratch eventfd of `settleIOBus`.
+    let ioBusScratch: EventFD
+    /// Where that scratch ioeventfd lives for an instant: the first page of the MMIO hole,
+    /// below the virtio devices (VirtioLayout.base), where nothing else is.
+    static let ioBusScratchAddress: UInt64 = BootLayout.mmioHoleStart
+
+    /// Makes KVM finish freeing the I/O buses its ioeventfd registrations replaced
+    /// (VMHandle.settleIOBus), so that the VM's exit does not wait for them. pvmm-vmm's
+    /// supervisor calls it once the vCPUs run: it blocks for a grace period (~1-4 ms),
+    /// off the way to the guest's first instruction and to its first answer.
+    public func settleIOBus() {
+        try? vm.handle.settleIOBus(eventFD: ioBusScratch.fd, scratch: Self.ioBusScratchAddress)
+    }
+
     /// The kernel of the current boot (nil until `boot`).
     public internal(set) var kernel: LoadedKernel?
     /// The kernel and initrd files as read by the first boot. A reboot loads these bytes
@@ -139,6 +153,7 @@ public final class VM: @unchecked Sendable {
         } catch { throw .kvm(error) }
 
         wake = try EventFD()
+        ioBusScratch = try EventFD()
         serial = Serial8250(sink: console, irq: IRQLine(vm: vm.handle, irq: Self.com1IRQ))
         sysctl = SystemControl(memory: memory, irq: IRQLine(vm: vm.handle, irq: UInt32(SysCtl.eventIRQ)))
         (virtioDevices, virtioConsole) = try Self.makeVirtioDevices(config: config, disks: disks, nets: nets, console: console,

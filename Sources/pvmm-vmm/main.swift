@@ -83,6 +83,8 @@ do { try vm.start() } catch {
     hub.finish()
     fail("\(error)", status: 1)
 }
+// The guest runs: the supervisor settles KVM's leftovers of the set-up meanwhile.
+vm.settleIOBus()
 let end = vm.wait()
 terminal?.restore()
 terminal?.reportStopKey()
