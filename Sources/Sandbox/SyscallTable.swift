@@ -141,7 +141,7 @@ public let syscallTable: [SyscallRule] = [
     SyscallRule("mkdir", [.console], "snapshot: the directory"),
     SyscallRule("mkdirat", [.console], "snapshot: the directory (libc's mkdir on newer kernels)"),
     SyscallRule("mincore", [.console], "snapshot: skipping guest pages the host never populated"),
-    SyscallRule("unlinkat", [.console], "snapshot: as unlink (newer libc)"),
+    SyscallRule("unlinkat", [.main, .console], "snapshot: as unlink (newer libc); --state-dir: a temporary file that could not be written (relative to DIR's fd)"),
     // Sockets created before the filter: the control socket and passt.
     SyscallRule("accept4", [.console], "control socket clients (the listening socket exists already)"),
     SyscallRule("accept", [.console], "control socket clients (Swift's Glibc accept)"),

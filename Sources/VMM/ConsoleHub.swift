@@ -23,6 +23,9 @@ public final class ConsoleHub: @unchecked Sendable {
     /// DEVICE_NEEDS_RESET): drained to stderr like the console to stdout, so a slow stderr
     /// never stalls a vCPU.
     public let logRing: ConsoleRing
+    /// The pid `status` reports, the process to signal: taken when the hub is made, before
+    /// a jail forks (then it is the jail's supervisor; the VMM is pid 1 of its namespace).
+    let pid = getpid()
     let loop: EventLoop
     let ringWake: EventFD
     let eventWake: EventFD

@@ -179,7 +179,7 @@ extension ConsoleHub {
     func statusMembers(_ vm: VM) -> [(key: String, value: JSONValue)] {
         let s = vm.status
         var m: [(key: String, value: JSONValue)] = [
-            ("state", .string(s.state.rawValue)), ("pid", .int(getpid())), ("cpus", .int(vm.config.cpus)),
+            ("state", .string(s.state.rawValue)), ("pid", .int(pid)), ("cpus", .int(vm.config.cpus)),
             ("memory_mib", .int(vm.config.memoryMiB)), ("started_ns", .int(s.startedNs)), ("uptime_ns", .int(s.uptimeNs)),
             ("state_seq", .int(s.stateSeq)),
         ]

@@ -89,10 +89,11 @@ public final class VM: @unchecked Sendable {
     /// Nothing runs until `start()`.
     /// `log` takes what devices report while the VM runs (from vCPU and device threads,
     /// so it must not block: pvmm-vmm passes the console hub's log ring).
+    /// `nets`: the net backends already open (`openNets`), one per `config.nets` entry.
     public init(config: VMConfig, console: any ByteSink, resetPolicy: ResetPolicy = .exit,
                 observer: (@Sendable (VMStateEvent) -> Void)? = nil,
                 log: @escaping @Sendable (String) -> Void = writeStderrLine,
-                restore: SnapshotImage? = nil) throws(VMMError) {
+                restore: SnapshotImage? = nil, nets preopened: [any FrameChannel]? = nil) throws(VMMError) {
         self.config = config
         self.console = console
         self.resetPolicy = resetPolicy
@@ -105,7 +106,9 @@ public final class VM: @unchecked Sendable {
         if let restore { try restore.checkDisks(config.disks) }
         let disks = try Self.openDisks(config.disks)
         self.disks = disks
-        let nets = try Self.openNets(config.nets)
+        // The jail opens them before it enters its namespaces (VM.openNets).
+        let nets: [any FrameChannel]
+        if let preopened { nets = preopened } else { nets = try Self.openNets(config.nets) }
         netChannels = nets
 
         let vm: VirtualMachine

@@ -78,7 +78,7 @@ struct Run: ParsableCommand {
         valueName: "kill|log|off"))
     var seccomp: String = SeccompMode.kill.rawValue
 
-    @Flag(name: .long, help: "Run the VMM jailed (docs/security.md): own mount/ipc/uts namespaces, a root holding only the kernel, the disks and /dev/kvm, an unprivileged uid/gid once they are open.")
+    @Flag(name: .long, help: "Run the VMM jailed (docs/security.md): own pid/mount/ipc/uts/net namespaces, a root holding only the kernel, the disks and /dev/kvm, an unprivileged uid/gid once they are open, a cgroup with memory and pids limits.")
     var jail = false
 
     @Option(name: .long, help: ArgumentHelp("With --jail: the uid the VMM runs as (default 65534, nobody).", valueName: "n"))
@@ -106,7 +106,8 @@ struct Run: ParsableCommand {
             if let f = flags.first { throw UsageError(message: "\(f): not allowed with --restore (the snapshot defines the VM)") }
             // --net gives a clone its own backend (and MAC): one per saved net device.
             try Executables.exec(Executables.sibling("pvmm-vmm"),
-                                 ["--restore", restore] + (forceDisks ? ["--force-disks"] : []) + net.flatMap { ["--net", $0] })
+                                 ["--restore", restore, "--seccomp", seccomp] + (forceDisks ? ["--force-disks"] : [])
+                                    + net.flatMap { ["--net", $0] } + jailArguments)
         }
         if forceDisks { throw UsageError(message: "--force-disks: only with --restore") }
         let (definition, errorsAs) = try definition()
