@@ -185,6 +185,12 @@ struct SeccompReport: Equatable {
     let syscall: String
     let number: Int
 
+    init(thread: String, syscall: String, number: Int) {
+        self.thread = thread
+        self.syscall = syscall
+        self.number = number
+    }
+
     init?(line: String) {
         let prefix = "pvmm: seccomp: thread "
         guard line.hasPrefix(prefix) else { return nil }

@@ -401,7 +401,10 @@ public actor Registry {
         unlink(paths.pidFile)
         unlink(paths.control)
         // A jailed VMM's supervisor removes the VM's cgroup, unless it was killed too.
-        if vmmArguments.contains("--jail") { JailCgroup.removeLeftover(name: JailCgroup.name(supervisor: pid)) }
+        if vmmArguments.contains("--jail") {
+            let cgroup = JailCgroup.name(supervisor: pid)
+            Thread.detachNewThread { JailCgroup.removeLeftover(name: cgroup) }  // it may wait: not on the pool
+        }
         persist(name)
         logger.info("VM ended", metadata: ["vm": "\(name)", "pid": "\(pid)", "exit": "\(exit.encoded)"])
         publish(name, extra: [("last_exit", exit)])

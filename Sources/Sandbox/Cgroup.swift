@@ -54,8 +54,22 @@ public final class JailCgroup {
 
     /// Removes what a supervisor killed before it could clean up left (the daemon, when
     /// the supervisor it started has ended: its cgroup is below the daemon's own).
+    /// The VMM may still be exiting when its supervisor is reaped (both were killed):
+    /// waits up to 5 s for each directory to empty. Blocks: call off any shared thread.
     public static func removeLeftover(name: String) {
-        for h in hierarchies() { rmdir(h.directory + "/" + name) }
+        for h in hierarchies() { removeWhenEmpty(h.directory + "/" + name, reportAfter: 500) }
+    }
+
+    /// rmdir, retried every 10 ms while the cgroup is busy, up to `attempts`.
+    static func removeWhenEmpty(_ d: String, reportAfter attempts: Int) {
+        for attempt in 0..<attempts {
+            if rmdir(d) == 0 || errno == ENOENT { return }
+            if errno != EBUSY || attempt == attempts - 1 {
+                writeStderr("pvmm: --jail: cannot remove cgroup \(d): \(String(cString: strerror(errno)))\n")
+                return
+            }
+            usleep(10_000)
+        }
     }
 
     /// Makes `name` in each hierarchy that offers a controller for `limits`, writes the
@@ -135,16 +149,7 @@ public final class JailCgroup {
     /// Removes the directories once no process is left in them (a memory cgroup may stay
     /// busy for a moment after its last process is reaped).
     public func remove() {
-        for d in directories.reversed() {
-            for attempt in 0..<50 {
-                if rmdir(d) == 0 || errno == ENOENT { break }
-                if errno != EBUSY || attempt == 49 {
-                    writeStderr("pvmm: --jail: cannot remove cgroup \(d): \(String(cString: strerror(errno)))\n")
-                    break
-                }
-                usleep(10_000)
-            }
-        }
+        for d in directories.reversed() { Self.removeWhenEmpty(d, reportAfter: 50) }
         directories = []
     }
 
