@@ -26,6 +26,9 @@ public final class ConsoleHub: @unchecked Sendable {
     /// The pid `status` reports, the process to signal: taken when the hub is made, before
     /// a jail forks (then it is the jail's supervisor; the VMM is pid 1 of its namespace).
     let pid = getpid()
+    /// Writes the files of a control socket's `snapshot` (made by `listen`, before the
+    /// seccomp filter; its thread starts with the loop).
+    var snapshotWriter: SnapshotWriter?
     let loop: EventLoop
     let ringWake: EventFD
     let eventWake: EventFD
@@ -121,8 +124,11 @@ public final class ConsoleHub: @unchecked Sendable {
         }
     }
 
+    /// Starts the loop. With a control socket, also the snapshot writer's thread, from
+    /// this (the main) thread: see SnapshotWriter.
     public func start(vm: VM) throws(VMMError) {
         self.vm = vm
+        try snapshotWriter?.start()
         try loop.start()
     }
 

@@ -42,6 +42,7 @@ extension ConsoleHub {
         chmod(path, 0o600)
         listener = fd
         socketPath = path
+        snapshotWriter = try SnapshotWriter()
         try loop.add(fd) { [unowned self] in accept() }
     }
 
@@ -147,7 +148,7 @@ extension ConsoleHub {
                 try vm.kill()
                 respondAndClose(c, controlOK([("state", .string(vm.state.rawValue))]))
             case .snapshot(let path):
-                let r = try vm.snapshot(to: path, consoleLog: ring.contents(), consoleEnd: ring.end)
+                let r = try vm.snapshot(to: path, consoleLog: ring.contents(), consoleEnd: ring.end, writer: snapshotWriter)
                 respondAndClose(c, controlOK([("path", .string(path)), ("state", .string(vm.state.rawValue)),
                                               ("memory_bytes", .int(r.memoryBytes)), ("state_bytes", .int(r.stateBytes)),
                                               ("paused_us", .int(r.pausedNs / 1000)), ("settled_requests", .int(r.settledRequests))]))

@@ -111,7 +111,10 @@ extension VM {
     /// is parked for the duration and runs again afterwards; a paused one stays paused.
     /// Block requests in flight are completed first and the disks flushed, so the
     /// snapshot and the images agree. `consoleLog`/`consoleEnd`: the console ring.
-    public func snapshot(to directory: String, consoleLog: [UInt8] = [], consoleEnd: UInt64 = 0) throws(VMMError) -> SnapshotResult {
+    /// `writer`: the thread that creates the files (the control socket's; without it the
+    /// caller writes them, which its seccomp role may not allow).
+    func snapshot(to directory: String, consoleLog: [UInt8] = [], consoleEnd: UInt64 = 0,
+                  writer: SnapshotWriter?) throws(VMMError) -> SnapshotResult {
         try withOperation { () throws(VMMError) -> SnapshotResult in
             try check(.snapshot)
             let wasRunning = state == .running
@@ -127,7 +130,9 @@ extension VM {
                 }
             }
             let (snap, settled) = try capture(consoleLog: consoleLog, consoleEnd: consoleEnd)
-            let result = try write(snap, to: directory)
+            let result: (UInt64, Int)
+            if let writer { result = try writer.run { () throws(VMMError) -> (UInt64, Int) in try self.write(snap, to: directory) } }
+            else { result = try write(snap, to: directory) }
             return SnapshotResult(memoryBytes: result.0, stateBytes: result.1, pausedNs: monotonicNanoseconds() - t0,
                                   settledRequests: settled)
         }
