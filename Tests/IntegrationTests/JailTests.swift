@@ -200,6 +200,30 @@ import Testing
         #expect(try vm.wait(timeout: 20) == 0)
     }
 
+    /// passt is started before the jail (in the host's net namespace, as the first thing in
+    /// the VMM's pid namespace, so it ends with the VMM), and the guest gets DHCP through it.
+    @Test func jailedVMGetsDHCPThroughPasst() throws {
+        let ns = try NetNamespace()
+        for cmd in [["ip", "link", "add", "v0", "type", "veth", "peer", "name", "v1"], ["ip", "addr", "add", "10.78.0.1/24", "dev", "v0"],
+                    ["ip", "link", "set", "v0", "up"], ["ip", "link", "set", "v1", "up"], ["ip", "route", "add", "default", "via", "10.78.0.254"]] {
+            try ns.exec(cmd)
+        }
+        let vm = try ns.bootPVMM(["--jail", "--net", "passt"], cmdline: "ip=dhcp")
+        try vm.expect("net0: dhcp 10.78.0.1/24 gateway 10.78.0.254", timeout: 20)
+        try vm.expect("pvos> ")
+        let pid = try Self.vmm(of: vm.pid)
+        let children = Self.read("/proc/\(pid)/task/\(pid)/children").split(separator: " ").compactMap { pid_t($0) }
+        let passt = children.filter { Self.read("/proc/\($0)/comm").hasPrefix("passt") }  // passt.avx2 too
+        #expect(passt.count == 1, "the VMM's children: \(children)")
+        for p in passt {
+            #expect(try Self.namespace(p, "net") == Self.namespace(vm.pid, "net"), "passt is not in the host's net namespace")
+            #expect(try Self.namespace(p, "pid") == Self.namespace(pid, "pid"), "passt is not in the VMM's pid namespace")
+        }
+        vm.send("poweroff\n")
+        #expect(try vm.wait(timeout: 20) == 0)
+        for p in passt { #expect(kill(p, 0) != 0, "passt outlived the VMM") }
+    }
+
     /// `--restore` with `--jail` (docs/snapshot.md): the snapshot's files are opened before.
     @Test func snapshotRestoresIntoTheJail() throws {
         let (dir, snap) = try SnapshotTests.bootedSnapshot("jail")
