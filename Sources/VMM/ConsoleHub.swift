@@ -257,6 +257,8 @@ final class Connection {
     var closed = false
     /// Bytes of the request line so far (nil once it has been handled).
     var request: [UInt8]? = []
+    /// Files passed with the request (SCM_RIGHTS): a snapshot's; closed once it is handled.
+    var passedFDs: [Int32] = []
     /// Protocol bytes (the response line, event lines) to send before ring bytes.
     var out: [UInt8] = []
     /// Position in the ring when this connection streams console output.
@@ -306,6 +308,8 @@ final class Connection {
         case .stdout(let w): w.close()
         case .socket: Glibc.close(fd)
         }
+        passedFDs.forEach { _ = Glibc.close($0) }
+        passedFDs = []
     }
 }
 

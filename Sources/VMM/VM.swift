@@ -37,6 +37,10 @@ public enum ResetPolicy: String, Sendable {
 /// lifecycle state is behind `lifecycle` (a Monitor), lifecycle operations behind `operation`.
 public final class VM: @unchecked Sendable {
     public let config: VMConfig
+    /// The definition a snapshot records, when `config`'s paths are not the host's (a
+    /// jailed VMM sees /kernel and /diskN; a restore must find the real files). Set
+    /// before `start`.
+    public var snapshotDefinition: VMConfig?
     public let flavour: HostFlavour
     public let stats: VMStats
     public let memory: GuestMemory

@@ -54,6 +54,8 @@ do {
 // already; the VMM becomes the first process of a pid namespace, this process its
 // supervisor (JailSupervisor.swift).
 var preopenedNets: [any FrameChannel]?
+/// The definition with the host's paths, for snapshots of a jailed VM.
+var outside: VMConfig?
 if options.jail {
     var limits = JailLimits(memoryMiB: config.memoryMiB, cpus: config.cpus)
     if let mib = options.jailMemoryMiB { limits.memoryBytes = UInt64(mib) << 20 }
@@ -68,6 +70,7 @@ if options.jail {
     do { preopenedNets = try VM.openNets(config.nets) } catch {
         failEarly(options.flagNames ? error.flagDescription : error.description, status: error.isUsageError ? 2 : 1)
     }
+    outside = config
     do { config = try Jail.enter(config) } catch { failEarly("\(error)", status: 1) }
 }
 
@@ -80,6 +83,7 @@ do {
                 restore: options.restore, nets: preopenedNets)
 }
 catch { failEarly(options.flagNames ? error.flagDescription : error.description, status: error.isUsageError ? 2 : 1) }
+vm.snapshotDefinition = outside
 
 // /dev/kvm and the images are open: the jail gives up root and sets its limits.
 if options.jail {

@@ -80,6 +80,26 @@ class JailedDaemonTest(DaemonTest):
         left = sorted(f for f in os.listdir(os.path.join(d.state, "vms/a")) if f.startswith("."))
         self.assertEqual(left, [])
 
+    def test_jailed_vm_snapshot_and_jailed_clone(self):
+        # The daemon makes the snapshot's files and passes them: the jailed VMM writes them.
+        d = self.daemon
+        d.create("orig")
+        d.action("orig", "start")
+        d.wait_prompt("orig")
+        snap = os.path.join(self.base, "snap")
+        r = d.request("POST", "/v1/vms/orig/snapshot", {"path": snap})
+        self.assertEqual(r.status, 200, r)
+        self.assertGreater(r.json["memory_bytes"], 0)
+        self.assertEqual(sorted(os.listdir(snap)), ["memory", "state"])
+        self.assertIn(b"\nstill-here", say(d, "orig", "echo still-here"))
+        r = d.request("POST", "/v1/vms", {"name": "clone", "restore": snap})
+        self.assertEqual(r.status, 201, r)
+        vm = d.action("clone", "start")
+        self.assertIn(b"\nfrom-the-jailed-snapshot", say(d, "clone", "echo from-the-jailed-snapshot"))
+        with open(f"/proc/{vm['pid']}/task/{vm['pid']}/children") as f:
+            vmm = int(f.read().split()[0])
+        self.assertEqual(status_field(vmm, "Uid")[0], "65534")
+
     def test_jailed_seccomp_kill_and_sigkill_are_recorded(self):
         d = self.daemon
         d.create("bad")

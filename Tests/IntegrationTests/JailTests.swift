@@ -224,6 +224,36 @@ import Testing
         for p in passt { #expect(kill(p, 0) != 0, "passt outlived the VMM") }
     }
 
+    /// A jailed VM's snapshot: a directory path is out of its reach (refused, naming the
+    /// path); two files made by the client and passed with the request are written, and
+    /// the snapshot restores.
+    @Test func jailedVMSnapshotsIntoFilesItIsGiven() throws {
+        let dir = try SnapshotTests.scratch("jailed")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let vm = try ControlledVM(extra: ["--jail"])
+        let con = try vm.waitForPrompt()
+        #expect(try con.command("echo before-the-snapshot").contains("before-the-snapshot"))
+        let refused = try vm.request(#"{"op":"snapshot","path":"\#(dir)/by-path"}"#, timeout: 30)
+        #expect(refused["ok"] as? Bool == false, "\(refused)")
+        #expect(!FileManager.default.fileExists(atPath: dir + "/by-path"))
+        let snap = dir + "/snap"
+        try FileManager.default.createDirectory(atPath: snap, withIntermediateDirectories: true)
+        let files = ["memory", "state"].map { open("\(snap)/.\($0).tmp", O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600) }
+        defer { files.forEach { close($0) } }
+        let r = try vm.connect().request(#"{"op":"snapshot","path":"\#(snap)"}"#, passing: files, timeout: 30)
+        #expect(r["ok"] as? Bool == true, "\(r)")
+        #expect((r["memory_bytes"] as? Int ?? 0) > 0, "\(r)")
+        for name in ["memory", "state"] { #expect(rename("\(snap)/.\(name).tmp", "\(snap)/\(name)") == 0) }
+        // The VM runs on; a request that takes no files ignores any it is given.
+        #expect(try con.command("echo after-the-snapshot").contains("after-the-snapshot"))
+        #expect(try vm.connect().request(#"{"op":"status"}"#, passing: [files[0]])["state"] as? String == "running")
+        try SnapshotTests.end(vm)
+        let clone = try ControlledVM(restoring: snap, extra: ["--jail"])
+        let c = try clone.attach(replay: false)
+        #expect(try c.command("echo restored").contains("restored\r\n"))
+        try SnapshotTests.end(clone)
+    }
+
     /// `--restore` with `--jail` (docs/snapshot.md): the snapshot's files are opened before.
     @Test func snapshotRestoresIntoTheJail() throws {
         let (dir, snap) = try SnapshotTests.bootedSnapshot("jail")
