@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
+#include <poll.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdio.h>
@@ -75,6 +76,9 @@ int cjail_close_except(const int *keep, int count) {
     return ret((int)syscall(SYS_close_range, first, ~0U, 0));
 }
 
+/// The child's end of the go pipe: hung up once the supervisor is gone.
+static int supervisor_fd = -1;
+
 int cjail_fork(int *go) {
     // The pid namespace applies to children only: the VMM is the first process in it
     // (its pid 1), and the caller stays outside to supervise it.
@@ -91,8 +95,9 @@ int cjail_fork(int *go) {
         char byte = 0;
         ssize_t n;
         do { n = read(p[0], &byte, 1); } while (n < 0 && errno == EINTR);
-        close(p[0]);
         if (n != 1) _exit(1);
+        // Kept: the supervisor holds the other end for its life (cjail_rearm_death_signal).
+        supervisor_fd = p[0];
         return 0;
     }
     close(p[0]);
@@ -102,9 +107,19 @@ int cjail_fork(int *go) {
 
 int cjail_go(int go) {
     char byte = 1;
-    int rc = write(go, &byte, 1) == 1 ? 0 : -errno;
-    close(go);
-    return rc;
+    return write(go, &byte, 1) == 1 ? 0 : -errno;
+}
+
+int cjail_rearm_death_signal(void) {
+    // A change of credentials clears the parent-death signal: set it again, then make
+    // sure the supervisor did not die in between (its end of the pipe would be closed).
+    if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0) return -errno;
+    if (supervisor_fd < 0) return 0;
+    struct pollfd p = {supervisor_fd, POLLIN, 0};
+    int gone = poll(&p, 1, 0) > 0 && (p.revents & (POLLHUP | POLLERR));
+    close(supervisor_fd);
+    supervisor_fd = -1;
+    return gone ? -ESRCH : 0;
 }
 
 /// Whether `pid` catches `sig` (SigCgt in /proc/PID/status): a pid namespace's first

@@ -70,6 +70,8 @@ public enum Jail {
     /// The VMM's supervisor, outside the jail: the parent of `fork`.
     public struct Supervisor {
         public let child: pid_t
+        /// Held open for the supervisor's life: the VMM checks it once it changed uid.
+        public let lifeline: Int32
         public let cgroup: JailCgroup
         public let limits: JailLimits
 
@@ -96,7 +98,7 @@ public enum Jail {
         // In the cgroup before it allocates anything: it waits for the go byte.
         for f in cgroup.add(pid) { writeStderr("pvmm: --jail: not applied: \(f)\n") }
         _ = cjail_go(go)
-        return Supervisor(child: pid, cgroup: cgroup, limits: limits)
+        return Supervisor(child: pid, lifeline: go, cgroup: cgroup, limits: limits)
     }
 
     /// Dies of `signal` (a supervisor mirroring its VMM). Does not return.
@@ -119,5 +121,7 @@ public enum Jail {
     public static func dropPrivileges(uid: UInt32, gid: UInt32) throws(JailError) {
         let rc = cjail_drop(uid, gid)
         if rc < 0 { throw JailError(step: "drop to uid \(uid) gid \(gid)", errno: -rc) }
+        let armed = cjail_rearm_death_signal()
+        if armed < 0 { throw JailError(step: "the supervisor is gone (parent-death signal)", errno: -armed) }
     }
 }

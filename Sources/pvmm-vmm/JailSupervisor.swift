@@ -32,7 +32,7 @@ struct SavedTerminal {
 /// as the VMM did: the same exit status, or death by the same signal.
 func superviseJail(_ supervisor: Jail.Supervisor, options: VMMOptions, state: StateDirectory?,
                    terminal: SavedTerminal) -> Never {
-    _ = try? Jail.closeInheritedFDs(keeping: [state?.directory, state?.handOffReadFD].compactMap { $0 })
+    _ = try? Jail.closeInheritedFDs(keeping: [supervisor.lifeline, state?.directory, state?.handOffReadFD].compactMap { $0 })
     let end: (status: Int32, translated: Int32)
     do { end = try supervisor.wait() } catch {
         writeError("pvmm: \(error)\n")

@@ -184,6 +184,19 @@ import Testing
         kill(vm.pid, SIGTERM)
         #expect(try vm.wait(timeout: 20) == 128 + SIGTERM)
         #expect(kill(pid, 0) != 0, "the VMM outlived its supervisor")
+        // SIGKILL of the supervisor alone: the VMM dies with it (its parent-death signal,
+        // set again after it changed uid, which clears it).
+        let orphan = try ControlledVM(extra: ["--jail"])
+        _ = try orphan.waitForPrompt()
+        let orphanVMM = try Self.vmm(of: orphan.child.pid)
+        kill(orphan.child.pid, SIGKILL)
+        _ = try orphan.child.wait(timeout: 10)
+        var gone = false
+        for _ in 0..<250 where !gone {
+            gone = kill(orphanVMM, 0) != 0 || Self.read("/proc/\(orphanVMM)/stat").contains(") Z ")
+            if !gone { usleep(20_000) }
+        }
+        #expect(gone, "the VMM outlived its supervisor's SIGKILL")
     }
 
     @Test func jailedVMOnATapAnswersPings() throws {

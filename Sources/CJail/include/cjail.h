@@ -32,8 +32,12 @@ int cjail_close_except(const int *keep, int count);
 /// child's pid in the parent with `*go` set, or -errno.
 int cjail_fork(int *go);
 
-/// Lets the child of cjail_fork go on (closes `go`).
+/// Lets the child of cjail_fork go on. The supervisor keeps `go` open while it lives.
 int cjail_go(int go);
+
+/// In the child, after it changed uid/gid (which clears PR_SET_PDEATHSIG): sets it again;
+/// -ESRCH if the supervisor is already gone.
+int cjail_rearm_death_signal(void);
 
 /// Waits for `child` to end, passing SIGTERM, SIGINT, SIGHUP and SIGQUIT on: as they are
 /// when the child catches them, as SIGKILL otherwise (the first process of a pid
