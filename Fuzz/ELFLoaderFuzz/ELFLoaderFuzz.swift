@@ -41,6 +41,8 @@ public func fuzzELF(_ data: UnsafePointer<UInt8>?, _ size: Int) -> Int32 {
         precondition(memory.contains(k.imageStart, length: 1) && memory.contains(k.imageEnd - 1, length: 1))
         precondition(k.entryKind == .pvmm64 || k.entry <= UInt32.max)
         precondition(cmdline.count < BootLayout.cmdlineMax, "a command line longer than the start info holds was accepted")
+        // The VMM picks its interrupt delivery by this before loading: it must agree.
+        precondition((try? ELFLoader.entry(of: file, preferPVMMEntry: prefer)) == k.entryKind)
     } catch {
         _ = error.description  // every message must format without trapping
     }

@@ -83,7 +83,10 @@ public struct ACPITables: Sendable, Equatable {
     }
 
     /// MADT (§5.2.12): local APIC address, no 8259 (flags 0), one IOAPIC, ISA overrides and
-    /// one enabled processor local x2APIC structure (type 9) per vCPU.
+    /// one enabled processor per vCPU, which the guest starts with INIT/SIPI: a processor
+    /// local APIC structure (type 0) for APIC ids below 255, as §5.2.12.12 requires (a
+    /// Linux without CONFIG_X86_X2APIC ignores x2APIC entries, and so its APs), a local
+    /// x2APIC structure (type 9) above.
     static func madt(cpus: Int, overrides: [Override]) -> [UInt8] {
         var body = le32(localAPICAddress) + le32(0)
         body += [1, 12, 0, 0] + le32(ioAPICAddress) + le32(0)          // IOAPIC id 0, GSI base 0
@@ -91,7 +94,11 @@ public struct ACPITables: Sendable, Equatable {
             body += [2, 10, 0, o.irq] + le32(o.gsi) + le16(o.flags)   // bus 0 = ISA
         }
         for id in 0..<cpus {
-            body += [9, 16, 0, 0] + le32(UInt32(id)) + le32(1) + le32(UInt32(id))
+            if id < 255 {
+                body += [0, 8, UInt8(id), UInt8(id)] + le32(1)          // UID, APIC id, enabled
+            } else {
+                body += [9, 16, 0, 0] + le32(UInt32(id)) + le32(1) + le32(UInt32(id))
+            }
         }
         return table("APIC", revision: 5, body: body)
     }

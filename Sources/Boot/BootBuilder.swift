@@ -72,18 +72,54 @@ public enum BootBuilder {
     /// The most memory-map entries between BootLayout.memmap and BootLayout.cmdline.
     public static var maxMemmapEntries: Int { Int(BootLayout.cmdline - BootLayout.memmap) / HVMMemmapEntry.size }
 
-    /// Writes hvm_start_info v1, the command line and the memory map; returns the start
-    /// info's guest-physical address (the value for RBX).
-    public static func writeStartInfo(_ mem: GuestMemory, cmdline: [UInt8], rsdp: UInt64) throws(BootError) -> UInt64 {
+    /// The memory map, sorted: below 1 MiB pvmm's boot area reserved, the low RAM a
+    /// kernel's AP trampoline needs usable, the EBDA and legacy hole (with the ACPI
+    /// tables) reserved; then every RAM region from 1 MiB.
+    public static func memoryMap(_ mem: GuestMemory) -> [(addr: UInt64, size: UInt64, type: UInt32)] {
+        let reserved = HVMMemmapEntry.typeReserved, ram = HVMMemmapEntry.typeRAM
+        var map: [(addr: UInt64, size: UInt64, type: UInt32)] = []
+        let low = BootLayout.lowRAMEnd - BootLayout.lowRAMStart
+        if mem.contains(BootLayout.lowRAMStart, length: low) {
+            map += [(0, BootLayout.lowRAMStart, reserved), (BootLayout.lowRAMStart, low, ram),
+                    (BootLayout.lowRAMEnd, BootLayout.reservedEnd - BootLayout.lowRAMEnd, reserved)]
+        } else {
+            map.append((0, BootLayout.reservedEnd, reserved))
+        }
+        for r in mem.regions {
+            let start = max(r.guestBase, BootLayout.reservedEnd)
+            if r.guestEnd > start { map.append((start, r.guestEnd - start, ram)) }
+        }
+        return map
+    }
+
+    /// Where an initrd of `size` bytes goes: page-aligned, as high as it fits in the RAM
+    /// below 4 GiB (Linux's PVH code keeps only a 32-bit ramdisk address; high, as QEMU
+    /// and bootloaders put it, so the kernel's early allocations above its image do not
+    /// meet it), and above `kernelEnd`.
+    public static func placeInitrd(size: UInt64, mem: GuestMemory, kernelEnd: UInt64) throws(BootError) -> UInt64 {
+        let floor = (max(kernelEnd, BootLayout.reservedEnd) + pageSize - 1) & ~(pageSize - 1)
+        let below4G = mem.regions.filter { $0.guestEnd <= BootLayout.minIdentityMap }
+        let top = below4G.map(\.guestEnd).max() ?? 0
+        let base = below4G.first { $0.guestEnd == top }?.guestBase ?? 0
+        guard size <= top, (top - size) & ~(pageSize - 1) >= max(floor, base) else {
+            // Saturating: the size is the user's file's.
+            let (end, o) = floor.addingReportingOverflow(size)
+            let needed = o || end > UInt64.max >> 1 ? UInt64.max >> 20 : (end + pageSize - 1 + (1 << 20) - 1) >> 20
+            throw .initrdDoesNotFit(size: size, kernelEnd: kernelEnd, ramTop: top, neededMiB: needed)
+        }
+        return (top - size) & ~(pageSize - 1)
+    }
+
+    /// Writes hvm_start_info v1, the command line, the memory map and, with `module`
+    /// (guest-physical address and size of an initrd already in RAM), its module-list
+    /// entry; returns the start info's guest-physical address (the value for RBX).
+    public static func writeStartInfo(_ mem: GuestMemory, cmdline: [UInt8], rsdp: UInt64,
+                                      module: (address: UInt64, size: UInt64)? = nil) throws(BootError) -> UInt64 {
         guard cmdline.count < BootLayout.cmdlineMax else {
             throw .commandLineTooLong(length: cmdline.count, max: BootLayout.cmdlineMax - 1)
         }
         if let nul = cmdline.firstIndex(of: 0) { throw .commandLineContainsNUL(offset: nul) }
-        var map: [(UInt64, UInt64, UInt32)] = [(0, BootLayout.reservedEnd, HVMMemmapEntry.typeReserved)]
-        for r in mem.regions {
-            let start = max(r.guestBase, BootLayout.reservedEnd)
-            if r.guestEnd > start { map.append((start, r.guestEnd - start, HVMMemmapEntry.typeRAM)) }
-        }
+        let map = memoryMap(mem)
         guard map.count <= maxMemmapEntries else {
             throw .tooManyMemoryMapEntries(count: map.count, max: maxMemmapEntries)
         }
@@ -105,6 +141,13 @@ public enum BootBuilder {
             try mem.write(rsdp, at: si + UInt64(HVMStartInfo.rsdpPaddr))
             try mem.write(BootLayout.memmap, at: si + UInt64(HVMStartInfo.memmapPaddr))
             try mem.write(UInt32(map.count), at: si + UInt64(HVMStartInfo.memmapEntries))
+            try mem.fill(0, at: BootLayout.modlist, count: UInt64(HVMModlistEntry.size))
+            if let module {
+                try mem.write(module.address, at: BootLayout.modlist + UInt64(HVMModlistEntry.paddr))
+                try mem.write(module.size, at: BootLayout.modlist + UInt64(HVMModlistEntry.length))
+                try mem.write(UInt32(1), at: si + UInt64(HVMStartInfo.nrModules))
+                try mem.write(BootLayout.modlist, at: si + UInt64(HVMStartInfo.modlistPaddr))
+            }
         } catch { throw .guestMemory(what: "the start info", error) }
         return si
     }
@@ -134,13 +177,22 @@ public enum BootBuilder {
         return s
     }
 
-    /// Loads the kernel and builds everything its entry needs. For the 64-bit entry the
+    /// Loads the kernel (and `initrd`, placed by `placeInitrd` and announced as PVH
+    /// module 0) and builds everything its entry needs. For the 64-bit entry the
     /// identity map covers max(RAM end, 4 GiB) so MMIO below 4 GiB is mapped too.
     public static func prepare(kernel file: UnsafeRawBufferPointer, mem: GuestMemory, cmdline: [UInt8],
-                               rsdp: UInt64 = 0, preferPVMMEntry: Bool = true) throws(BootError) -> (LoadedKernel, InitialCPUState) {
+                               rsdp: UInt64 = 0, initrd: UnsafeRawBufferPointer? = nil,
+                               preferPVMMEntry: Bool = true) throws(BootError) -> (LoadedKernel, InitialCPUState) {
         let kernel = try ELFLoader.load(file, into: mem, preferPVMMEntry: preferPVMMEntry)
+        var module: (address: UInt64, size: UInt64)?
+        if let initrd {
+            let size = UInt64(initrd.count)
+            let at = try placeInitrd(size: size, mem: mem, kernelEnd: kernel.imageEnd)
+            do { try mem.write(bytes: initrd, at: at) } catch { throw .guestMemory(what: "the initrd", error) }
+            module = (at, size)
+        }
         try buildGDT(mem)
-        let si = try writeStartInfo(mem, cmdline: cmdline, rsdp: rsdp)
+        let si = try writeStartInfo(mem, cmdline: cmdline, rsdp: rsdp, module: module)
         if kernel.entryKind == .pvmm64 {
             try buildPageTables(mem, identityMapEnd: max(mem.ramEnd, BootLayout.minIdentityMap))
         }

@@ -39,6 +39,9 @@ public enum BootError: Error, Equatable, Sendable, CustomStringConvertible {
     case commandLineContainsNUL(offset: Int)
     case tooManyMemoryMapEntries(count: Int, max: Int)
     case identityMapTooLarge(end: UInt64, max: UInt64)
+    /// The initrd does not fit page-aligned between the kernel's end and the top of the
+    /// RAM below 4 GiB; `neededMiB` is the guest RAM that would hold it.
+    case initrdDoesNotFit(size: UInt64, kernelEnd: UInt64, ramTop: UInt64, neededMiB: UInt64)
     /// A boot structure did not fit in guest RAM (RAM too small for the fixed layout).
     case guestMemory(what: String, GuestMemoryError)
 
@@ -102,6 +105,8 @@ public enum BootError: Error, Equatable, Sendable, CustomStringConvertible {
             return "memory map needs \(n) entries, the start-info page holds \(max)"
         case .identityMapTooLarge(let end, let max):
             return "the 64-bit entry's page tables identity-map at most \(hex(max)) bytes; guest RAM ends at \(hex(end))"
+        case let .initrdDoesNotFit(size, kernelEnd, ramTop, needed):
+            return "\(size) bytes do not fit in guest RAM between the kernel's end \(hex(kernelEnd)) and \(hex(ramTop)): the VM needs at least \(needed) MiB of memory"
         case .guestMemory(let what, let e):
             return "guest RAM too small for \(what): \(e)"
         }

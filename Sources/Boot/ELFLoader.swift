@@ -108,23 +108,7 @@ public struct ELFLoader {
         }
 
         // Pass 2: entry notes.
-        var pvmm: UInt64?
-        var pvh: UInt64?
-        for (i, p) in phdrs.enumerated() where p.type == ptNote && p.filesz > 0 {
-            guard f.contains(p.offset, p.filesz) else {
-                throw .segmentDataOutsideFile(segment: i, offset: p.offset, size: p.filesz, fileSize: file.count)
-            }
-            try walkNotes(f.slice(p.offset, p.filesz), segment: i, align: p.align == 8 ? 8 : 4, pvmm: &pvmm, pvh: &pvh)
-        }
-        let kind: EntryKind
-        let entry: UInt64
-        if let e = pvmm, preferPVMMEntry || pvh == nil {
-            (kind, entry) = (.pvmm64, e)
-        } else if let e = pvh {
-            (kind, entry) = (.pvh32, e)
-        } else {
-            throw .noEntryNote(elfEntry: elfEntry)
-        }
+        let (kind, entry) = try chooseEntry(f, phdrs, elfEntry: elfEntry, preferPVMMEntry: preferPVMMEntry)
         // Jumping into bss (zeroes) or between segments can only crash the guest obscurely.
         guard loads.contains(where: { entry >= $0.ph.paddr && entry - $0.ph.paddr < $0.ph.filesz }) else {
             throw .entryOutsideImage(kind: kind, entry: entry)
@@ -142,6 +126,30 @@ public struct ELFLoader {
         }
         return LoadedKernel(entryKind: kind, entry: entry, imageStart: sorted[0].ph.paddr,
                             imageEnd: sorted.map { $0.ph.paddr + $0.ph.memsz }.max()!)
+    }
+
+    /// Which entry `load` would use, from the ELF header and notes alone (nothing is
+    /// loaded): the VMM sets its interrupt delivery by it before the first boot.
+    public static func entry(of file: UnsafeRawBufferPointer, preferPVMMEntry: Bool = true) throws(BootError) -> EntryKind {
+        let f = FileBytes(bytes: file)
+        let (phdrs, elfEntry) = try parseHeaders(f)
+        return try chooseEntry(f, phdrs, elfEntry: elfEntry, preferPVMMEntry: preferPVMMEntry).kind
+    }
+
+    /// Walks every PT_NOTE segment and picks the PVMM or the PVH entry.
+    static func chooseEntry(_ f: FileBytes, _ phdrs: [ProgramHeader], elfEntry: UInt64,
+                            preferPVMMEntry: Bool) throws(BootError) -> (kind: EntryKind, entry: UInt64) {
+        var pvmm: UInt64?
+        var pvh: UInt64?
+        for (i, p) in phdrs.enumerated() where p.type == ptNote && p.filesz > 0 {
+            guard f.contains(p.offset, p.filesz) else {
+                throw .segmentDataOutsideFile(segment: i, offset: p.offset, size: p.filesz, fileSize: f.bytes.count)
+            }
+            try walkNotes(f.slice(p.offset, p.filesz), segment: i, align: p.align == 8 ? 8 : 4, pvmm: &pvmm, pvh: &pvh)
+        }
+        if let e = pvmm, preferPVMMEntry || pvh == nil { return (.pvmm64, e) }
+        if let e = pvh { return (.pvh32, e) }
+        throw .noEntryNote(elfEntry: elfEntry)
     }
 
     /// Checks the ELF header and returns the program headers and e_entry.

@@ -6,11 +6,14 @@
 #include <stdlib.h>
 #include <sys/epoll.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 #include "csys.h"
+
+int csys_memfd(const char *name) { int fd = memfd_create(name, MFD_CLOEXEC); return fd < 0 ? -errno : fd; }
 
 uint32_t csys_epoll_in(void) { return EPOLLIN; }
 uint32_t csys_epoll_out(void) { return EPOLLOUT; }

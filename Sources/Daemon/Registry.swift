@@ -225,10 +225,20 @@ public actor Registry {
         }
     }
 
-    /// Kernel and disk images must exist (and be writable when the disk is): a mistake is
+    /// Kernel, initrd and disk images must exist (and be writable when the disk is): a mistake is
     /// reported now, naming the field, not as a crashed VM later.
     static func checkFiles(_ config: VMConfig) throws(APIError) {
         try checkFile(config.kernel, field: "kernel", writable: false, blockDeviceOK: false)
+        if let initrd = config.initrd {
+            try checkFile(initrd, field: "initrd", writable: false, blockDeviceOK: false)
+            // Whether it fits next to the kernel is known when the VMM loads both; these
+            // two are certain now.
+            var st = stat()
+            if stat(initrd, &st) == 0 && st.st_size == 0 { throw APIError(.badRequest, "\(initrd) is empty", field: "initrd") }
+            if stat(initrd, &st) == 0 && UInt64(st.st_size) > UInt64(config.memoryMiB) << 20 {
+                throw APIError(.badRequest, "\(initrd): \(st.st_size) bytes is larger than guest RAM (\(config.memoryMiB) MiB)", field: "initrd")
+            }
+        }
         for (i, d) in config.disks.enumerated() {
             try checkFile(d.path, field: "disks[\(i)].path", writable: !d.readOnly, blockDeviceOK: true)
         }

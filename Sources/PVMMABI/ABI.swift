@@ -33,6 +33,17 @@ public enum HVMMemmapEntry {
     public static let typeACPI: UInt32 = 3
 }
 
+/// One `struct hvm_modlist_entry` (the PVH start info's modules): {u64 paddr, u64 size,
+/// u64 cmdline_paddr, u64 reserved}. pvmm passes at most one module, the initrd: Linux's
+/// PVH code takes module 0 as its ramdisk.
+public enum HVMModlistEntry {
+    public static let size = 32
+    public static let paddr = 0
+    public static let length = 8
+    public static let cmdlinePaddr = 16
+    public static let reserved = 24
+}
+
 /// ELF notes that select the entry point.
 public enum BootNotes {
     /// Standard PVH: name "Xen", type XEN_ELFNOTE_PHYS32_ENTRY, desc = 32-bit physical
@@ -45,13 +56,14 @@ public enum BootNotes {
     public static let pvmmEntry64: UInt32 = 1
 }
 
-/// Guest-physical layout that pvmm reserves below 1 MiB for the 64-bit entry.
-/// Everything here is reported as reserved in the memory map; the kernel loads at >= 1 MiB.
+/// Guest-physical layout below 1 MiB (docs/boot.md). The memory map reports it reserved
+/// except [lowRAMStart, lowRAMEnd); the kernel loads at >= 1 MiB.
 public enum BootLayout {
     public static let pml4: UInt64 = 0x1000
     public static let pdpt: UInt64 = 0x2000
     public static let gdt: UInt64 = 0x3000
     public static let tss: UInt64 = 0x3080
+    public static let modlist: UInt64 = 0x3800       // the initrd's hvm_modlist_entry
     public static let startInfo: UInt64 = 0x4000
     public static let memmap: UInt64 = 0x4040       // up to 168 entries, before the cmdline
     public static let cmdline: UInt64 = 0x5000
@@ -60,6 +72,12 @@ public enum BootLayout {
     public static let bootStackTop: UInt64 = 0x10000 // RSP at the 64-bit entry
     public static let pageDirectories: UInt64 = 0x10000 // one 4 KiB PD per GiB mapped
     public static let maxPageDirectories = 64        // identity map up to 64 GiB
+    /// [lowRAMStart, lowRAMEnd) is usable RAM in the memory map, both entries: the room
+    /// below 1 MiB a kernel needs for its real-mode AP trampoline (Linux allocates it there).
+    /// Below lies pvmm's boot area (room for 64 page directories); above, the EBDA and the
+    /// legacy hole, reserved.
+    public static let lowRAMStart: UInt64 = 0x50000
+    public static let lowRAMEnd: UInt64 = 0x9F000
     public static let acpi: UInt64 = 0xE0000         // ACPI tables (RSDP first), 128 KiB
     public static let reservedEnd: UInt64 = 0x10_0000
     /// The 64-bit entry's page tables identity-map at least this much (MMIO lives below 4 GiB).

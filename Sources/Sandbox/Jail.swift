@@ -12,8 +12,8 @@ public struct JailError: Error, Equatable, Sendable, CustomStringConvertible {
 }
 
 /// `pvmm run --jail`: the VMM process in its own pid, mount, ipc, uts and net namespaces,
-/// its root a small read-only tmpfs that holds only the kernel, the disks (read-only where
-/// the disk is) and /dev/kvm, running as an unprivileged uid/gid once /dev/kvm and the
+/// its root a small read-only tmpfs that holds only the kernel (and initrd), the disks
+/// (read-only where the disk is) and /dev/kvm, running as an unprivileged uid/gid once /dev/kvm and the
 /// images are open, in a cgroup of its own (docs/security.md). Its parent stays outside
 /// as the supervisor: it forwards signals, removes the cgroup and reports how it ended.
 public enum Jail {
@@ -24,7 +24,7 @@ public enum Jail {
     public static let defaultID: UInt32 = 65534
 
     /// Enters the namespaces and the new root. Returns the definition with the paths as
-    /// the VMM sees them inside (/kernel, /disk0, ...). Call single-threaded, in the
+    /// the VMM sees them inside (/kernel, /initrd, /disk0, ...). Call single-threaded, in the
     /// child of `fork`, after every tap is open and passt started (they stay in the host's
     /// net namespace).
     public static func enter(_ config: VMConfig) throws(JailError) -> VMConfig {
@@ -44,6 +44,10 @@ public enum Jail {
         var inside = config
         try clone(config.kernel, "/kernel", readOnly: true, device: false)
         inside.kernel = "/kernel"
+        if let initrd = config.initrd {
+            try clone(initrd, "/initrd", readOnly: true, device: false)
+            inside.initrd = "/initrd"
+        }
         for (i, disk) in config.disks.enumerated() {
             let target = "/disk\(i)"
             try clone(disk.path, target, readOnly: disk.readOnly, device: true)

@@ -6,6 +6,9 @@ public struct VMConfig: Sendable, Equatable {
     public var name: String?
     /// Path of the guest kernel (an ELF64 with a PVH or PVMM entry note).
     public var kernel: String
+    /// Path of an initrd (initramfs) loaded into guest RAM and announced as PVH module 0
+    /// (docs/boot.md); nil for none.
+    public var initrd: String?
     /// Kernel command line handed to the guest in the start info.
     public var cmdline: String
     /// Guest RAM in MiB.
@@ -30,11 +33,12 @@ public struct VMConfig: Sendable, Equatable {
     /// The budget in effect.
     public var pollBudgetMicroseconds: Int { pollMicroseconds ?? Self.defaultPollMicroseconds }
 
-    public init(name: String? = nil, kernel: String, cmdline: String = "", memoryMiB: Int = 128, cpus: Int = 1,
+    public init(name: String? = nil, kernel: String, initrd: String? = nil, cmdline: String = "", memoryMiB: Int = 128, cpus: Int = 1,
                 disks: [DiskConfig] = [], nets: [NetConfig] = [], console: ConsoleKind = .virtio, irqProbe: Bool = false,
                 pollMicroseconds: Int? = nil) {
         self.name = name
         self.kernel = kernel
+        self.initrd = initrd
         self.cmdline = cmdline
         self.memoryMiB = memoryMiB
         self.cpus = cpus
@@ -58,6 +62,8 @@ public struct VMConfig: Sendable, Equatable {
         if let name { try Self.validate(name: name) }
         if kernel.isEmpty { throw ConfigError(field: "kernel", message: "empty path") }
         if kernel.utf8.contains(0) { throw ConfigError(field: "kernel", message: "path contains a NUL byte") }
+        if let initrd, initrd.isEmpty { throw ConfigError(field: "initrd", message: "empty path") }
+        if let initrd, initrd.utf8.contains(0) { throw ConfigError(field: "initrd", message: "path contains a NUL byte") }
         if memoryMiB < Self.minMemoryMiB {
             throw ConfigError(field: "memory_mib", message: "\(memoryMiB) MiB is too small: a VM needs at least \(Self.minMemoryMiB) MiB")
         }
@@ -108,6 +114,7 @@ extension VMConfig {
         var r = try FieldReader(value)
         let name = try r.string("name")
         let kernel = try r.required("kernel") { (r, k) throws(ConfigError) in try r.string(k) }
+        let initrd = try r.string("initrd")
         let cmdline = try r.string("cmdline") ?? ""
         let memory = try r.int("memory_mib") ?? 128
         let cpus = try r.int("cpus") ?? 1
@@ -125,7 +132,7 @@ extension VMConfig {
         let irqProbe = try r.bool("irq_probe") ?? false
         let poll = try r.int("poll_us")
         try r.finish()
-        self.init(name: name, kernel: kernel, cmdline: cmdline, memoryMiB: memory, cpus: cpus, disks: disks, nets: nets,
+        self.init(name: name, kernel: kernel, initrd: initrd, cmdline: cmdline, memoryMiB: memory, cpus: cpus, disks: disks, nets: nets,
                   console: console, irqProbe: irqProbe, pollMicroseconds: poll)
     }
 
@@ -142,6 +149,9 @@ extension VMConfig {
         if let name { m.append(("name", .string(name))) }
         m += [
             ("kernel", .string(kernel)),
+        ]
+        if let initrd { m.append(("initrd", .string(initrd))) }
+        m += [
             ("cmdline", .string(cmdline)),
             ("memory_mib", .int(memoryMiB)),
             ("cpus", .int(cpus)),

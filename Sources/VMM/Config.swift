@@ -28,12 +28,17 @@ extension VMConfig {
 
     /// The command line the guest gets: the user's, then one `virtio_mmio.device=` entry
     /// per virtio device (the form Linux's virtio-mmio driver parses; docs/devices.md),
-    /// then, if there are any, `pvmm_msi=` (their interrupts are MSIs: VirtioLayout) and
-    /// `pvmm_poll_us=` (the device threads poll: drivers may too) unless polling is off.
-    public var kernelCommandLine: String {
+    /// then, if there are any, `pvmm_msi=` when `msiInterrupts` (their interrupts are
+    /// MSIs: VirtioLayout) and `pvmm_poll_us=` (the device threads poll: drivers may too)
+    /// unless polling is off.
+    public func kernelCommandLine(msiInterrupts: Bool) -> String {
         let entries = VirtioLayout.slots(for: self).map { VirtioLayout.cmdlineEntry(slot: $0.slot) }
             + (irqProbe ? [IRQProbe.cmdlineEntry] : [])
         let poll = pollBudgetMicroseconds > 0 ? ["pvmm_poll_us=\(pollBudgetMicroseconds)"] : []
-        return ([cmdline].filter { !$0.isEmpty } + entries + (entries.isEmpty ? [] : [VirtioLayout.msiCmdlineEntry] + poll)).joined(separator: " ")
+        let msi = msiInterrupts ? [VirtioLayout.msiCmdlineEntry] : []
+        return ([cmdline].filter { !$0.isEmpty } + entries + (entries.isEmpty ? [] : msi + poll)).joined(separator: " ")
     }
+
+    /// The longest command line the guest may get (with `pvmm_msi=`): what the limit checks.
+    public var kernelCommandLine: String { kernelCommandLine(msiInterrupts: true) }
 }

@@ -70,10 +70,14 @@ public final class VM: @unchecked Sendable {
 
     /// The kernel of the current boot (nil until `boot`).
     public internal(set) var kernel: LoadedKernel?
-    /// The kernel file as read by the first boot. A reboot loads these bytes again rather
-    /// than the file: a running VMM opens no new paths (its seccomp filter refuses
-    /// openat, docs/security.md), and the VM reboots into the kernel it was started with.
-    var kernelImage: [UInt8]?
+    /// The kernel and initrd files as read by the first boot. A reboot loads these bytes
+    /// again rather than the files: a running VMM opens no new paths (its seccomp filter
+    /// refuses openat, docs/security.md), and the VM reboots into what it was started with.
+    var kernelImage: BootImage?
+    var initrdImage: BootImage?
+    /// Virtio interrupts are MSIs (`pvmm_msi=` on the command line): the kernel has the
+    /// PVMM entry. Otherwise KVM's default routes, through the IOAPIC.
+    let interruptsAsMSI: Bool
 
     let lifecycle = Monitor()
     /// Guarded by `lifecycle`.
@@ -115,6 +119,14 @@ public final class VM: @unchecked Sendable {
         if let preopened { nets = preopened } else { nets = try Self.openNets(config.nets) }
         netChannels = nets
 
+        // The kernel's entry decides how virtio interrupts arrive (VirtioLayout, "Delivery"):
+        // a pvmm-aware kernel (the PVMM entry) takes them as MSIs, a standard PVH kernel
+        // (Linux) through the IOAPIC pins it programs itself. A kernel whose notes do not
+        // parse gets its error from `boot`, as before.
+        let image = try Self.readKernel(config.kernel, limit: UInt64(config.memoryMiB) << 20)
+        kernelImage = image
+        interruptsAsMSI = image.withBytes { (b) -> EntryKind? in try? ELFLoader.entry(of: b) } != .pvh32
+
         let vm: VirtualMachine
         do { vm = try system.createVM() } catch { throw .kvm(error) }
         do { memory = try GuestMemory(size: UInt64(config.memoryMiB) << 20,
@@ -129,7 +141,7 @@ public final class VM: @unchecked Sendable {
             }
             try vm.createIRQChip()
             // Before any irqfd is bound (VirtioLayout, "Delivery").
-            try vm.setGSIRouting(GSIRoute.table(replacing: VirtioLayout.msiRoutes))
+            if interruptsAsMSI { try vm.setGSIRouting(GSIRoute.table(replacing: VirtioLayout.msiRoutes)) }
             powerOnIRQChips = try vm.irqChipState()
         } catch { throw .kvm(error) }
 
@@ -176,9 +188,9 @@ public final class VM: @unchecked Sendable {
         // before anything runs; reboots call `boot` again. A restore replaces the boot.
         if let restore {
             try apply(restore.snapshot)
-            // A reboot boots the kernel, and by then no file may be opened (seccomp): read
-            // it now, as a first boot would have.
-            kernelImage = try Self.readKernel(config.kernel, limit: UInt64(config.memoryMiB) << 20)
+            // A reboot boots the kernel (read above), and by then no file may be opened
+            // (seccomp): read the initrd now, as a first boot would have.
+            initrdImage = try Self.readInitrd(config.initrd, limit: UInt64(config.memoryMiB) << 20)
         } else {
             try boot()
         }
@@ -213,27 +225,21 @@ public final class VM: @unchecked Sendable {
         return try vcpu.setMSR(PVM.msrVIF, 0) ? .pvm : .hardware
     }
 
-    static func readKernel(_ path: String, limit: UInt64) throws(VMMError) -> [UInt8] {
-        let fd: FileDescriptor
-        do { fd = try FileDescriptor.open(path, .readOnly, options: [.closeOnExec]) }
-        catch { throw .kernelUnreadable(path: path, message: "\(error)") }
-        defer { try? fd.close() }
-        var st = stat()
-        guard fstat(fd.rawValue, &st) == 0 else { throw .kernelUnreadable(path: path, message: "\(Errno(rawValue: errno))") }
-        guard st.st_mode & S_IFMT == S_IFREG else { throw .kernelUnreadable(path: path, message: "not a regular file") }
-        guard UInt64(st.st_size) <= limit else {
-            throw .kernelUnreadable(path: path, message: "\(st.st_size) bytes is larger than guest RAM")
-        }
-        var bytes = [UInt8](repeating: 0, count: Int(st.st_size))
-        var off = 0
-        while off < bytes.count {
-            let n: Int
-            do { n = try bytes.withUnsafeMutableBytes { try fd.read(into: UnsafeMutableRawBufferPointer(rebasing: $0[off...])) } }
-            catch { throw .kernelUnreadable(path: path, message: "\(error)") }
-            if n == 0 { break }
-            off += n
-        }
-        return Array(bytes[..<off])
+    /// The kernel, read for every boot (at most guest RAM).
+    static func readKernel(_ path: String, limit: UInt64) throws(VMMError) -> BootImage {
+        do { return try BootImage(path: path, limit: limit, what: "guest RAM") }
+        catch { throw .kernelUnreadable(path: path, message: error.message) }
+    }
+
+    /// The initrd, read for every boot; errors name the `initrd` field (`--initrd`). Whether
+    /// it fits next to the kernel is known once the kernel is loaded (`boot`).
+    static func readInitrd(_ path: String?, limit: UInt64) throws(VMMError) -> BootImage? {
+        guard let path else { return nil }
+        let image: BootImage
+        do { image = try BootImage(path: path, limit: limit, what: "guest RAM") }
+        catch { throw .invalidConfig(ConfigError(field: "initrd", message: "\(path): \(error.message)")) }
+        guard image.count > 0 else { throw .invalidConfig(ConfigError(field: "initrd", message: "\(path) is empty")) }
+        return image
     }
 
     static func explainKVMOpen(_ e: KVMError) -> String {

@@ -9,23 +9,36 @@ extension VM {
     /// boot vCPU's registers: the "boot" half of the build/boot split. Runs on a machine
     /// whose vCPUs are not in KVM_RUN (before `start`, or parked by a reboot).
     func boot() throws(VMMError) {
-        let image: [UInt8]
+        let limit = UInt64(config.memoryMiB) << 20
+        let image: BootImage
         if let cached = kernelImage { image = cached } else {
-            image = try Self.readKernel(config.kernel, limit: UInt64(config.memoryMiB) << 20)
+            image = try Self.readKernel(config.kernel, limit: limit)
             kernelImage = image
         }
-        let cmdline = Array(config.kernelCommandLine.utf8)
+        if initrdImage == nil { initrdImage = try Self.readInitrd(config.initrd, limit: limit) }
+        let initrd = initrdImage
+        let cmdline = Array(config.kernelCommandLine(msiInterrupts: interruptsAsMSI).utf8)
         let acpi = ACPITables(cpus: config.cpus)
-        let booted = image.withUnsafeBytes { [memory] bytes in
+        let booted = image.withBytes { [memory] bytes in
             Result { () throws(BootError) in
                 try acpi.write(to: memory)
-                return try BootBuilder.prepare(kernel: bytes, mem: memory, cmdline: cmdline, rsdp: acpi.rsdp)
+                guard let initrd else {
+                    return try BootBuilder.prepare(kernel: bytes, mem: memory, cmdline: cmdline, rsdp: acpi.rsdp)
+                }
+                return try initrd.withBytes { (i) throws(BootError) in
+                    try BootBuilder.prepare(kernel: bytes, mem: memory, cmdline: cmdline, rsdp: acpi.rsdp, initrd: i)
+                }
             }
         }
         let loaded: LoadedKernel, cpuState: InitialCPUState
         switch booted {
         case .success(let b): (loaded, cpuState) = b
-        case .failure(let e): throw .badKernel(path: config.kernel, error: e)
+        case .failure(let e):
+            // The initrd's size is the user's choice, like the memory: name the field.
+            if case .initrdDoesNotFit = e, let path = config.initrd {
+                throw .invalidConfig(ConfigError(field: "initrd", message: "\(path): \(e)"))
+            }
+            throw .badKernel(path: config.kernel, error: e)
         }
         kernel = loaded
         do throws(KVMError) {

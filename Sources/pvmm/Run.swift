@@ -23,6 +23,9 @@ struct Run: ParsableCommand {
     @Option(name: .long, help: ArgumentHelp("Guest kernel: an ELF64 x86-64 file with a PVH or PVMM entry note. Default: the bundled pvos guest.", valueName: "path"))
     var kernel: String?
 
+    @Option(name: .long, help: ArgumentHelp("An initrd (initramfs) loaded high in guest RAM and passed to the kernel as PVH module 0 (Linux unpacks it as its root file system).", valueName: "path"))
+    var initrd: String?
+
     @Option(name: .long, help: ArgumentHelp("Kernel command line passed to the guest in the PVH start info.", valueName: "string"))
     var cmdline: String = ""
 
@@ -100,7 +103,8 @@ struct Run: ParsableCommand {
             throw UsageError(message: "--seccomp: '\(seccomp)' is not one of: kill, log, off")
         }
         if let restore {
-            let flags = [kernel.map { _ in "--kernel" }, cmdline.isEmpty ? nil : "--cmdline", memory == "128" ? nil : "--memory",
+            let flags = [kernel.map { _ in "--kernel" }, initrd.map { _ in "--initrd" }, cmdline.isEmpty ? nil : "--cmdline",
+                         memory == "128" ? nil : "--memory",
                          cpus == 1 ? nil : "--cpus", disk.isEmpty ? nil : "--disk", config.map { _ in "--config" },
                          console == ConsoleKind.virtio.rawValue ? nil : "--console", irqProbe ? "--irq-probe" : nil].compactMap { $0 }
             if let f = flags.first { throw UsageError(message: "\(f): not allowed with --restore (the snapshot defines the VM)") }
@@ -126,14 +130,15 @@ struct Run: ParsableCommand {
         if let config {
             definition = try Self.load(config: config)
             errorsAs = "json"
-            let flags = [kernel.map { _ in "--kernel" }, cmdline.isEmpty ? nil : "--cmdline", memory == "128" ? nil : "--memory",
+            let flags = [kernel.map { _ in "--kernel" }, initrd.map { _ in "--initrd" }, cmdline.isEmpty ? nil : "--cmdline",
+                         memory == "128" ? nil : "--memory",
                          cpus == 1 ? nil : "--cpus", disk.isEmpty ? nil : "--disk", net.isEmpty ? nil : "--net",
                          console == ConsoleKind.virtio.rawValue ? nil : "--console", irqProbe ? "--irq-probe" : nil,
                          pollUs == nil ? nil : "--poll-us"].compactMap { $0 }
             if let f = flags.first { throw UsageError(message: "\(f): not allowed with --config (the file defines the whole VM)") }
         } else {
             do {
-                definition = VMConfig(kernel: try kernel ?? Executables.bundledGuest(), cmdline: cmdline,
+                definition = VMConfig(kernel: try kernel ?? Executables.bundledGuest(), initrd: initrd, cmdline: cmdline,
                                       memoryMiB: try VMConfig.memoryMiB(argument: memory), cpus: cpus,
                                       disks: try disk.map { spec throws(ConfigError) in try DiskConfig(argument: spec) },
                                       nets: try net.map { spec throws(ConfigError) in try NetConfig(argument: spec) },

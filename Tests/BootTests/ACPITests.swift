@@ -38,15 +38,23 @@ import Testing
         _ = table(t, at: dsdtAddr, "DSDT")
 
         #expect(u32(madt, 36) == 0xFEE0_0000)
-        var o = 44, x2apics: [UInt32] = [], ioapics = 0, overrides = 0
+        // ACPI 6.5 §5.2.12.12: APIC ids below 255 as local APIC (type 0) structures (what a
+        // Linux without x2APIC support reads), only larger ones as local x2APIC (type 9).
+        var o = 44, apics: [UInt32] = [], ioapics = 0, overrides = 0
         while o < madt.count {
             let type = madt[o], len = Int(madt[o + 1])
             try #require(len >= 2 && o + len <= madt.count)
             switch type {
+            case 0:
+                #expect(len == 8)
+                #expect(madt[o + 2] == madt[o + 3]) // UID = APIC id
+                #expect(u32(madt, o + 4) & 1 == 1) // enabled
+                apics.append(UInt32(madt[o + 3]))
             case 9:
                 #expect(len == 16)
                 #expect(u32(madt, o + 8) & 1 == 1) // enabled
-                x2apics.append(u32(madt, o + 4))
+                #expect(u32(madt, o + 4) >= 255)
+                apics.append(u32(madt, o + 4))
             case 1:
                 ioapics += 1
                 #expect(u32(madt, o + 4) == 0xFEC0_0000)
@@ -57,7 +65,7 @@ import Testing
             }
             o += len
         }
-        #expect(x2apics == (0..<UInt32(cpus)).map { $0 })
+        #expect(apics == (0..<UInt32(cpus)).map { $0 })
         #expect(ioapics == 1)
         #expect(overrides == 1)
     }

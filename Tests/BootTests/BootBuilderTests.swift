@@ -94,14 +94,55 @@ func translate(_ mem: GuestMemory, _ va: UInt64) throws -> UInt64? {
         #expect(try u64(HVMStartInfo.cmdlinePaddr) == BootLayout.cmdline)
         #expect(try mem.readBytes(at: BootLayout.cmdline, count: cmd.count + 1) == cmd + [0])
         #expect(try u64(HVMStartInfo.memmapPaddr) == BootLayout.memmap)
-        #expect(try u32(HVMStartInfo.memmapEntries) == 3)
+        #expect(try u32(HVMStartInfo.memmapEntries) == 5)
         func entry(_ k: UInt64) throws -> (UInt64, UInt64, UInt32) {
             let e = BootLayout.memmap + k * 24
             return (try mem.read(at: e), try mem.read(at: e + 8), try mem.read(at: e + 16))
         }
-        #expect(try entry(0) == (0, 0x10_0000, 2))
-        #expect(try entry(1) == (0x10_0000, mem.regions[0].size - 0x10_0000, 1))
-        #expect(try entry(2) == (mem.regions[1].guestBase, mem.regions[1].size, 1))
+        // Below 1 MiB: pvmm's boot area reserved, 0x50000-0x9f000 usable (a kernel's AP
+        // trampoline), the EBDA, legacy hole and ACPI tables reserved.
+        #expect(try entry(0) == (0, 0x5_0000, 2))
+        #expect(try entry(1) == (0x5_0000, 0x9_F000 - 0x5_0000, 1))
+        #expect(try entry(2) == (0x9_F000, 0x10_0000 - 0x9_F000, 2))
+        #expect(try entry(3) == (0x10_0000, mem.regions[0].size - 0x10_0000, 1))
+        #expect(try entry(4) == (mem.regions[1].guestBase, mem.regions[1].size, 1))
+        // Every boot structure pvmm writes lies in a reserved entry, and nothing overlaps.
+        for a in [BootLayout.pml4, BootLayout.gdt, BootLayout.modlist, BootLayout.startInfo, BootLayout.cmdline,
+                  BootLayout.vif, BootLayout.bootStackTop - 1,
+                  BootLayout.pageDirectories + UInt64(BootLayout.maxPageDirectories) * 4096 - 1, BootLayout.acpi] {
+            #expect(try (UInt64(0)..<5).contains { k in let e = try entry(k); return e.2 == 2 && a >= e.0 && a < e.0 + e.1 }, "\(a)")
+        }
+        #expect(try u32(HVMStartInfo.nrModules) == 0 && u64(HVMStartInfo.modlistPaddr) == 0)
+    }
+
+    @Test func initrdIsModuleZero() throws {
+        let mem = try GuestMemory(size: 64 << 20)
+        let si = try BootBuilder.writeStartInfo(mem, cmdline: [], rsdp: 0, module: (0x3F0_0000, 12345))
+        #expect(try mem.read(UInt32.self, at: si + UInt64(HVMStartInfo.nrModules)) == 1)
+        let list: UInt64 = try mem.read(at: si + UInt64(HVMStartInfo.modlistPaddr))
+        #expect(list == BootLayout.modlist)
+        #expect(try mem.read(UInt64.self, at: list + UInt64(HVMModlistEntry.paddr)) == 0x3F0_0000)
+        #expect(try mem.read(UInt64.self, at: list + UInt64(HVMModlistEntry.length)) == 12345)
+        #expect(try mem.read(UInt64.self, at: list + UInt64(HVMModlistEntry.cmdlinePaddr)) == 0)
+        // The entry sits between the TSS and the start info, clear of both.
+        #expect(list >= BootLayout.tss + 0x68 && list + UInt64(HVMModlistEntry.size) <= BootLayout.startInfo)
+    }
+
+    @Test func initrdPlacement() throws {
+        let mem = try GuestMemory(size: 64 << 20)
+        // High, page-aligned, ending within the last page of RAM.
+        let at = try BootBuilder.placeInitrd(size: 10_001, mem: mem, kernelEnd: 0x20_0000)
+        #expect(at == (64 << 20) - 12288 && at % 4096 == 0 && at + 10_001 <= 64 << 20)
+        // Exactly the room between the kernel's (page-rounded) end and the top.
+        #expect(try BootBuilder.placeInitrd(size: (64 << 20) - 0x20_1000, mem: mem, kernelEnd: 0x20_0001) == 0x20_1000)
+        #expect(throws: BootError.initrdDoesNotFit(size: (64 << 20) - 0x20_0000, kernelEnd: 0x20_0001, ramTop: 64 << 20, neededMiB: 65)) {
+            try BootBuilder.placeInitrd(size: (64 << 20) - 0x20_0000, mem: mem, kernelEnd: 0x20_0001)
+        }
+        #expect(throws: BootError.self) { try BootBuilder.placeInitrd(size: UInt64.max, mem: mem, kernelEnd: 0x20_0000) }
+        // Above 4 GiB RAM: still below the hole (Linux's PVH ramdisk address is 32 bits).
+        let big = try GuestMemory(size: 4 << 30, holeStart: BootLayout.mmioHoleStart, holeEnd: BootLayout.mmioHoleEnd)
+        let hi = try BootBuilder.placeInitrd(size: 1 << 20, mem: big, kernelEnd: 0x20_0000)
+        #expect(hi == BootLayout.mmioHoleStart - (1 << 20))
     }
 
     @Test func commandLineLimits() throws {
@@ -166,5 +207,41 @@ func translate(_ mem: GuestMemory, _ va: UInt64) throws -> UInt64? {
         let (k, s) = try prepareKernel(file, mem, cmdline: [])
         #expect(k.entryKind == .pvh32 && s.cr0 == 0x11)
         #expect(try mem.read(UInt64.self, at: BootLayout.pml4) == 0)
+    }
+
+    /// Both entries get the initrd as module 0, its bytes at the announced address.
+    @Test(arguments: [true, false]) func initrdLandsWhereTheStartInfoSays(pvmm: Bool) throws {
+        let mem = smallMemory()
+        let file = kernel(notes: pvmm ? B.pvmmNote(0x20_0000) : B.pvhNote(0x20_0000)).build()
+        let initrd = (0..<70_001).map { UInt8(truncatingIfNeeded: $0 * 7 + 3) }
+        let r: Result<(LoadedKernel, InitialCPUState), BootError> = file.withUnsafeBytes { k in
+            initrd.withUnsafeBytes { i in
+                Result { () throws(BootError) in try BootBuilder.prepare(kernel: k, mem: mem, cmdline: [], initrd: i) }
+            }
+        }
+        let (k, _) = try r.get()
+        #expect(k.entryKind == (pvmm ? .pvmm64 : .pvh32))
+        let si = BootLayout.startInfo
+        #expect(try mem.read(UInt32.self, at: si + UInt64(HVMStartInfo.nrModules)) == 1)
+        let entry: UInt64 = try mem.read(at: si + UInt64(HVMStartInfo.modlistPaddr))
+        let at: UInt64 = try mem.read(at: entry + UInt64(HVMModlistEntry.paddr))
+        #expect(try mem.read(UInt64.self, at: entry + UInt64(HVMModlistEntry.length)) == 70_001)
+        #expect(at % 4096 == 0 && at >= k.imageEnd && at + 70_001 <= 64 << 20)
+        #expect(try mem.readBytes(at: at, count: initrd.count) == initrd)
+    }
+
+    @Test func initrdTooLargeForRAMIsRefused() throws {
+        let mem = smallMemory()
+        let file = kernel(notes: B.pvmmNote(0x20_0000)).build()
+        let big = [UInt8](repeating: 1, count: 63 << 20)
+        let r: Result<(LoadedKernel, InitialCPUState), BootError> = file.withUnsafeBytes { k in
+            big.withUnsafeBytes { i in
+                Result { () throws(BootError) in try BootBuilder.prepare(kernel: k, mem: mem, cmdline: [], initrd: i) }
+            }
+        }
+        guard case .failure(.initrdDoesNotFit(size: 63 << 20, kernelEnd: _, ramTop: 64 << 20, neededMiB: let n)) = r else {
+            Issue.record("\(r)"); return
+        }
+        #expect(n > 64)
     }
 }

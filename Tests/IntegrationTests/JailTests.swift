@@ -95,6 +95,23 @@ import Testing
         #expect(!FileManager.default.fileExists(atPath: "/run/pvmm-jail"))
     }
 
+    @Test func initrdIsInTheJailReadOnlyAndReachesTheGuest() throws {
+        let bytes = randomBytes(100_003)
+        let path = try Paths.temporaryFile("jail-initrd.bin", bytes)
+        let vm = try bootPVMM(["--jail", "--initrd", path])
+        try vm.expect("pvos> ")
+        let pid = try Self.vmm(of: vm.pid)
+        #expect(try Self.entries("/proc/\(pid)/root") == ["kernel", "initrd", "dev"])
+        let mounts = try String(contentsOfFile: "/proc/\(pid)/mounts", encoding: .utf8).split(separator: "\n")
+        #expect(mounts.contains { $0.contains(" /initrd ") && $0.contains(" ro,") }, "mounts: \(mounts)")
+        InitrdTests.check(try vm.command("info"), bytes, "jailed")
+        // A reboot places it again (read once at build, nothing opened in the jail later).
+        vm.send("reboot\n")
+        try vm.expect("pvos> ")
+        vm.send("poweroff\n")
+        #expect(try vm.wait() == 0)
+    }
+
     @Test func uidAndGidAreThoseGiven() throws {
         let vm = try bootPVMM(["--jail", "--uid", "4321", "--gid", "4322"])
         try vm.expect("pvos> ")

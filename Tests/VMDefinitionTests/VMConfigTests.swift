@@ -4,7 +4,7 @@ import Testing
 @Suite struct VMConfigCodec {
     /// A definition with every field set to a non-default value.
     static let full = VMConfig(
-        name: "web-1", kernel: "/k/vmlinux", cmdline: "console=hvc0 quiet", memoryMiB: 512, cpus: 4,
+        name: "web-1", kernel: "/k/vmlinux", initrd: "/k/initrd.cpio.gz", cmdline: "console=hvc0 quiet", memoryMiB: 512, cpus: 4,
         disks: [DiskConfig(path: "/d/a.img"), DiskConfig(path: "/d/b,c.img", readOnly: true, id: "data")],
         nets: [NetConfig(backend: .tap("tap0"), mac: MACAddress("52:54:00:12:34:56")), NetConfig(backend: .fd(7)),
                NetConfig(backend: .passt(socket: nil)), NetConfig(backend: .passt(socket: "/run/p.sock"), mac: MACAddress("02:00:00:00:00:01"))],
@@ -14,18 +14,22 @@ import Testing
         let c = Self.full
         let text = c.jsonString
         #expect(try VMConfig(json: Array(text.utf8)) == c)
-        for key in ["name", "kernel", "cmdline", "memory_mib", "cpus", "disks", "path", "readonly", "id", "nets", "tap", "fd",
+        for key in ["name", "kernel", "initrd", "cmdline", "memory_mib", "cpus", "disks", "path", "readonly", "id", "nets", "tap", "fd",
                     "passt", "mac", "console", "irq_probe"] {
             #expect(text.contains("\"\(key)\":"), "\(key) missing from \(text)")
         }
         let minimal = VMConfig(kernel: "/k")
         #expect(try VMConfig(json: minimal.jsonBytes) == minimal)
+        // No initrd: the key is absent (a state file says exactly what the VM is).
+        #expect(!minimal.jsonString.contains("initrd"))
     }
 
     @Test func defaults() throws {
         let c = try VMConfig(json: Array(#"{"kernel": "/k"}"#.utf8))
         #expect(c == VMConfig(kernel: "/k"))
-        #expect(c.memoryMiB == 128 && c.cpus == 1 && c.console == .virtio && c.name == nil)
+        #expect(c.memoryMiB == 128 && c.cpus == 1 && c.console == .virtio && c.name == nil && c.initrd == nil)
+        #expect(try VMConfig(json: Array(#"{"kernel": "/k", "initrd": null}"#.utf8)) == c)
+        #expect(try VMConfig(json: Array(#"{"kernel": "/k", "initrd": "/i"}"#.utf8)).initrd == "/i")
         // null is "absent" for optional fields.
         #expect(try VMConfig(json: Array(#"{"kernel": "/k", "name": null, "disks": null}"#.utf8)) == c)
     }
@@ -41,6 +45,9 @@ import Testing
         (#"{"kernel": "/k", "cpus": 1.5}"#, "cpus", "not an integer"),
         (#"{"kernel": "/k", "memory_mib": 99999999999999999999}"#, "memory_mib", "not an integer"),
         (#"{"kernel": 3}"#, "kernel", "expected a string"),
+        (#"{"kernel": "/k", "initrd": 3}"#, "initrd", "expected a string"),
+        (#"{"kernel": "/k", "initrd": ["/i"]}"#, "initrd", "expected a string"),
+        (#"{"kernel": "/k", "initrds": "/i"}"#, "initrds", "unknown field"),
         (#"{"cmdline": ""}"#, "kernel", "is required"),
         (#"{"kernel": "/k", "disks": {}}"#, "disks", "expected an array"),
         (#"{"kernel": "/k", "disks": [{"readonly": true}]}"#, "disks[0].path", "is required"),
@@ -80,6 +87,9 @@ import Testing
         #expect(check(VMConfig(kernel: "/k", nets: [NetConfig(backend: .tap(String(repeating: "t", count: 16)))]))?.field == "nets[0].tap")
         #expect(check(VMConfig(kernel: "/k", nets: [NetConfig(backend: .fd(-1))]))?.field == "nets[0].fd")
         #expect(check(VMConfig(kernel: "/k", cmdline: "a\u{0}b"))?.field == "cmdline")
+        #expect(check(VMConfig(kernel: "/k", initrd: ""))?.field == "initrd")
+        #expect(check(VMConfig(kernel: "/k", initrd: "/a\u{0}b"))?.field == "initrd")
+        #expect(check(VMConfig(kernel: "/k", initrd: "/i")) == nil)
     }
 
     @Test func flagNames() {
@@ -87,6 +97,7 @@ import Testing
         #expect(ConfigError(field: "disks[2].id", message: "m").flagDescription == "--disk: m")
         #expect(ConfigError(field: "nets[0].mac", message: "m").flag == "--net")
         #expect(ConfigError(field: "irq_probe", message: "m").flag == "--irq-probe")
+        #expect(ConfigError(field: "initrd", message: "m").flagDescription == "--initrd: m")
         #expect(ConfigError(field: "disks[2].id", message: "m").description == "disks[2].id: m")
     }
 }

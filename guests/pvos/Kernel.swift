@@ -63,10 +63,35 @@ enum Kernel {
         Pages.exclude(memmap, UInt64(memmapEntries * HVMMemmapEntry.size))
         let cmdline = load(info, HVMStartInfo.cmdlinePaddr, as: UInt64.self)
         if cmdline != 0 { Pages.exclude(cmdline, UInt64(cmdlineLength + 1)) }
+        findInitrd(info)
         ACPI.locate(load(info, HVMStartInfo.rsdpPaddr, as: UInt64.self))  // before any allocation
         Heap.initialize()
         bootData = [(info, UInt64(HVMStartInfo.size)), (memmap, UInt64(memmapEntries * HVMMemmapEntry.size)),
                     (cmdline, UInt64(cmdlineLength + 1))]
+    }
+
+    /// PVH module 0, the initrd (pvmm's --initrd, QEMU's -initrd), when the start info
+    /// has one inside the memory map; its pages stay out of the allocator.
+    static var initrdAddress: UInt64 = 0
+    static var initrdSize: UInt64 = 0
+
+    static func findInitrd(_ info: UInt64) {
+        guard load(info, HVMStartInfo.nrModules, as: UInt32.self) > 0 else { return }
+        let list = load(info, HVMStartInfo.modlistPaddr, as: UInt64.self)
+        guard inMemoryMap(list, UInt64(HVMModlistEntry.size)) else { return }
+        let address = load(list, HVMModlistEntry.paddr, as: UInt64.self)
+        let size = load(list, HVMModlistEntry.length, as: UInt64.self)
+        guard size > 0, inMemoryMap(address, size) else { return }
+        (initrdAddress, initrdSize) = (address, size)
+        Pages.exclude(address, size)
+    }
+
+    /// FNV-1a (64-bit) of the initrd's bytes: what `info` shows so a test can check them.
+    static func initrdChecksum() -> UInt64 {
+        let p = UnsafePointer<UInt8>(bitPattern: UInt(initrdAddress))!
+        var h: UInt64 = 0xcbf2_9ce4_8422_2325
+        for i in 0..<Int(initrdSize) { h = (h ^ UInt64(p[i])) &* 0x100_0000_01b3 }
+        return h
     }
 
     /// [start, start + length) lies inside one memory-map entry (any type) below 4 GiB.

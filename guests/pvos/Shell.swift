@@ -109,6 +109,14 @@ enum Shell {
         }
         Console.write(VirtioConsole.active ? "\nconsole: virtio\ndisks: " : "\nconsole: serial\ndisks: ")
         Console.writeDecimal(UInt64(BlockDevice.disks.count))
+        if Kernel.initrdSize > 0 {
+            Console.write("\ninitrd: ")
+            Console.writeDecimal(Kernel.initrdSize)
+            Console.write(" bytes at 0x")
+            Console.writeHex(Kernel.initrdAddress, digits: 8)
+            Console.write(", fnv1a 0x")
+            Console.writeHex(Kernel.initrdChecksum())
+        }
         // The user's words and options; the VMM's device entries on a line of their own.
         let all = words(Kernel.cmdline)
         Console.write("\ncmdline:")

@@ -7,6 +7,10 @@
 #pragma once
 #include <stdint.h>
 
+// MARK: memfd
+/// memfd_create(name, MFD_CLOEXEC): anonymous shared memory with an fd.
+int csys_memfd(const char *name);
+
 // MARK: epoll
 /// Event bits, so Swift need not import <sys/epoll.h>.
 uint32_t csys_epoll_in(void);
