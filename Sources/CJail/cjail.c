@@ -170,18 +170,6 @@ int cjail_supervise(pid_t child, int *status, int *translated) {
     }
 }
 
-int cjail_die_of(int sig) {
-    struct sigaction dfl = {0};
-    dfl.sa_handler = SIG_DFL;
-    sigaction(sig, &dfl, 0);
-    sigset_t set;
-    sigemptyset(&set);
-    sigaddset(&set, sig);
-    sigprocmask(SIG_UNBLOCK, &set, 0);
-    kill(getpid(), sig);
-    return -EINTR;
-}
-
 int cjail_write_file(const char *path, const char *text) {
     int fd = open(path, O_WRONLY | O_CLOEXEC);
     if (fd < 0) return -errno;

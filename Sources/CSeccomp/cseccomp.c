@@ -141,6 +141,18 @@ static size_t put(char *buf, size_t at, size_t cap, const char *s) {
     return at;
 }
 
+void cseccomp_die_of(int sig) {
+    // Async-signal-safe calls only: the SIGSYS handler ends with this.
+    struct sigaction dfl = {0};
+    dfl.sa_handler = SIG_DFL;
+    sigaction(sig, &dfl, 0);
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, sig);
+    pthread_sigmask(SIG_UNBLOCK, &set, 0);
+    syscall(SYS_tgkill, getpid(), gettid(), sig);
+}
+
 static void report(int sig, siginfo_t *info, void *uctx) {
     char line[160];
     char digits[12];
@@ -172,14 +184,7 @@ static void report(int sig, siginfo_t *info, void *uctx) {
     ssize_t ignored = write(2, line, at);
     (void)ignored;
     // Die of the signal itself, so the parent sees SIGSYS: default action, unblocked.
-    struct sigaction dfl = {0};
-    dfl.sa_handler = SIG_DFL;
-    sigaction(sig, &dfl, 0);
-    sigset_t set;
-    sigemptyset(&set);
-    sigaddset(&set, sig);
-    pthread_sigmask(SIG_UNBLOCK, &set, 0);
-    syscall(SYS_tgkill, getpid(), gettid(), sig);
+    cseccomp_die_of(sig);
     // Still here: the VMM is the first process of a pid namespace (--jail), which ignores
     // a signal it sends itself with the default action. The kernel's own SIGSYS for a
     // forbidden call is forced, and with the default action it kills even that process.

@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import CJail
+import CSeccomp
 import VMDefinition
 
 /// Why the jail could not be set up; `step` names what failed.
@@ -109,7 +110,7 @@ public enum Jail {
     public static func dieOf(_ signal: Int32) -> Never {
         var core = rlimit(rlim_cur: 0, rlim_max: 0)
         _ = setrlimit(__rlimit_resource_t(RLIMIT_CORE.rawValue), &core)
-        _ = cjail_die_of(signal)
+        cseccomp_die_of(signal)
         _exit(128 + signal)
     }
     /// Limits for the rest of the process's life: no core dumps (they would hold guest

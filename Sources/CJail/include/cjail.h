@@ -45,9 +45,6 @@ int cjail_rearm_death_signal(void);
 /// `*status` is the waitpid status. Returns 0 or -errno.
 int cjail_supervise(pid_t child, int *status, int *translated);
 
-/// Dies of `sig` (default action, unblocked). Returns only if that failed.
-int cjail_die_of(int sig);
-
 /// Writes `text` to an existing file (a cgroup control file). 0 or -errno.
 int cjail_write_file(const char *path, const char *text);
 
