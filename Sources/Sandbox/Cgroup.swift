@@ -60,6 +60,19 @@ public final class JailCgroup {
         for h in hierarchies() { removeWhenEmpty(h.directory + "/" + name, reportAfter: 500) }
     }
 
+    /// Removes the empty cgroups of supervisors that are gone (killed with SIGKILL, they
+    /// could not remove their own; outside a daemon nobody else does): `pvmm-PID` below
+    /// `parent` whose PID no longer exists. A busy one, or a live pid, is left alone.
+    static func sweep(_ parent: String) {
+        guard let dir = opendir(parent) else { return }
+        defer { closedir(dir) }
+        while let entry = readdir(dir) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+            guard name.hasPrefix("pvmm-"), let pid = pid_t(name.dropFirst(5)), pid > 0 else { continue }
+            if kill(pid, 0) != 0 && errno == ESRCH { rmdir(parent + "/" + name) }
+        }
+    }
+
     /// rmdir, retried every 10 ms while the cgroup is busy, up to `attempts`.
     static func removeWhenEmpty(_ d: String, reportAfter attempts: Int) {
         for attempt in 0..<attempts {
@@ -84,6 +97,7 @@ public final class JailCgroup {
         var made: [String: String] = [:]
         func directory(for h: Hierarchy) -> String? {
             if let d = made[h.mount] { return d }
+            Self.sweep(h.directory)
             let d = h.directory + "/" + name
             guard mkdir(d, 0o755) == 0 || errno == EEXIST else { return nil }
             directories.append(d)

@@ -221,6 +221,8 @@ import Testing
         let orphan = try ControlledVM(extra: ["--jail"])
         _ = try orphan.waitForPrompt()
         let orphanVMM = try Self.vmm(of: orphan.child.pid)
+        let orphanGroups = try ["memory", "pids"].compactMap { try Self.cgroupDirectory(orphanVMM, $0) }
+        #expect(orphanGroups.count == 2)
         kill(orphan.child.pid, SIGKILL)
         _ = try orphan.child.wait(timeout: 10)
         var gone = false
@@ -229,6 +231,14 @@ import Testing
             if !gone { usleep(20_000) }
         }
         #expect(gone, "the VMM outlived its supervisor's SIGKILL")
+        // Its cgroups stay (nobody is left to remove them) until the next jail starts and
+        // sweeps the empty ones of supervisors that are gone.
+        for g in orphanGroups { #expect(FileManager.default.fileExists(atPath: g), "\(g)") }
+        let next = try bootPVMM(["--jail"])
+        try next.expect("pvos> ")
+        for g in orphanGroups { #expect(!FileManager.default.fileExists(atPath: g), "\(g) left behind") }
+        next.send("poweroff\n")
+        #expect(try next.wait() == 0)
     }
 
     @Test func jailedVMOnATapAnswersPings() throws {
