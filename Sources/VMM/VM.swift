@@ -37,6 +37,10 @@ public enum ResetPolicy: String, Sendable {
 /// lifecycle state is behind `lifecycle` (a Monitor), lifecycle operations behind `operation`.
 public final class VM: @unchecked Sendable {
     public let config: VMConfig
+    /// The definition a snapshot records, when `config`'s paths are not the host's (a
+    /// jailed VMM sees /kernel and /diskN; a restore must find the real files). Set
+    /// before `start`.
+    public var snapshotDefinition: VMConfig?
     public let flavour: HostFlavour
     public let stats: VMStats
     public let memory: GuestMemory
@@ -107,10 +111,11 @@ public final class VM: @unchecked Sendable {
     /// Nothing runs until `start()`.
     /// `log` takes what devices report while the VM runs (from vCPU and device threads,
     /// so it must not block: pvmm-vmm passes the console hub's log ring).
+    /// `nets`: the net backends already open (`openNets`), one per `config.nets` entry.
     public init(config: VMConfig, console: any ByteSink, resetPolicy: ResetPolicy = .exit,
                 observer: (@Sendable (VMStateEvent) -> Void)? = nil,
                 log: @escaping @Sendable (String) -> Void = writeStderrLine,
-                restore: SnapshotImage? = nil) throws(VMMError) {
+                restore: SnapshotImage? = nil, nets preopened: [any FrameChannel]? = nil) throws(VMMError) {
         self.config = config
         self.console = console
         self.resetPolicy = resetPolicy
@@ -123,7 +128,9 @@ public final class VM: @unchecked Sendable {
         if let restore { try restore.checkDisks(config.disks) }
         let disks = try Self.openDisks(config.disks)
         self.disks = disks
-        let nets = try Self.openNets(config.nets)
+        // The jail opens them before it enters its namespaces (VM.openNets).
+        let nets: [any FrameChannel]
+        if let preopened { nets = preopened } else { nets = try Self.openNets(config.nets) }
         netChannels = nets
 
         // The kernel's entry decides how virtio interrupts arrive (VirtioLayout, "Delivery"):

@@ -81,7 +81,7 @@ struct Run: ParsableCommand {
         valueName: "kill|log|off"))
     var seccomp: String = RunFlags.defaults.seccomp
 
-    @Flag(name: .long, help: "Run the VMM jailed (docs/security.md): own mount/ipc/uts namespaces, a root holding only the kernel, the disks and /dev/kvm, an unprivileged uid/gid once they are open.")
+    @Flag(name: .long, help: "Run the VMM jailed (docs/security.md): own pid/mount/ipc/uts/net namespaces, a root holding only the kernel, the disks and /dev/kvm, an unprivileged uid/gid once they are open, a cgroup with memory and pids limits.")
     var jail = false
 
     @Option(name: .long, help: ArgumentHelp("With --jail: the uid the VMM runs as (default 65534, nobody).", valueName: "n"))

@@ -48,7 +48,8 @@ struct RunFlags {
             if let f = flags.first { throw UsageError(message: "\(f): not allowed with --restore (the snapshot defines the VM)") }
             // --net gives a clone its own backend (and MAC): one per saved net device.
             try Executables.exec(Executables.sibling("pvmm-vmm"),
-                                 ["--restore", restore] + (forceDisks ? ["--force-disks"] : []) + net.flatMap { ["--net", $0] })
+                                 ["--restore", restore, "--seccomp", seccomp] + (forceDisks ? ["--force-disks"] : [])
+                                    + net.flatMap { ["--net", $0] } + jailArguments)
         }
         if forceDisks { throw UsageError(message: "--force-disks: only with --restore") }
         let (definition, errorsAs) = try definition()

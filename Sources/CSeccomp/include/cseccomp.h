@@ -69,4 +69,9 @@ extern const uint64_t cseccomp_PROT_EXEC, cseccomp_CLONE_THREAD, cseccomp_O_CREA
 /// Test builds only (Tests call it through pvmm-vmm's debug trigger): makes the system
 /// call `name` with harmless arguments, so a filter must stop it.
 long cseccomp_attempt(const char *name);
+
+/// Dies of `sig` on the calling thread: its default action, unblocked, raised
+/// (async-signal-safe). Returns if the process ignores it (a pid namespace's first
+/// process does, for a signal it sends itself).
+void cseccomp_die_of(int sig);
 #endif
