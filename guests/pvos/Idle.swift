@@ -3,15 +3,21 @@
 // drivers registered here get their used rings walked and timers fire, so packets are
 // answered while the shell sits at its prompt. Pollers run only from these waits, never
 // in interrupt context (irq_entry just records the cause), so they need no locks.
+// Under pvmm with polling on (`pvmm_poll_us=N`) a wait first polls for up to N us with
+// the drivers' interrupts suppressed (Linux's cpuidle-haltpoll: a halt and its wake-up
+// interrupt cost far more than a short spin when the next packet or key is near), then
+// re-arms them (`arm`) and halts.
 
 enum Idle {
     /// `poll` does the work; `pending` says cheaply (no exits) whether there is any, and
     /// runs with interrupts off inside Platform.idle.
-    static var pollers: [(poll: () -> Void, pending: () -> Bool)] = []
+    /// `arm` asks for the driver's interrupt again before the CPU halts (drivers leave
+    /// it suppressed after collecting while `Virtio.polling`).
+    static var pollers: [(poll: () -> Void, pending: () -> Bool, arm: () -> Void)] = []
     static var polling = false
 
-    static func register(poll: @escaping () -> Void, pending: @escaping () -> Bool) {
-        pollers.append((poll, pending))
+    static func register(poll: @escaping () -> Void, pending: @escaping () -> Bool, arm: @escaping () -> Void = {}) {
+        pollers.append((poll, pending, arm))
     }
 
     /// Runs every poller and every due timer once (not re-entrantly: a poller that waits
@@ -40,8 +46,22 @@ enum Idle {
             let t = Timer.tsc(atUptime: next)
             if wake == 0 || t < wake { wake = t }
         }
+        if Virtio.polling && haltPoll(until: wake, ready) { runPollers(); return }
+        for p in pollers { p.arm() }
         Platform.idle(SMP.bsp, until: wake) { ready() || workPending }
         runPollers()
+    }
+
+    /// Spins for up to `Virtio.pollCycles` (not past `wake`, 0 = none) until `ready()` or
+    /// a poller has work; true if so. Interrupts stay on: a spin finds what they bring.
+    static func haltPoll(until wake: UInt64, _ ready: () -> Bool) -> Bool {
+        var end = rdtsc() &+ Virtio.pollCycles
+        if wake != 0 && wake < end { end = wake }
+        while rdtsc() < end {
+            if ready() || workPending { return true }
+            cpuPause()
+        }
+        return false
     }
 
     /// Waits until `ready()` or `timeoutMs`; returns whether `ready()` held.

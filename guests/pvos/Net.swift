@@ -40,7 +40,7 @@ enum Net {
         }
         guard n.start() else { Console.write("net0: initialisation failed\n"); return }
         device = n
-        Idle.register(poll: { poll() }, pending: { device?.pending ?? false })
+        Idle.register(poll: { poll() }, pending: { device?.pending ?? false }, arm: { device?.armInterrupt() })
         for o in Kernel.options where matches(o.key, "ip") { configure(o.value) }
     }
 

@@ -125,6 +125,13 @@ final class NetDevice {
         return rx.pending || device.interruptPending
     }
 
+    /// Before the CPU halts: the receive interrupt again (`receive` leaves it off while
+    /// the kernel polls, Idle.haltPoll).
+    func armInterrupt() {
+        guard up, let rx else { return }
+        rx.armInterrupt()
+    }
+
     /// Takes every received frame: `deliver(frame, length, checksumTrusted)`, then posts
     /// the buffers again with one kick. Returns the number of frames delivered.
     @discardableResult
@@ -138,7 +145,7 @@ final class NetDevice {
             // Heads are mapped to their buffers while collecting: posting a buffer again
             // reuses a freed head, possibly one later in this batch.
             batch.removeAll(keepingCapacity: true)
-            rx.collect { head, length in
+            rx.collect(interrupt: !Virtio.polling) { head, length in
                 batch.append((Int(rxBuffer[head]), length))
                 rxBuffer[head] = -1
             }
