@@ -24,8 +24,13 @@ import Virtio
 /// unchanged. A vCPU resetting the device therefore waits only for ring bookkeeping, and
 /// a frame moved across a reset lands in buffers the old driver owned and is not returned.
 ///
+/// UDP segmentation offload (HOST_USO, gso_type UDP_L4): a frame of up to 64 KiB with one
+/// UDP header goes to the tap as it is and the host kernel cuts it into datagrams of
+/// gso_size payload bytes, so one writev carries up to 128 datagrams.
+///
 /// Drops (counted in `NetStats`, the chain returned with used.len 0 on transmit): short
-/// header, runt or oversized frames, GSO requests, bad checksum requests, writable
+/// header, runt or oversized frames, GSO requests other than a well-formed UDP_L4 one
+/// with HOST_USO, bad checksum requests, writable
 /// descriptors on transmit. DEVICE_NEEDS_RESET: any virtqueue rule broken (§2.7), a
 /// receive chain with readable buffers or under a header's worth of room, a transmit
 /// frame above 64 KiB.
@@ -428,6 +433,7 @@ public final class VirtioNetBackend: HostFDBackend, @unchecked Sendable {
                         return false
                     case .done(let n):
                         stats.txPackets.add()
+                        if txHeader[VirtioNetSpec.headerGSOTypeOffset] == VirtioNetSpec.gsoUDPL4 && channel.vnetHeader { stats.txSegmented.add() }
                         stats.txBytes.add(UInt64(max(0, n - (channel.vnetHeader ? VirtioNetSpec.headerSize : 0))))
                     case .closed, .failed:
                         stats.txDropError.add()
@@ -456,6 +462,7 @@ public final class VirtioNetBackend: HostFDBackend, @unchecked Sendable {
             guard core.epoch == epoch, s.active, !s.halted, var q = s.queues[VirtioNetSpec.transmitQueue] else { return .none }
             defer { s.queues[VirtioNetSpec.transmitQueue] = q }
             let csum = s.features.contains(.netCsum)
+            let uso = csum && s.features.contains(.netHostUSO) && channel.vnetHeader
             do throws(VirtqueueError) {
                 while true {
                     try q.disableNotifications()
@@ -463,7 +470,7 @@ public final class VirtioNetBackend: HostFDBackend, @unchecked Sendable {
                         txIOV.removeAll()
                         scratch.removeAll()
                         let shape = try q.collect(head: head, readable: txIOV, writable: scratch)
-                        if let drop = check(shape, csum: csum) {
+                        if let drop = check(shape, csum: csum, uso: uso) {
                             drop.add()
                             try q.writeUsed(head: head, len: 0)
                             result.requests += 1
@@ -488,32 +495,45 @@ public final class VirtioNetBackend: HostFDBackend, @unchecked Sendable {
 
     /// The drop counter for a transmit chain the device refuses, or nil when it may go
     /// out; fills `txHeader` with the sanitized header.
-    private func check(_ shape: DescriptorChain.Shape, csum: Bool) -> StatCounter? {
+    private func check(_ shape: DescriptorChain.Shape, csum: Bool, uso: Bool) -> StatCounter? {
         if shape.writableLength > 0 { return stats.txDropMalformed }
         guard Int(shape.readableLength) >= VirtioNetSpec.headerSize else { return stats.txDropShort }
         let frame = Int(shape.readableLength) - VirtioNetSpec.headerSize
         if frame > VirtioNetSpec.maxTransmitChainFrame { return nil }  // the caller fails the device
-        guard frame >= VirtioNetSpec.minFrame, frame + VirtioNetSpec.headerSize <= maxFrame else { return stats.txDropSize }
         // One copy of the header: the guest cannot change it between check and send.
         guard txIOV.read(into: txHeader, at: 0) else { return stats.txDropShort }
         let flags = txHeader[VirtioNetSpec.headerFlagsOffset]
         let gso = txHeader[VirtioNetSpec.headerGSOTypeOffset]
-        guard gso & ~VirtioNetSpec.gsoECN == VirtioNetSpec.gsoNone else { return stats.txDropHeader }
+        let segmented = gso == VirtioNetSpec.gsoUDPL4
+        guard frame >= VirtioNetSpec.minFrame, segmented || frame + VirtioNetSpec.headerSize <= maxFrame else { return stats.txDropSize }
+        guard gso & ~VirtioNetSpec.gsoECN == VirtioNetSpec.gsoNone || (segmented && uso) else { return stats.txDropHeader }
         let needsCsum = flags & VirtioNetSpec.flagNeedsCsum != 0
+        let start = Int(txHeader.loadUnaligned(fromByteOffset: VirtioNetSpec.headerCsumStartOffset, as: UInt16.self).littleEndian)
+        let off = Int(txHeader.loadUnaligned(fromByteOffset: VirtioNetSpec.headerCsumOffsetOffset, as: UInt16.self).littleEndian)
         if needsCsum {
-            guard csum else { return stats.txDropHeader }
-            let start = Int(txHeader.loadUnaligned(fromByteOffset: VirtioNetSpec.headerCsumStartOffset, as: UInt16.self).littleEndian)
-            let off = Int(txHeader.loadUnaligned(fromByteOffset: VirtioNetSpec.headerCsumOffsetOffset, as: UInt16.self).littleEndian)
-            guard start + off + 2 <= frame else { return stats.txDropHeader }
+            guard csum, start + off + 2 <= frame else { return stats.txDropHeader }
         }
-        // The header the host sees: only NEEDS_CSUM and its two offsets survive.
-        let start = txHeader.loadUnaligned(fromByteOffset: VirtioNetSpec.headerCsumStartOffset, as: UInt16.self)
-        let off = txHeader.loadUnaligned(fromByteOffset: VirtioNetSpec.headerCsumOffsetOffset, as: UInt16.self)
+        let hdrLen = Int(txHeader.loadUnaligned(fromByteOffset: VirtioNetSpec.headerHdrLenOffset, as: UInt16.self).littleEndian)
+        let segment = Int(txHeader.loadUnaligned(fromByteOffset: VirtioNetSpec.headerGSOSizeOffset, as: UInt16.self).littleEndian)
+        if segmented {
+            // §5.1.6.2.1: NEEDS_CSUM with csum_start at the UDP header, each segment at
+            // most an MTU's worth, the headers inside the frame. The host kernel checks
+            // the packet itself (SKB_GSO_DODGY) and refuses what does not parse.
+            guard needsCsum, off == VirtioNetSpec.udpChecksumOffset, segment >= 1,
+                  segment <= mtu, hdrLen <= frame, start + 8 <= frame else { return stats.txDropHeader }
+        }
+        // The header the host sees: only NEEDS_CSUM with its two offsets, and a UDP_L4
+        // request with its sizes, survive.
         txHeader.initializeMemory(as: UInt8.self, repeating: 0)
         if needsCsum {
             txHeader[VirtioNetSpec.headerFlagsOffset] = VirtioNetSpec.flagNeedsCsum
-            txHeader.storeBytes(of: start, toByteOffset: VirtioNetSpec.headerCsumStartOffset, as: UInt16.self)
-            txHeader.storeBytes(of: off, toByteOffset: VirtioNetSpec.headerCsumOffsetOffset, as: UInt16.self)
+            txHeader.storeBytes(of: UInt16(start).littleEndian, toByteOffset: VirtioNetSpec.headerCsumStartOffset, as: UInt16.self)
+            txHeader.storeBytes(of: UInt16(off).littleEndian, toByteOffset: VirtioNetSpec.headerCsumOffsetOffset, as: UInt16.self)
+        }
+        if segmented {
+            txHeader[VirtioNetSpec.headerGSOTypeOffset] = VirtioNetSpec.gsoUDPL4
+            txHeader.storeBytes(of: UInt16(hdrLen).littleEndian, toByteOffset: VirtioNetSpec.headerHdrLenOffset, as: UInt16.self)
+            txHeader.storeBytes(of: UInt16(segment).littleEndian, toByteOffset: VirtioNetSpec.headerGSOSizeOffset, as: UInt16.self)
         }
         return nil
     }

@@ -28,6 +28,9 @@ public protocol FrameChannel: AnyObject, Sendable {
     var vnetHeader: Bool { get }
     /// The MTU the device should advertise.
     var mtu: Int { get }
+    /// `send` takes frames whose virtio-net header asks for UDP segmentation (gso_type
+    /// UDP_L4: the host cuts one frame into many datagrams). Only with `vnetHeader`.
+    var udpSegmentation: Bool { get }
     /// Whether frames with partial checksums may be handed to the guest (TUNSETOFFLOAD).
     func setGuestChecksum(_ on: Bool)
     /// Reads one frame into `iov`.
@@ -49,6 +52,7 @@ public final class TapChannel: FrameChannel, @unchecked Sendable {
     public var fd: Int32 { tap.fd }
     public var vnetHeader: Bool { tap.vnetHeader }
     public var mtu: Int { tap.mtu }
+    public var udpSegmentation: Bool { tap.udpSegmentation }
     public var hasPendingOutput: Bool { false }
 
     public func setGuestChecksum(_ on: Bool) { try? tap.setOffload(checksum: on) }

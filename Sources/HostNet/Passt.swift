@@ -15,6 +15,7 @@ public final class PasstChannel: FrameChannel, @unchecked Sendable {
     public private(set) var pid: Int32?
     public let mtu: Int
     public var vnetHeader: Bool { false }
+    public var udpSegmentation: Bool { false }
     var reader: StreamFrameReader
     var writer: StreamFrameWriter
 

@@ -56,6 +56,10 @@ public final class Tap: @unchecked Sendable {
     public let vnetHeader: Bool
     /// The interface's MTU when it was opened (1500 if unreadable).
     public let mtu: Int
+    /// The kernel takes frames with VIRTIO_NET_HDR_GSO_UDP_L4 headers (UDP segmentation
+    /// offload, Linux 6.2+) and cuts them into datagrams itself: probed once with
+    /// TUNSETOFFLOAD, which refuses flags it does not know.
+    public private(set) var udpSegmentation = false
     private let owned: Bool
 
     /// The size of struct virtio_net_hdr_v1 (virtio 1.2 §5.1.6), what the tap is told to use.
@@ -99,6 +103,7 @@ public final class Tap: @unchecked Sendable {
             throw .tap(name: name, call: "TUNSETVNETHDRSZ", errno: Errno(rawValue: -hs))
         }
         let tap = Tap(fd: fd, name: name, vnetHeader: true, owned: true)
+        tap.probeUDPSegmentation()
         try tap.setOffload(checksum: false)
         return tap
     }
@@ -124,7 +129,10 @@ public final class Tap: @unchecked Sendable {
         // Never inherited further (passt, other children).
         _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
         let tap = Tap(fd: fd, name: name, vnetHeader: vnet, owned: true)
-        if vnet { try tap.setOffload(checksum: false) }
+        if vnet {
+            tap.probeUDPSegmentation()
+            try tap.setOffload(checksum: false)
+        }
         return tap
     }
 
@@ -135,6 +143,10 @@ public final class Tap: @unchecked Sendable {
         guard vnetHeader else { return }
         let rc = chostnet_set_offload(fd, checksum ? chostnet_tun_f_csum() : 0)
         if rc < 0 { throw .tap(name: name, call: "TUNSETOFFLOAD", errno: Errno(rawValue: -rc)) }
+    }
+
+    private func probeUDPSegmentation() {
+        udpSegmentation = chostnet_set_offload(fd, chostnet_tun_f_csum() | chostnet_tun_f_uso()) == 0
     }
 
     static func interfaceExists(_ name: String) -> Bool {

@@ -74,6 +74,9 @@ public struct VirtioFeatures: OptionSet, Hashable, Sendable {
     /// Config `status` is valid (LINK_UP).
     public static let netStatus = VirtioFeatures(bit: 16)
     public static let netControlQueue = VirtioFeatures(bit: 17)
+    /// The device takes UDP segmentation offload frames (gso_type UDP_L4, §5.1.6.2);
+    /// requires netCsum.
+    public static let netHostUSO = VirtioFeatures(bit: 56)
 }
 
 /// The device status field (virtio 1.2 §2.1). One byte in the spec, a 32-bit register in

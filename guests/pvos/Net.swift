@@ -167,6 +167,29 @@ enum Net {
                      csum: offload ? (ipPayload, 6) : nil, mac: mac, source: source)
     }
 
+    /// `segments` datagrams of `segment` bytes each from the `segments * segment` bytes at
+    /// guest address `payload`, to `mac`, in one UDP segmentation frame (the device must
+    /// `segmentsUDP`; the payload stays unchanged until the frame is reclaimed).
+    static func sendUDPSegmented(to dst: UInt32, port: UInt16, from: UInt16, segment: Int, segments: Int,
+                                 payload: UInt64, mac: UInt64) throws(NetError) {
+        guard let d = device else { throw .noDevice }
+        let total = segment * segments
+        guard d.segmentsUDP, address != 0, segment >= 1, IPv4.minHeader + UDPHeader.size + segment <= d.mtu,
+              udpPayload + total <= 65536, IPv4.minHeader + UDPHeader.size + total <= 0xFFFF else { throw .tooLong }
+        guard let b = PacketPool.take() else { drop(.noBuffer); throw .noBuffer }
+        let f = frame(b)
+        // The UDP length and checksum cover the whole payload: the host rewrites both per
+        // datagram from them (as for Linux's UDP_SEGMENT).
+        UDPHeader.write(f.advanced(by: ipPayload), sourcePort: from, destinationPort: port, payload: total,
+                        source: address, destination: dst, offload: true)
+        identification &+= 1
+        IPv4.write(f.advanced(by: ethIP), source: address, destination: dst, proto: IPProtocol.udp,
+                   payloadLength: UDPHeader.size + total, identification: identification)
+        EthernetHeader.write(f, destination: mac, source: d.mac, type: EtherType.ipv4)
+        guard d.transmitSegmented(b, headerLength: udpPayload, payload: payload, payloadLength: total, segment: segment,
+                                  csum: (ipPayload, 6)) else { throw .device }
+    }
+
     /// Adds the IPv4 and Ethernet headers around `payload` bytes already in place and
     /// sends: broadcast, to `mac` if given, else through ARP for the next hop (on-link
     /// destination or the gateway). Takes ownership of `b`.

@@ -11,6 +11,7 @@
 enum NetFeature {
     static let csum: UInt64 = 1 << 0, guestCsum: UInt64 = 1 << 1, mtu: UInt64 = 1 << 3
     static let mac: UInt64 = 1 << 5, mrgRxbuf: UInt64 = 1 << 15, status: UInt64 = 1 << 16
+    static let hostUSO: UInt64 = 1 << 56
 }
 
 /// Per-device counters (`net`).
@@ -22,7 +23,7 @@ struct NetCounters {
 
 final class NetDevice {
     static let wanted = VirtioFeature.version1 | VirtioFeature.eventIdx | NetFeature.csum | NetFeature.guestCsum
-        | NetFeature.mtu | NetFeature.mac | NetFeature.mrgRxbuf | NetFeature.status
+        | NetFeature.mtu | NetFeature.mac | NetFeature.mrgRxbuf | NetFeature.status | NetFeature.hostUSO
     static let queueSize = 256
     static let configMAC: UInt64 = 0, configStatus: UInt64 = 6, configMTU: UInt64 = 10
     static let configGeneration: UInt64 = 0x0FC
@@ -53,6 +54,8 @@ final class NetDevice {
 
     var offloadsTransmitChecksum: Bool { device.features & NetFeature.csum != 0 }
     var mergeable: Bool { device.features & NetFeature.mrgRxbuf != 0 }
+    /// UDP segmentation offload (HOST_USO with CSUM): `transmitSegmented` may be used.
+    var segmentsUDP: Bool { device.features & (NetFeature.csum | NetFeature.hostUSO) == NetFeature.csum | NetFeature.hostUSO }
 
     /// §5.1.5 with §3.1.1: negotiate, both queues, MAC/STATUS/MTU from config, every
     /// receive buffer posted before DRIVER_OK. Also the recovery after a reset.
@@ -214,44 +217,70 @@ final class NetDevice {
 
     /// Sends pool buffer `b` holding a frame of `length` bytes after the header room.
     /// `csum`: where the L4 checksum starts and sits, if the device completes it (the
-    /// caller then stored only the pseudo-header sum). Takes ownership of `b`. When the
-    /// ring is full it waits (interrupt armed, ≤ 1 s) for the device; a stall resets it.
+    /// caller then stored only the pseudo-header sum). Takes ownership of `b`.
     @discardableResult
     func transmit(_ b: Int, _ length: Int, csum: (start: Int, offset: Int)?) -> Bool {
-        guard up, let tx, length >= EthernetHeader.size, length <= EthernetHeader.maxFrame else {
-            PacketPool.release(b)
-            counters.txDropped += 1
-            return false
-        }
-        reclaim()
-        if tx.numFree == 0 {
-            let t0 = rdtsc()
-            while tx.numFree == 0 && !tx.corrupt && rdtsc() &- t0 < Platform.tscKHz * 1000 {
-                reclaim(interrupt: true)
-                if tx.numFree == 0 {
-                    Platform.idle(SMP.bsp, until: t0 &+ Platform.tscKHz * 1000) { tx.pending || device.interruptPending }
-                }
-                _ = device.takeInterrupts()
-            }
-            if tx.numFree == 0 {
-                PacketPool.release(b)
-                counters.txDropped += 1
-                recover()
-                return false
-            }
+        guard up, length >= EthernetHeader.size, length <= EthernetHeader.maxFrame, room(1), let tx else {
+            return dropped(b)
         }
         VirtioNetHeader.write(PacketPool.pointer(b), csum: offloadsTransmitChecksum ? csum : nil)
         let head = tx.nextHead
         guard tx.add(1, { _ in (PacketPool.address(b), UInt32(VirtioNetHeader.size + length), false) }) != nil else {
-            PacketPool.release(b)
-            counters.txDropped += 1
-            return false
+            return dropped(b)
         }
+        return sent(b, head, length)
+    }
+
+    /// One UDP segmentation frame (`segmentsUDP`): pool buffer `b` holds `headerLength`
+    /// bytes of Ethernet, IPv4 and UDP headers (the UDP checksum field with the pseudo
+    /// header sum of the whole payload), `payloadLength` bytes at guest address `payload`
+    /// follow in a second descriptor, and the device sends them as datagrams of `segment`
+    /// bytes each. `payload` must stay unchanged until the chain is reclaimed.
+    @discardableResult
+    func transmitSegmented(_ b: Int, headerLength: Int, payload: UInt64, payloadLength: Int, segment: Int,
+                           csum: (start: Int, offset: Int)) -> Bool {
+        guard up, segmentsUDP, headerLength + payloadLength <= 65536, room(2), let tx else { return dropped(b) }
+        VirtioNetHeader.write(PacketPool.pointer(b), csum: csum, udpSegments: (headerLength, segment))
+        let head = tx.nextHead
+        guard tx.add(2, { k in
+            k == 0 ? (PacketPool.address(b), UInt32(VirtioNetHeader.size + headerLength), false)
+                   : (payload, UInt32(payloadLength), false)
+        }) != nil else { return dropped(b) }
+        return sent(b, head, headerLength + payloadLength)
+    }
+
+    private func dropped(_ b: Int) -> Bool {
+        PacketPool.release(b)
+        counters.txDropped += 1
+        return false
+    }
+
+    private func sent(_ b: Int, _ head: Int, _ length: Int) -> Bool {
+        guard let tx else { return false }
         txBuffer[head] = Int32(b)
         counters.txPackets += 1
         counters.txBytes += UInt64(length)
         tx.kick()
         return true
+    }
+
+    /// Room for a chain of `descriptors` after reclaiming; when the ring is full it waits
+    /// (interrupt armed, ≤ 1 s) for the device, and a stall resets it.
+    private func room(_ descriptors: Int) -> Bool {
+        guard let tx else { return false }
+        reclaim()
+        if tx.numFree >= descriptors { return true }
+        let t0 = rdtsc()
+        while tx.numFree < descriptors && !tx.corrupt && rdtsc() &- t0 < Platform.tscKHz * 1000 {
+            reclaim(interrupt: true)
+            if tx.numFree < descriptors {
+                Platform.idle(SMP.bsp, until: t0 &+ Platform.tscKHz * 1000) { tx.pending || device.interruptPending }
+            }
+            _ = device.takeInterrupts()
+        }
+        if tx.numFree >= descriptors { return true }
+        recover()
+        return false
     }
 
     /// Link changes and DEVICE_NEEDS_RESET: on a config interrupt (QEMU), else (pvmm's

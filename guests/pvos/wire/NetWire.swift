@@ -142,14 +142,25 @@ public struct VirtioNetHeader {
         return h
     }
 
-    /// A transmit header: no GSO; with `csum` the device completes the L4 checksum
-    /// from `start` (relative to the frame) and stores it at `start + offset`.
-    public static func write(_ p: UnsafeMutableRawPointer, csum: (start: Int, offset: Int)?) {
+    public static let gsoUDPL4: UInt8 = 5
+
+    /// A transmit header; with `csum` the device completes the L4 checksum from `start`
+    /// (relative to the frame) and stores it at `start + offset`. With `udpSegments`
+    /// (HOST_USO, needs `csum`) the frame is a UDP segmentation request: `headerLength`
+    /// bytes of Ethernet/IP/UDP headers, then payload the device cuts into datagrams of
+    /// `segment` bytes (gso_type UDP_L4, §5.1.6.2).
+    public static func write(_ p: UnsafeMutableRawPointer, csum: (start: Int, offset: Int)?,
+                             udpSegments: (headerLength: Int, segment: Int)? = nil) {
         for i in 0..<size { Wire.set8(p, i, 0) }
         if let c = csum {
             Wire.set8(p, 0, needsCsum)
             Wire.setLE16(p, 6, UInt16(c.start))
             Wire.setLE16(p, 8, UInt16(c.offset))
+            if let g = udpSegments {
+                Wire.set8(p, 1, gsoUDPL4)
+                Wire.setLE16(p, 2, UInt16(g.headerLength))
+                Wire.setLE16(p, 4, UInt16(g.segment))
+            }
         }
         Wire.setLE16(p, 10, 1)
     }
