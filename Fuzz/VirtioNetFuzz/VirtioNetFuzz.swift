@@ -35,7 +35,7 @@ final class FuzzChannel: FrameChannel, @unchecked Sendable {
     var inbound: [[UInt8]] = []
     var sent: [[UInt8]] = []
     var refuse = 0
-    func setGuestChecksum(_ on: Bool) {}
+    func setGuestOffload(checksum: Bool, udpSegmentation: Bool) {}
     func receive(_ iov: UnsafeBufferPointer<iovec>) -> FrameIOResult {
         guard !inbound.isEmpty else { return .wouldBlock }
         let f = inbound.removeFirst()

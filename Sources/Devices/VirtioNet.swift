@@ -43,6 +43,10 @@ public enum VirtioNetSpec {
     /// DEVICE_NEEDS_RESET.
     public static let maxTransmitChainFrame = 65536
 
+    /// The largest UDP segmentation frame the tap hands over: a 64 KiB IP packet and its
+    /// Ethernet header (and room for a tag).
+    public static let maxSegmentedFrame = 65535 + ethernetHeader + vlanTag
+
     /// struct virtio_net_config (§5.1.4) up to `mtu`: mac[6], status, max_virtqueue_pairs,
     /// mtu. Without SPEED_DUPLEX (not offered) the fields after it are not exposed.
     public static let configSize = 12
@@ -121,9 +125,9 @@ public final class NetStats: Sendable {
 ///
 /// Features: VERSION_1 (transport), RING_EVENT_IDX, INDIRECT_DESC, MAC, STATUS, MTU,
 /// MRG_RXBUF; CSUM and GUEST_CSUM only when the channel carries virtio-net headers (a
-/// tap with IFF_VNET_HDR: the host kernel completes partial checksums); HOST_USO when
-/// that tap's kernel segments UDP (one transmit frame, many datagrams: the host's
-/// per-frame cost is paid once). No other GSO, no control queue, no multiqueue.
+/// tap with IFF_VNET_HDR: the host kernel completes partial checksums); HOST_USO and
+/// GUEST_USO4/6 when that tap's kernel segments UDP (one frame, many datagrams, both
+/// ways: the per-frame cost is paid once). No other GSO, no control queue, no multiqueue.
 public struct VirtioNetModel: VirtioBackedModel, Sendable {
     public let backend: VirtioNetBackend
 
@@ -134,7 +138,7 @@ public struct VirtioNetModel: VirtioBackedModel, Sendable {
     public var deviceFeatures: VirtioFeatures {
         var f: VirtioFeatures = [.ringEventIdx, .indirectDesc, .netMAC, .netStatus, .netMTU, .netMergeableRxBuffers]
         if backend.channel.vnetHeader { f.formUnion([.netCsum, .netGuestCsum]) }
-        if backend.channel.vnetHeader && backend.channel.udpSegmentation { f.insert(.netHostUSO) }
+        if backend.channel.vnetHeader && backend.channel.udpSegmentation { f.formUnion([.netHostUSO, .netGuestUSO4, .netGuestUSO6]) }
         return f
     }
 

@@ -8,8 +8,10 @@ import Virtio
 ///
 /// Receive (§5.1.6.3-4): the guest's buffers become one iovec list and the frame is read
 /// from the channel straight into them (readv). With MRG_RXBUF a frame may span several
-/// chains: the device takes chains until they hold a maximal frame (header + MTU + 18),
-/// reads, writes `num_buffers`, and gives the unused chains back. While the guest has
+/// chains: the device takes chains until they hold a maximal frame (header + MTU + 18;
+/// with GUEST_USO a 64 KiB UDP segmentation frame, which the tap then hands over whole
+/// instead of cutting it into datagrams), reads, writes `num_buffers`, and gives the
+/// unused chains back. While the guest has
 /// posted no buffers the channel is not watched for input at all (the host side queues
 /// or drops; nothing waits), and notifications on receiveq are enabled so the next post
 /// wakes the device.
@@ -49,6 +51,8 @@ public final class VirtioNetBackend: HostFDBackend, @unchecked Sendable {
     let maxFrame: Int
     /// Frames moved per wake-up before yielding to other work (service re-signals).
     static let budget = 64
+    /// What the driver acks for the tap to hand it UDP segmentation frames.
+    static let guestUSO: VirtioFeatures = [.netGuestCsum, .netGuestUSO4, .netGuestUSO6, .netMergeableRxBuffers]
 
     // Device-thread state.
     // weak: the loop owns the handler that owns the device that owns this backend.
@@ -158,7 +162,8 @@ public final class VirtioNetBackend: HostFDBackend, @unchecked Sendable {
             let features = core.state.withLock { $0.active ? $0.features : nil }
             if let features {
                 offloadEpoch = e
-                channel.setGuestChecksum(features.contains(.netGuestCsum))
+                channel.setGuestOffload(checksum: features.contains(.netGuestCsum),
+                                        udpSegmentation: features.isSuperset(of: Self.guestUSO))
             }
         }
         return BackendOutcome(epoch: e)
@@ -287,13 +292,17 @@ public final class VirtioNetBackend: HostFDBackend, @unchecked Sendable {
             defer { s.queues[VirtioNetSpec.receiveQueue] = q }
             let mergeable = s.features.contains(.netMergeableRxBuffers)
             let guestCsum = s.features.contains(.netGuestCsum)
+            // With GUEST_USO a frame may be a 64 KiB segmentation frame (§5.1.6.3: the
+            // driver posts room for it; with MRG_RXBUF it may span many chains).
+            let target = s.features.isSuperset(of: Self.guestUSO)
+                ? VirtioNetSpec.headerSize + VirtioNetSpec.maxSegmentedFrame : maxFrame
             rxIOV.removeAll()
             var chains = 0
             do throws(VirtqueueError) {
                 while true {
                     try q.disableNotifications()
                     while chains < Int(VirtioNetSpec.queueSize), rxIOV.count <= 1024,
-                          chains == 0 || (mergeable && rxIOV.totalLength < maxFrame),
+                          chains == 0 || (mergeable && rxIOV.totalLength < target),
                           let head = try q.popAvailable() {
                         scratch.removeAll()
                         let before = rxIOV.totalLength
@@ -310,7 +319,7 @@ public final class VirtioNetBackend: HostFDBackend, @unchecked Sendable {
                         rxChains[chains] = (head, UInt32(room))
                         chains += 1
                     }
-                    if chains > 0 && (!mergeable || rxIOV.totalLength >= maxFrame) {
+                    if chains > 0 && (!mergeable || rxIOV.totalLength >= target) {
                         let room = rxIOV.totalLength
                         rxIOV.appendHost(overflow)
                         return .ready(chains: chains, room: room, mergeable: mergeable, guestCsum: guestCsum)

@@ -97,7 +97,7 @@ public final class PasstChannel: FrameChannel, @unchecked Sendable {
         _ = csys_waitpid(p, &status, 1)
     }
 
-    public func setGuestChecksum(_ on: Bool) {}
+    public func setGuestOffload(checksum: Bool, udpSegmentation: Bool) {}
 
     public func receive(_ iov: UnsafeBufferPointer<iovec>) -> FrameIOResult {
         while true {

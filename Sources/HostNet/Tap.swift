@@ -138,10 +138,13 @@ public final class Tap: @unchecked Sendable {
 
     /// TUNSETOFFLOAD: with `checksum`, the tap may hand us frames whose checksum is still
     /// to be completed (VIRTIO_NET_HDR_F_NEEDS_CSUM), which only a driver that acked
-    /// VIRTIO_NET_F_GUEST_CSUM accepts; without it the host stack completes them.
-    public func setOffload(checksum: Bool) throws(HostNetError) {
+    /// VIRTIO_NET_F_GUEST_CSUM accepts; without it the host stack completes them. With
+    /// `udpSegmentation` too (the driver acked GUEST_USO4 and GUEST_USO6), it may hand us
+    /// UDP segmentation frames (up to 64 KiB, many datagrams) instead of cutting them up.
+    public func setOffload(checksum: Bool, udpSegmentation: Bool = false) throws(HostNetError) {
         guard vnetHeader else { return }
-        let rc = chostnet_set_offload(fd, checksum ? chostnet_tun_f_csum() : 0)
+        let flags = checksum ? chostnet_tun_f_csum() | (udpSegmentation && self.udpSegmentation ? chostnet_tun_f_uso() : 0) : 0
+        let rc = chostnet_set_offload(fd, flags)
         if rc < 0 { throw .tap(name: name, call: "TUNSETOFFLOAD", errno: Errno(rawValue: -rc)) }
     }
 

@@ -27,7 +27,11 @@ final class FakeChannel: FrameChannel, @unchecked Sendable {
         self.udpSegmentation = udpSegmentation
     }
 
-    func setGuestChecksum(_ on: Bool) { guestChecksum = on }
+    var guestUDPSegmentation: Bool?
+    func setGuestOffload(checksum: Bool, udpSegmentation: Bool) {
+        guestChecksum = checksum
+        guestUDPSegmentation = udpSegmentation
+    }
 
     func receive(_ iov: UnsafeBufferPointer<iovec>) -> FrameIOResult {
         if isClosed { return .closed }
@@ -128,9 +132,40 @@ struct NetRig {
 
     @Test func guestChecksumOffloadFollowsWhatTheDriverAcked() throws {
         let on = try NetRig(features: [.netGuestCsum])
-        #expect(on.channel.guestChecksum == true)
+        #expect(on.channel.guestChecksum == true && on.channel.guestUDPSegmentation == false)
         let off = try NetRig(features: [])
         #expect(off.channel.guestChecksum == false)
+        let uso = try NetRig(udpSegmentation: true, features: [.netGuestCsum, .netGuestUSO4, .netGuestUSO6, .netMergeableRxBuffers])
+        #expect(uso.channel.guestChecksum == true && uso.channel.guestUDPSegmentation == true)
+        // Only both address families together (the tap enables them as one).
+        let half = try NetRig(udpSegmentation: true, features: [.netGuestCsum, .netGuestUSO4, .netMergeableRxBuffers])
+        #expect(half.channel.guestUDPSegmentation == false)
+    }
+
+    /// With GUEST_USO a 64 KiB segmentation frame from the tap lands whole, spread over
+    /// as many mergeable buffers as it needs, its GSO header passed on.
+    @Test func guestUDPSegmentationFramesSpanManyBuffers() throws {
+        let rig = try NetRig(udpSegmentation: true, features: [.netGuestCsum, .netGuestUSO4, .netGuestUSO6, .netMergeableRxBuffers])
+        var frame = NetRig.txChain(length: 42 + 40 * 1400, flags: 1, gso: 5, csumStart: 34, csumOffset: 6, hdrLen: 42, gsoSize: 1400)
+        frame[10] = 0
+        rig.channel.inbound = [frame]
+        var buffers: [Buffer] = []
+        for _ in 0..<40 {
+            let b = try rig.d.buffer(2048)
+            buffers.append(b)
+            try rig.d.queues[0].post(writable: [b])
+        }
+        rig.d.kick(0)
+        rig.d.device.hostEvent(.readable)
+        let used = Int(try rig.rx.usedIdx())
+        #expect(used == (frame.count + 2047) / 2048)
+        var got: [UInt8] = []
+        for i in 0..<used { got += try rig.d.mem.readBytes(at: buffers[i].addr, count: Int(try rig.rx.usedElement(UInt16(i)).len)) }
+        #expect(got.count == frame.count)
+        #expect(got[1] == 5 && got[4] == 0x78 && got[5] == 0x05)          // UDP_L4, gso_size 1400
+        #expect(Int(got[10]) | Int(got[11]) << 8 == used)                  // num_buffers
+        #expect(Array(got[12...]) == Array(frame[12...]))
+        #expect(rig.stats.rxPackets.value == 1)
     }
 
     @Test func transmitSendsHeaderAndFrameInOneWrite() throws {

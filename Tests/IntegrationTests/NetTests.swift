@@ -100,6 +100,37 @@ func statValue(_ stderr: String, _ key: String) -> UInt64? {
         #expect(statValue(vm.errorText, "net0.tx_drop_error") == 0, "\(vm.errorText)")
     }
 
+    /// The other way: the host sends with UDP_SEGMENT (Linux's UDP GSO), pvmm has the tap
+    /// hand it the segmentation frames whole (GUEST_USO4/6), and pvos splits each into its
+    /// datagrams: the echo service answers every one of them separately.
+    @Test func segmentedUDPFromTheHostIsEchoedDatagramByDatagram() throws {
+        let ns = try NetNamespace()
+        let vm = try ns.bootPVMM(Self.tap)
+        try vm.expect("pvos> ")
+        let script = """
+        import socket
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(3)
+        s.connect(("\(NetNamespace.guest)", 7))
+        s.setsockopt(17, 103, 100)   # SOL_UDP, UDP_SEGMENT: 100-byte datagrams
+        for r in range(5):
+            s.send(b"".join(bytes([8 * r + i]) * 100 for i in range(8)))
+        got = []
+        try:
+            while len(got) < 40: got.append(s.recv(2048))
+        except socket.timeout: pass
+        ok = sorted(g[0] for g in got if len(g) == 100 and g == bytes([g[0]]) * 100)
+        print("replies", len(got), "distinct", len(set(ok)))
+        """
+        let host = try ns.exec(["python3", "-c", script], timeout: 30)
+        #expect(host.text.contains("replies 40 distinct 40"), "\(host.text) \(host.errorText)")
+        let net = try vm.command("net")
+        #expect(net.contains("udp in 40 echoed 40"), "\(net)")
+        let segmented = net.range(of: "rx segmented ").flatMap { UInt64(net[$0.upperBound...].prefix { $0.isNumber }) } ?? 0
+        #expect(segmented >= 1 && segmented <= 5, "\(net)")
+        vm.send("poweroff\n")
+        #expect(try vm.wait(timeout: 20) == 0)
+    }
+
     @Test func guestPingReachesTheHost() throws {
         let ns = try NetNamespace()
         let vm = try ns.bootPVMM(Self.tap)

@@ -74,21 +74,22 @@ enum Net {
     static var subnetBroadcast: UInt32 { address | ~mask }
 
     static func poll() {
-        device?.receive { p, n, trusted in input(p, n, trusted) }
+        device?.receive { p, n, trusted, segment in input(p, n, trusted, segment: segment) }
     }
 
     // MARK: receive
 
-    static func input(_ p: UnsafeMutableRawPointer, _ n: Int, _ trusted: Bool) {
+    /// `segment` > 0: a UDP segmentation frame (GUEST_USO) of datagrams of that size.
+    static func input(_ p: UnsafeMutableRawPointer, _ n: Int, _ trusted: Bool, segment: Int = 0) {
         guard let d = device else { return }
         let eth: EthernetHeader
-        switch EthernetHeader.parse(p, n) {
+        switch EthernetHeader.parse(p, n, limit: segment > 0 ? EthernetHeader.maxSegmentedFrame : EthernetHeader.maxFrame) {
         case .success(let h): eth = h
         case .failure(let r): drop(r); return
         }
         guard eth.destination == d.mac || eth.destination == EthernetHeader.broadcast else { drop(.notForUs); return }
         let l3 = p.advanced(by: ethIP)
-        if eth.type == EtherType.arp { ARP.input(l3, n - ethIP); return }
+        if eth.type == EtherType.arp { guard segment == 0 else { drop(.badVirtioHeader); return }; ARP.input(l3, n - ethIP); return }
         let ip: IPv4
         switch IPv4.parse(l3, n - ethIP) {
         case .success(let h): ip = h
@@ -98,12 +99,13 @@ enum Net {
         let l4Length = ip.totalLength - ip.headerLength
         let unicast = address != 0 && ip.destination == address
         let broadcast = ip.destination == 0xFFFF_FFFF || (address != 0 && prefix < 31 && ip.destination == subnetBroadcast)
+        if segment > 0 && ip.proto != IPProtocol.udp { drop(.badVirtioHeader); return }
         switch ip.proto {
         case IPProtocol.icmp where unicast:
             icmp(ip, eth, l4, l4Length)
         case IPProtocol.udp where unicast || broadcast || mode == .dhcp:
             // Before DHCP is bound, an offer may be unicast to the address it offers.
-            udp(ip, eth, l4, l4Length, trusted, unicast: unicast)
+            udp(ip, eth, l4, l4Length, trusted, unicast: unicast, segment: segment)
         default:
             drop(.notForUs)
         }
@@ -123,15 +125,27 @@ enum Net {
         }
     }
 
-    static func udp(_ ip: IPv4, _ eth: EthernetHeader, _ p: UnsafeMutableRawPointer, _ n: Int, _ trusted: Bool, unicast: Bool) {
+    static func udp(_ ip: IPv4, _ eth: EthernetHeader, _ p: UnsafeMutableRawPointer, _ n: Int, _ trusted: Bool, unicast: Bool,
+                    segment: Int = 0) {
         let u: UDPHeader
         switch UDPHeader.parse(p, n, source: ip.source, destination: ip.destination, checked: !trusted) {
         case .success(let h): u = h
         case .failure(let r): drop(r); return
         }
+        // A segmentation frame is the datagrams the sender wrote, `segment` bytes each
+        // (the last one shorter): each is handled as if it had come alone.
+        let total = u.length - UDPHeader.size
+        let step = segment > 0 ? segment : max(total, 1)
+        var offset = 0
+        repeat {
+            datagram(ip, eth, u, p.advanced(by: UDPHeader.size + offset), min(step, total - offset), unicast: unicast)
+            offset += step
+        } while offset < total
+    }
+
+    static func datagram(_ ip: IPv4, _ eth: EthernetHeader, _ u: UDPHeader, _ data: UnsafeMutableRawPointer, _ count: Int,
+                         unicast: Bool) {
         udpIn += 1
-        let data = p.advanced(by: UDPHeader.size)
-        let count = u.length - UDPHeader.size
         udpInBytes += UInt64(count)
         switch u.destinationPort {
         case DHCPMessage.clientPort where mode == .dhcp:

@@ -11,7 +11,9 @@
 enum NetFeature {
     static let csum: UInt64 = 1 << 0, guestCsum: UInt64 = 1 << 1, mtu: UInt64 = 1 << 3
     static let mac: UInt64 = 1 << 5, mrgRxbuf: UInt64 = 1 << 15, status: UInt64 = 1 << 16
-    static let hostUSO: UInt64 = 1 << 56
+    static let guestUSO4: UInt64 = 1 << 54, guestUSO6: UInt64 = 1 << 55, hostUSO: UInt64 = 1 << 56
+    /// What receiving UDP segmentation frames takes: pvmm offers the two together.
+    static let guestUSO = guestCsum | mrgRxbuf | guestUSO4 | guestUSO6
 }
 
 /// Per-device counters (`net`).
@@ -19,11 +21,13 @@ struct NetCounters {
     var rxPackets: UInt64 = 0, rxBytes: UInt64 = 0, txPackets: UInt64 = 0, txBytes: UInt64 = 0
     var txDropped: UInt64 = 0, resets: UInt64 = 0, interrupts: UInt64 = 0
     var rxMerged: UInt64 = 0        // frames the device spread over several buffers
+    var rxSegmented: UInt64 = 0     // UDP segmentation frames (many datagrams each)
 }
 
 final class NetDevice {
     static let wanted = VirtioFeature.version1 | VirtioFeature.eventIdx | NetFeature.csum | NetFeature.guestCsum
         | NetFeature.mtu | NetFeature.mac | NetFeature.mrgRxbuf | NetFeature.status | NetFeature.hostUSO
+        | NetFeature.guestUSO4 | NetFeature.guestUSO6
     static let queueSize = 256
     static let configMAC: UInt64 = 0, configStatus: UInt64 = 6, configMTU: UInt64 = 10
     static let configGeneration: UInt64 = 0x0FC
@@ -40,7 +44,11 @@ final class NetDevice {
     var counters = NetCounters()
     var lastHealthCheck: UInt64 = 0
     var batch: [(buffer: Int, length: UInt32)] = []
-    var mergeBuffer = -1            // gathers a frame the device spread over buffers
+    /// Gathers a frame the device spread over buffers: 68 KiB, room for a UDP
+    /// segmentation frame (0: none could be allocated; merged frames are then dropped).
+    var mergeArea: UInt64 = 0
+    static let mergeCapacity = 17 * Int(pageSize)
+    var mergeSegment = 0
     /// Bytes of each receive buffer offered to the device: the whole pool buffer, or less
     /// (`netrxbuf=` on the command line, with MRG_RXBUF only) so that frames span several.
     var rxPostSize = PacketPool.bufferSize
@@ -55,6 +63,8 @@ final class NetDevice {
     var offloadsTransmitChecksum: Bool { device.features & NetFeature.csum != 0 }
     var mergeable: Bool { device.features & NetFeature.mrgRxbuf != 0 }
     /// UDP segmentation offload (HOST_USO with CSUM): `transmitSegmented` may be used.
+    /// The device may hand over UDP segmentation frames (GUEST_USO4/6).
+    var receivesSegments: Bool { device.features & NetFeature.guestUSO == NetFeature.guestUSO }
     var segmentsUDP: Bool { device.features & (NetFeature.csum | NetFeature.hostUSO) == NetFeature.csum | NetFeature.hostUSO }
 
     /// §5.1.5 with §3.1.1: negotiate, both queues, MAC/STATUS/MTU from config, every
@@ -68,7 +78,7 @@ final class NetDevice {
         guard let rx, let tx else { device.fail(); return false }
         if rxBuffer.count != rx.size { rxBuffer = [Int32](repeating: -1, count: rx.size) }
         if txBuffer.count != tx.size { txBuffer = [Int32](repeating: -1, count: tx.size) }
-        if mergeBuffer < 0 { mergeBuffer = PacketPool.take() ?? -1 }
+        if mergeArea == 0 { mergeArea = Pages.allocate(UInt64(NetDevice.mergeCapacity) / pageSize) }
         readConfig()
         rxPostSize = mergeable ? requestedRxSize : PacketPool.bufferSize
         mergeRemaining = 0
@@ -135,10 +145,11 @@ final class NetDevice {
         rx.armInterrupt()
     }
 
-    /// Takes every received frame: `deliver(frame, length, checksumTrusted)`, then posts
+    /// Takes every received frame: `deliver(frame, length, checksumTrusted, segment)`
+    /// (segment: the datagram size of a UDP segmentation frame, else 0), then posts
     /// the buffers again with one kick. Returns the number of frames delivered.
     @discardableResult
-    func receive(_ deliver: (UnsafeMutableRawPointer, Int, Bool) -> Void) -> Int {
+    func receive(_ deliver: (UnsafeMutableRawPointer, Int, Bool, Int) -> Void) -> Int {
         checkHealth()
         guard up, let rx else { return 0 }
         var delivered = 0
@@ -164,20 +175,20 @@ final class NetDevice {
     }
 
     /// One used receive buffer: a whole frame, or a piece of a merged one (§5.1.6.4).
-    private func consume(_ b: Int, _ length: Int, _ deliver: (UnsafeMutableRawPointer, Int, Bool) -> Void) -> Int {
+    private func consume(_ b: Int, _ length: Int, _ deliver: (UnsafeMutableRawPointer, Int, Bool, Int) -> Void) -> Int {
         let p = PacketPool.pointer(b)
         let used = min(length, rxPostSize)   // a used.len beyond the buffer is a lie
         if mergeRemaining > 0 {
-            if length > rxPostSize || mergeLength + used > PacketPool.bufferSize { mergeBad = true }
-            else { PacketPool.pointer(mergeBuffer).advanced(by: mergeLength).copyMemory(from: p, byteCount: used) }
+            if length > rxPostSize || mergeLength + used > NetDevice.mergeCapacity { mergeBad = true }
+            else { merged.advanced(by: mergeLength).copyMemory(from: p, byteCount: used) }
             mergeLength += used
             mergeRemaining -= 1
             guard mergeRemaining == 0 else { return 0 }
             if mergeBad { Net.drop(.oversize); return 0 }
             counters.rxMerged += 1
-            return frame(PacketPool.pointer(mergeBuffer), mergeLength, mergeTrusted, deliver)
+            return frame(merged, mergeLength, mergeTrusted, mergeSegment, deliver)
         }
-        guard length <= rxPostSize, let h = VirtioNetHeader.parse(p, length) else {
+        guard length <= rxPostSize, let h = VirtioNetHeader.parse(p, length, udpSegments: receivesSegments) else {
             Net.drop(.badVirtioHeader)
             return 0
         }
@@ -187,20 +198,25 @@ final class NetDevice {
         let frameBytes = length - VirtioNetHeader.size
         let count = mergeable ? Int(h.numBuffers) : 1
         guard count >= 1 && count <= NetDevice.queueSize else { Net.drop(.badVirtioHeader); return 0 }
-        if count == 1 { return frame(p.advanced(by: VirtioNetHeader.size), frameBytes, trusted, deliver) }
-        guard mergeBuffer >= 0 else { Net.drop(.noBuffer); mergeRemaining = count - 1; mergeBad = true; return 0 }
-        PacketPool.pointer(mergeBuffer).copyMemory(from: p.advanced(by: VirtioNetHeader.size), byteCount: frameBytes)
+        if count == 1 { return frame(p.advanced(by: VirtioNetHeader.size), frameBytes, trusted, h.segment, deliver) }
+        guard mergeArea != 0 else { Net.drop(.noBuffer); mergeRemaining = count - 1; mergeBad = true; return 0 }
+        merged.copyMemory(from: p.advanced(by: VirtioNetHeader.size), byteCount: frameBytes)
         mergeLength = frameBytes
         mergeRemaining = count - 1
         mergeTrusted = trusted
+        mergeSegment = h.segment
         mergeBad = false
         return 0
     }
 
-    private func frame(_ p: UnsafeMutableRawPointer, _ n: Int, _ trusted: Bool, _ deliver: (UnsafeMutableRawPointer, Int, Bool) -> Void) -> Int {
+    private var merged: UnsafeMutableRawPointer { UnsafeMutableRawPointer(bitPattern: UInt(mergeArea))! }
+
+    private func frame(_ p: UnsafeMutableRawPointer, _ n: Int, _ trusted: Bool, _ segment: Int,
+                       _ deliver: (UnsafeMutableRawPointer, Int, Bool, Int) -> Void) -> Int {
         counters.rxPackets += 1
         counters.rxBytes += UInt64(n)
-        deliver(p, n, trusted)
+        if segment > 0 { counters.rxSegmented += 1 }
+        deliver(p, n, trusted, segment)
         return 1
     }
 
