@@ -30,8 +30,9 @@ public enum VirtioNetSpec {
     /// VIRTIO_NET_HDR_GSO_UDP_L4: UDP segmentation offload (with HOST_USO): the frame
     /// carries one UDP header and payload the host cuts into datagrams of gso_size bytes.
     public static let gsoUDPL4: UInt8 = 5
-    /// Where a UDP header's checksum field is (csum_offset of a UDP_L4 frame).
+    /// Where a UDP header's checksum field is (csum_offset of a UDP_L4 frame), and its size.
     public static let udpChecksumOffset = 6
+    public static let udpHeader = 8
 
     /// Ethernet header, and room for one 802.1Q tag, beyond the MTU.
     public static let ethernetHeader = 14

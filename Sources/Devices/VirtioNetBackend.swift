@@ -529,7 +529,7 @@ public final class VirtioNetBackend: HostFDBackend, @unchecked Sendable {
             // most an MTU's worth, the headers inside the frame. The host kernel checks
             // the packet itself (SKB_GSO_DODGY) and refuses what does not parse.
             guard needsCsum, off == VirtioNetSpec.udpChecksumOffset, segment >= 1,
-                  segment <= mtu, hdrLen <= frame, start + 8 <= frame else { return stats.txDropHeader }
+                  segment <= mtu, hdrLen <= frame, start + VirtioNetSpec.udpHeader <= frame else { return stats.txDropHeader }
         }
         // The header the host sees: only NEEDS_CSUM with its two offsets, and a UDP_L4
         // request with its sizes, survive.

@@ -46,16 +46,33 @@ enum Idle {
             let t = Timer.tsc(atUptime: next)
             if wake == 0 || t < wake { wake = t }
         }
+        let t0 = rdtsc()
         if Virtio.polling && haltPoll(until: wake, ready) { runPollers(); return }
         for p in pollers { p.arm() }
         Platform.idle(SMP.bsp, until: wake) { ready() || workPending }
+        adapt(slept: rdtsc() &- t0)
         runPollers()
     }
 
-    /// Spins for up to `Virtio.pollCycles` (not past `wake`, 0 = none) until `ready()` or
-    /// a poller has work; true if so. Interrupts stay on: a spin finds what they bring.
+    /// The spin budget (TSC cycles), adapted as Linux's cpuidle-haltpoll does: a halt
+    /// shorter than `Virtio.pollCycles` (a longer spin would have caught its wake-up)
+    /// doubles it, from a 4 us start; a longer one halves it, down to 0. A wait whose
+    /// events come late (or never) so stops spinning, and a CPU shared with the device
+    /// threads is not taken from them for nothing.
+    static var pollBudget: UInt64 = 0
+
+    static func adapt(slept: UInt64) {
+        guard Virtio.polling else { return }
+        let start = 4 * Platform.tscKHz / 1000
+        if slept < Virtio.pollCycles { pollBudget = min(Virtio.pollCycles, max(start, pollBudget * 2)) }
+        else { pollBudget = pollBudget / 2 < start ? 0 : pollBudget / 2 }
+    }
+
+    /// Spins for up to `pollBudget` (not past `wake`, 0 = none) until `ready()` or a
+    /// poller has work; true if so. Interrupts stay on: a spin finds what they bring.
     static func haltPoll(until wake: UInt64, _ ready: () -> Bool) -> Bool {
-        var end = rdtsc() &+ Virtio.pollCycles
+        guard pollBudget > 0 else { return false }
+        var end = rdtsc() &+ pollBudget
         if wake != 0 && wake < end { end = wake }
         while rdtsc() < end {
             if ready() || workPending { return true }
