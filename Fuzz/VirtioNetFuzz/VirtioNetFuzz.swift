@@ -10,7 +10,8 @@
 // Input: byte 0 the queue size (1 << (b & 7): 1-128); byte 1 the features (bit 0
 // INDIRECT_DESC, 1 EVENT_IDX, 2 MRG_RXBUF, 3 CSUM, 4 GUEST_CSUM), bit 5 a channel with
 // virtio-net headers (a tap) else bare frames (passt), bit 6 the host refuses the first
-// sends (EAGAIN), bit 7 HOST_USO (with CSUM and headers only); byte 2 the number of host frames (b & 7) and byte 3 their size seed.
+// sends (EAGAIN), bit 7 HOST_USO (with CSUM and headers only) and GUEST_USO4/6 (with
+// GUEST_CSUM and MRG_RXBUF; host frames then up to 9,000 bytes); byte 2 the number of host frames (b & 7) and byte 3 their size seed.
 // The rest is copied to guest address 0x1000: the receive descriptor table at 0x1000
 // and its available ring after it, the transmit table at 0x3000 and its ring after it,
 // free bytes for buffers and indirect tables. Used rings at 0x7000 and 0x7800.
@@ -98,11 +99,14 @@ public func fuzzVirtioNet(_ data: UnsafePointer<UInt8>?, _ size: Int) -> Int32 {
     channel.vnetHeader = input[1] & 32 != 0
     if !channel.vnetHeader { features.subtract([.netCsum, .netGuestCsum]) }  // not offered then
     if input[1] & 128 != 0 && features.contains(.netCsum) { features.insert(.netHostUSO) }
+    if input[1] & 128 != 0 && features.isSuperset(of: [.netGuestCsum, .netMergeableRxBuffers]) {
+        features.formUnion([.netGuestUSO4, .netGuestUSO6])   // host frames may then exceed the MTU
+    }
     let uso = features.contains(.netHostUSO)
     channel.refuse = input[1] & 64 != 0 ? 2 : 0
     channel.sent = []
     channel.inbound = (0..<Int(input[2] & 7)).map { i in
-        let length = 1 + (Int(input[3]) &* 37 &+ i &* 997) % 1700
+        let length = 1 + (Int(input[3]) &* 37 &+ i &* 997) % (input[1] & 128 != 0 ? 9000 : 1700)
         return (0..<length).map { UInt8(truncatingIfNeeded: $0 &+ i) }
     }
 

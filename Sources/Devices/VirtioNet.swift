@@ -44,10 +44,6 @@ public enum VirtioNetSpec {
     /// DEVICE_NEEDS_RESET.
     public static let maxTransmitChainFrame = 65536
 
-    /// The largest UDP segmentation frame the tap hands over: a 64 KiB IP packet and its
-    /// Ethernet header (and room for a tag).
-    public static let maxSegmentedFrame = 65535 + ethernetHeader + vlanTag
-
     /// struct virtio_net_config (§5.1.4) up to `mtu`: mac[6], status, max_virtqueue_pairs,
     /// mtu. Without SPEED_DUPLEX (not offered) the fields after it are not exposed.
     public static let configSize = 12

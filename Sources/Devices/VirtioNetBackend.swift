@@ -8,10 +8,11 @@ import Virtio
 ///
 /// Receive (§5.1.6.3-4): the guest's buffers become one iovec list and the frame is read
 /// from the channel straight into them (readv). With MRG_RXBUF a frame may span several
-/// chains: the device takes chains until they hold a maximal frame (header + MTU + 18;
-/// with GUEST_USO a 64 KiB UDP segmentation frame, which the tap then hands over whole
-/// instead of cutting it into datagrams), reads, writes `num_buffers`, and gives the
-/// unused chains back. While the guest has
+/// chains: the device takes chains until they hold a maximal frame (header + MTU + 18),
+/// reads, writes `num_buffers`, and gives the unused chains back. With GUEST_USO the tap
+/// hands over UDP segmentation frames of up to 64 KiB whole: what did not fit lands in a
+/// device buffer and is copied into as many further chains as it needs (so a small frame
+/// still takes only the chains a maximal one needs). While the guest has
 /// posted no buffers the channel is not watched for input at all (the host side queues
 /// or drops; nothing waits), and notifications on receiveq are enabled so the next post
 /// wakes the device.
@@ -60,6 +61,8 @@ public final class VirtioNetBackend: HostFDBackend, @unchecked Sendable {
     private let rxIOV = IOVecList(capacity: 1024 + Int(VirtioNetSpec.queueSize))
     private let txIOV = IOVecList(capacity: Int(VirtioNetSpec.queueSize) + 1)
     private let scratch = IOVecList(capacity: Int(VirtioNetSpec.queueSize))
+    /// The chains that take the rest of a UDP segmentation frame.
+    private let extraIOV = IOVecList(capacity: 1024 + 1)
     /// Heads and capacities of the chains gathered for one receive.
     private let rxChains = UnsafeMutablePointer<(head: UInt16, room: UInt32)>.allocate(capacity: Int(VirtioNetSpec.queueSize))
     private let txHeader = UnsafeMutableRawBufferPointer.allocate(byteCount: VirtioNetSpec.headerSize, alignment: 8)
@@ -257,6 +260,9 @@ public final class VirtioNetBackend: HostFDBackend, @unchecked Sendable {
                     break loop
                 case .stale:
                     break loop
+                case .fault(let f):
+                    result.fault = f
+                    break loop
                 case .closed:
                     channelClosed()
                     break loop
@@ -292,17 +298,13 @@ public final class VirtioNetBackend: HostFDBackend, @unchecked Sendable {
             defer { s.queues[VirtioNetSpec.receiveQueue] = q }
             let mergeable = s.features.contains(.netMergeableRxBuffers)
             let guestCsum = s.features.contains(.netGuestCsum)
-            // With GUEST_USO a frame may be a 64 KiB segmentation frame (§5.1.6.3: the
-            // driver posts room for it; with MRG_RXBUF it may span many chains).
-            let target = s.features.isSuperset(of: Self.guestUSO)
-                ? VirtioNetSpec.headerSize + VirtioNetSpec.maxSegmentedFrame : maxFrame
             rxIOV.removeAll()
             var chains = 0
             do throws(VirtqueueError) {
                 while true {
                     try q.disableNotifications()
                     while chains < Int(VirtioNetSpec.queueSize), rxIOV.count <= 1024,
-                          chains == 0 || (mergeable && rxIOV.totalLength < target),
+                          chains == 0 || (mergeable && rxIOV.totalLength < maxFrame),
                           let head = try q.popAvailable() {
                         scratch.removeAll()
                         let before = rxIOV.totalLength
@@ -319,7 +321,7 @@ public final class VirtioNetBackend: HostFDBackend, @unchecked Sendable {
                         rxChains[chains] = (head, UInt32(room))
                         chains += 1
                     }
-                    if chains > 0 && (!mergeable || rxIOV.totalLength >= target) {
+                    if chains > 0 && (!mergeable || rxIOV.totalLength >= maxFrame) {
                         let room = rxIOV.totalLength
                         rxIOV.appendHost(overflow)
                         return .ready(chains: chains, room: room, mergeable: mergeable, guestCsum: guestCsum)
@@ -339,7 +341,7 @@ public final class VirtioNetBackend: HostFDBackend, @unchecked Sendable {
         }
     }
 
-    private enum ReceiveStep { case delivered, dropped, empty, stale, closed }
+    private enum ReceiveStep { case delivered, dropped, empty, stale, closed, fault(DeviceFault) }
 
     /// Under the lock again: returns the used chains with their lengths and gives the
     /// rest back.
@@ -363,9 +365,26 @@ public final class VirtioNetBackend: HostFDBackend, @unchecked Sendable {
             case .done(let n):
                 length = vnet ? n : n + VirtioNetSpec.headerSize
             }
-            guard length <= room else {
-                // Truncated by the kernel (or the framing): the frame is gone, the buffers
-                // are reused for the next one.
+            var chains = chains
+            if length > room, mergeable, vnet, s.features.isSuperset(of: Self.guestUSO), length - room <= overflow.count {
+                // A segmentation frame: its tail went to `overflow`; more chains take it.
+                let more: Int?
+                do throws(VirtqueueError) { more = try extend(&q, from: chains, toHold: length - room) } catch {
+                    s.halted = true
+                    return .fault(.queue(error))
+                }
+                guard let more else {
+                    s.halted = true
+                    return .fault(.malformed("receive chain with device-readable buffers or no room"))
+                }
+                if more > 0 {
+                    _ = extraIOV.write(UnsafeRawBufferPointer(rebasing: overflow.prefix(length - room)), at: 0)
+                    chains += more
+                }
+            }
+            guard length <= rxRoom(chains) else {
+                // Truncated by the kernel (or the framing), or no chains for the rest of a
+                // segmentation frame: the frame is gone, the buffers are reused.
                 q.undoPops(UInt16(chains))
                 stats.rxDropTooBig.add()
                 return .dropped
@@ -406,6 +425,29 @@ public final class VirtioNetBackend: HostFDBackend, @unchecked Sendable {
             return .delivered
         }
     }
+
+    /// Under the lock: pops chains after the first `from` (in `rxChains`) into `extraIOV`
+    /// until they hold `bytes`; the number taken, 0 (chains given back) when the ring has
+    /// too few, nil for a chain with readable buffers or no room (the device fails).
+    private func extend(_ q: inout SplitQueue, from: Int, toHold bytes: Int) throws(VirtqueueError) -> Int? {
+        extraIOV.removeAll()
+        var taken = 0
+        while extraIOV.totalLength < bytes, from + taken < Int(VirtioNetSpec.queueSize), extraIOV.count < 1024,
+              let head = try q.popAvailable() {
+            scratch.removeAll()
+            let before = extraIOV.totalLength
+            let shape = try q.collect(head: head, readable: scratch, writable: extraIOV)
+            guard shape.readableLength == 0, extraIOV.totalLength > before else { return nil }
+            rxChains[from + taken] = (head, UInt32(extraIOV.totalLength - before))
+            taken += 1
+        }
+        if extraIOV.totalLength >= bytes { return taken }
+        q.undoPops(UInt16(taken))
+        return 0
+    }
+
+    /// The room of the first `chains` gathered chains.
+    private func rxRoom(_ chains: Int) -> Int { (0..<chains).reduce(0) { $0 + Int(rxChains[$1].room) } }
 
     // MARK: Transmit (§5.1.6.2)
 

@@ -166,6 +166,16 @@ struct NetRig {
         #expect(Int(got[10]) | Int(got[11]) << 8 == used)                  // num_buffers
         #expect(Array(got[12...]) == Array(frame[12...]))
         #expect(rig.stats.rxPackets.value == 1)
+        // A small frame still takes one chain (2 KiB holds a maximal plain frame).
+        rig.channel.inbound = [[UInt8](repeating: 0, count: 12) + [UInt8](repeating: 7, count: 60)]
+        rig.d.device.hostEvent(.readable)
+        #expect(Int(try rig.rx.usedIdx()) == used + 1)
+        #expect(try rig.rx.usedElement(UInt16(used)).len == 72)
+        // A segmentation frame larger than the buffers left is dropped, nothing fails.
+        rig.channel.inbound = [frame]
+        rig.d.device.hostEvent(.readable)
+        #expect(Int(try rig.rx.usedIdx()) == used + 1)
+        #expect(rig.stats.rxDropTooBig.value == 1 && !rig.d.status.contains(.deviceNeedsReset))
     }
 
     @Test func transmitSendsHeaderAndFrameInOneWrite() throws {
