@@ -366,8 +366,10 @@ public final class VirtioNetBackend: HostFDBackend, @unchecked Sendable {
                 length = vnet ? n : n + VirtioNetSpec.headerSize
             }
             var chains = chains
-            if length > room, mergeable, vnet, s.features.isSuperset(of: Self.guestUSO), length - room <= overflow.count {
+            if length > room, mergeable, vnet, s.features.isSuperset(of: Self.guestUSO), length - room <= overflow.count,
+               segmentationFrame() {
                 // A segmentation frame: its tail went to `overflow`; more chains take it.
+                // (Any other frame above MTU + 18 is dropped, as without GUEST_USO.)
                 let more: Int?
                 do throws(VirtqueueError) { more = try extend(&q, from: chains, toHold: length - room) } catch {
                     s.halted = true
@@ -444,6 +446,13 @@ public final class VirtioNetBackend: HostFDBackend, @unchecked Sendable {
         if extraIOV.totalLength >= bytes { return taken }
         q.undoPops(UInt16(taken))
         return 0
+    }
+
+    /// The frame just read carries a UDP_L4 header (the tap's, in the first chain).
+    private func segmentationFrame() -> Bool {
+        var gso: UInt8 = 0
+        let ok = withUnsafeMutableBytes(of: &gso) { rxIOV.read(into: $0, at: VirtioNetSpec.headerGSOTypeOffset) }
+        return ok && gso == VirtioNetSpec.gsoUDPL4
     }
 
     /// The room of the first `chains` gathered chains.

@@ -171,11 +171,16 @@ struct NetRig {
         rig.d.device.hostEvent(.readable)
         #expect(Int(try rig.rx.usedIdx()) == used + 1)
         #expect(try rig.rx.usedElement(UInt16(used)).len == 72)
+        // A plain frame above MTU + 18 is not spread out: dropped.
+        rig.channel.inbound = [[UInt8](repeating: 0, count: 12) + [UInt8](repeating: 7, count: 4000)]
+        rig.d.device.hostEvent(.readable)
+        #expect(Int(try rig.rx.usedIdx()) == used + 1)
+        #expect(rig.stats.rxDropTooBig.value == 1)
         // A segmentation frame larger than the buffers left is dropped, nothing fails.
         rig.channel.inbound = [frame]
         rig.d.device.hostEvent(.readable)
         #expect(Int(try rig.rx.usedIdx()) == used + 1)
-        #expect(rig.stats.rxDropTooBig.value == 1 && !rig.d.status.contains(.deviceNeedsReset))
+        #expect(rig.stats.rxDropTooBig.value == 2 && !rig.d.status.contains(.deviceNeedsReset))
     }
 
     @Test func transmitSendsHeaderAndFrameInOneWrite() throws {
