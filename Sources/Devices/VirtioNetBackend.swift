@@ -71,6 +71,10 @@ public final class VirtioNetBackend: HostFDBackend, @unchecked Sendable {
     private let overflow = UnsafeMutableRawBufferPointer.allocate(byteCount: 65536 + VirtioNetSpec.headerSize, alignment: 16)
     private var txBlocked = false
     private var rxWanted = false
+    /// A service request runs receive only after an activation or a pass out of budget;
+    /// else tap readiness and receive notifications drive it (the poller's requests for
+    /// transmit work must not cost a readv that fails with EAGAIN per polled frame).
+    private var rxServiceNeeded = true
     private var closed = false
     private var linkChanged = false
     private var offloadEpoch: UInt64 = .max
@@ -129,11 +133,12 @@ public final class VirtioNetBackend: HostFDBackend, @unchecked Sendable {
     /// Polls the driver-to-device queue (receive buffers are not work).
     public func poll(_ phase: PollPhase) -> Bool { core.poll(phase, queues: [VirtioNetSpec.transmitQueue]) }
 
-    /// After DRIVER_OK (buffers posted early), or when a batch ran out of budget.
+    /// After DRIVER_OK (buffers posted early), when a batch ran out of budget, or when
+    /// the poller found transmit work.
     public func serviceRequested() -> BackendOutcome {
         var out = begin()
         merge(&out, transmit())
-        if out.failure == nil { merge(&out, receive()) }
+        if out.failure == nil && rxServiceNeeded { merge(&out, receive()) }
         return finish(out)
     }
 
@@ -160,6 +165,7 @@ public final class VirtioNetBackend: HostFDBackend, @unchecked Sendable {
         if e != localEpoch {
             localEpoch = e
             txBlocked = channel.hasPendingOutput
+            rxServiceNeeded = true
         }
         if offloadEpoch != e {
             let features = core.state.withLock { $0.active ? $0.features : nil }
@@ -223,12 +229,14 @@ public final class VirtioNetBackend: HostFDBackend, @unchecked Sendable {
         let epoch = core.epoch
         var moved = 0
         rxWanted = false
+        rxServiceNeeded = false
         if closed { return result }
         loop: while true {
             if moved == Self.budget {
                 // More may be waiting: come back after the other events.
                 service.signal()
                 rxWanted = true
+                rxServiceNeeded = true
                 break
             }
             switch gather(epoch) {
