@@ -11,7 +11,8 @@
 // INDIRECT_DESC, 1 EVENT_IDX, 2 MRG_RXBUF, 3 CSUM, 4 GUEST_CSUM), bit 5 a channel with
 // virtio-net headers (a tap) else bare frames (passt), bit 6 the host refuses the first
 // sends (EAGAIN), bit 7 HOST_USO (with CSUM and headers only) and GUEST_USO4/6 (with
-// GUEST_CSUM and MRG_RXBUF; host frames then up to 9,000 bytes); byte 2 the number of host frames (b & 7) and byte 3 their size seed.
+// GUEST_CSUM and MRG_RXBUF; host frames then up to 9,000 bytes); byte 2 the number of
+// host frames (b & 7) and byte 3 their size seed.
 // The rest is copied to guest address 0x1000: the receive descriptor table at 0x1000
 // and its available ring after it, the transmit table at 0x3000 and its ring after it,
 // free bytes for buffers and indirect tables. Used rings at 0x7000 and 0x7800.
