@@ -73,7 +73,7 @@ let package = Package(
         // FoundationEssentials: ~7 MiB resident just to start).
         .executableTarget(
             name: "pvmm-vmm",
-            dependencies: ["VMM", "CKVM", "Sandbox"],
+            dependencies: ["VMM", "CKVM", "Sandbox", "HostNet"],
             linkerSettings: [.unsafeFlags(["-static-executable"])]
         ),
         // The daemon: registry and state machine, persistence, supervision of VMM processes,
@@ -87,7 +87,7 @@ let package = Package(
         .target(
             name: "Daemon",
             dependencies: [
-                "VMDefinition", "VMControl", "CSupervise", "CSys", "HostNet", "DaemonClient", "Snapshot",
+                "VMDefinition", "VMControl", "CSupervise", "CSys", "HostNet", "DaemonClient", "Snapshot", "Sandbox",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdCore", package: "hummingbird"),
                 .product(name: "HummingbirdWebSocket", package: "hummingbird-websocket"),
@@ -127,6 +127,6 @@ let package = Package(
         .target(name: "TestSupport", path: "Tests/TestSupport"),
         .testTarget(name: "VMMTests", dependencies: ["VMM", "Devices", "KVM", "PVMMABI", "TestSupport"]),
         .testTarget(name: "SandboxTests", dependencies: ["Sandbox", "CSeccomp"]),
-        .testTarget(name: "IntegrationTests", dependencies: ["VMM", "KVM", "PVMMABI", "TestSupport"]),
+        .testTarget(name: "IntegrationTests", dependencies: ["VMM", "KVM", "PVMMABI", "TestSupport", "CSys"]),
     ]
 )

@@ -17,11 +17,13 @@ public func fuzzNetWire(_ data: UnsafePointer<UInt8>?, _ size: Int) -> Int32 {
 }
 
 func walk(_ p: UnsafeMutableRawPointer, _ n: Int) {
-    guard let h = VirtioNetHeader.parse(p, n) else { return }
+    // Both ways: a driver that takes UDP segmentation frames, and one that does not.
+    guard let h = VirtioNetHeader.parse(p, n, udpSegments: true) else { return }
+    if VirtioNetHeader.parse(p, n) == nil { precondition(h.segment > 0, "refused without segments: \(h.gsoType)") }
     let trusted = h.flags != 0
     let f = p.advanced(by: VirtioNetHeader.size)
     let count = n - VirtioNetHeader.size
-    guard case .success(let eth) = EthernetHeader.parse(f, count) else { return }
+    guard case .success(let eth) = EthernetHeader.parse(f, count, limit: h.segment > 0 ? EthernetHeader.maxSegmentedFrame : EthernetHeader.maxFrame) else { return }
     let l3 = f.advanced(by: EthernetHeader.size)
     let l3Count = count - EthernetHeader.size
     if eth.type == EtherType.arp {

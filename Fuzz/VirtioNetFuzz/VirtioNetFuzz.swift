@@ -3,13 +3,16 @@
 // fake channel; the backend runs its receive and transmit paths over them. Nothing may
 // trap, trip ASan or loop forever; guest memory may change only inside device-writable
 // receive buffers and the used rings; every frame handed to the host must be one the
-// device may send (size within 14..MTU+18, sanitized header); a failed device does
+// device may send (size within 14..MTU+18, or up to 64 KiB as a UDP_L4 segmentation
+// request when HOST_USO was negotiated; sanitized header); a failed device does
 // nothing more until reset. Built and run by Scripts/fuzz-virtio-net.
 //
 // Input: byte 0 the queue size (1 << (b & 7): 1-128); byte 1 the features (bit 0
 // INDIRECT_DESC, 1 EVENT_IDX, 2 MRG_RXBUF, 3 CSUM, 4 GUEST_CSUM), bit 5 a channel with
 // virtio-net headers (a tap) else bare frames (passt), bit 6 the host refuses the first
-// sends (EAGAIN); byte 2 the number of host frames (b & 7) and byte 3 their size seed.
+// sends (EAGAIN), bit 7 HOST_USO (with CSUM and headers only) and GUEST_USO4/6 (with
+// GUEST_CSUM and MRG_RXBUF; host frames then up to 9,000 bytes); byte 2 the number of
+// host frames (b & 7) and byte 3 their size seed.
 // The rest is copied to guest address 0x1000: the receive descriptor table at 0x1000
 // and its available ring after it, the transmit table at 0x3000 and its ring after it,
 // free bytes for buffers and indirect tables. Used rings at 0x7000 and 0x7800.
@@ -28,12 +31,13 @@ let rxUsed: UInt64 = 0x7000, txUsed: UInt64 = 0x7800
 final class FuzzChannel: FrameChannel, @unchecked Sendable {
     var vnetHeader = true
     let mtu = 1500
+    var udpSegmentation: Bool { vnetHeader }
     var fd: Int32 { -1 }
     var hasPendingOutput: Bool { false }
     var inbound: [[UInt8]] = []
     var sent: [[UInt8]] = []
     var refuse = 0
-    func setGuestChecksum(_ on: Bool) {}
+    func setGuestOffload(checksum: Bool, udpSegmentation: Bool) {}
     func receive(_ iov: UnsafeBufferPointer<iovec>) -> FrameIOResult {
         guard !inbound.isEmpty else { return .wouldBlock }
         let f = inbound.removeFirst()
@@ -95,10 +99,15 @@ public func fuzzVirtioNet(_ data: UnsafePointer<UInt8>?, _ size: Int) -> Int32 {
     for (bit, f) in bits where input[1] & bit != 0 { features.insert(f) }
     channel.vnetHeader = input[1] & 32 != 0
     if !channel.vnetHeader { features.subtract([.netCsum, .netGuestCsum]) }  // not offered then
+    if input[1] & 128 != 0 && features.contains(.netCsum) { features.insert(.netHostUSO) }
+    if input[1] & 128 != 0 && features.isSuperset(of: [.netGuestCsum, .netMergeableRxBuffers]) {
+        features.formUnion([.netGuestUSO4, .netGuestUSO6])   // host frames may then exceed the MTU
+    }
+    let uso = features.contains(.netHostUSO)
     channel.refuse = input[1] & 64 != 0 ? 2 : 0
     channel.sent = []
     channel.inbound = (0..<Int(input[2] & 7)).map { i in
-        let length = 1 + (Int(input[3]) &* 37 &+ i &* 997) % 1700
+        let length = 1 + (Int(input[3]) &* 37 &+ i &* 997) % (input[1] & 128 != 0 ? 9000 : 1700)
         return (0..<length).map { UInt8(truncatingIfNeeded: $0 &+ i) }
     }
 
@@ -135,10 +144,12 @@ public func fuzzVirtioNet(_ data: UnsafePointer<UInt8>?, _ size: Int) -> Int32 {
     let maxFrame = 14 + 4 + 1500 + (channel.vnetHeader ? 12 : 0)
     for f in channel.sent {
         let header = channel.vnetHeader ? 12 : 0
-        precondition(f.count >= header + 14 && f.count <= maxFrame, "sent a \(f.count)-byte frame")
+        let segmented = channel.vnetHeader && f.count >= 12 && f[1] == 5
+        precondition(f.count >= header + 14 && (f.count <= maxFrame || (segmented && f.count <= 12 + 65536)), "sent a \(f.count)-byte frame")
         if channel.vnetHeader {
-            precondition(f[1] == 0 && (f[0] == 0 || (f[0] == 1 && features.contains(.netCsum))), "unsanitized header \(f[0..<12])")
-            precondition(f[2..<6].allSatisfy { $0 == 0 } && f[10] == 0 && f[11] == 0, "header fields leaked \(f[0..<12])")
+            precondition((f[1] == 0 || (segmented && uso && f[0] == 1)) && (f[0] == 0 || (f[0] == 1 && features.contains(.netCsum))),
+                         "unsanitized header \(f[0..<12])")
+            precondition((segmented || f[2..<6].allSatisfy { $0 == 0 }) && f[10] == 0 && f[11] == 0, "header fields leaked \(f[0..<12])")
         }
     }
     snapshot(into: &after)

@@ -13,6 +13,14 @@ uint32_t chostnet_iff_tap(void) { return IFF_TAP; }
 uint32_t chostnet_iff_no_pi(void) { return IFF_NO_PI; }
 uint32_t chostnet_iff_vnet_hdr(void) { return IFF_VNET_HDR; }
 uint32_t chostnet_tun_f_csum(void) { return TUN_F_CSUM; }
+/* Linux 6.2 uapi; the build host's headers may be older. */
+#ifndef TUN_F_USO4
+#define TUN_F_USO4 0x20
+#endif
+#ifndef TUN_F_USO6
+#define TUN_F_USO6 0x40
+#endif
+uint32_t chostnet_tun_f_uso(void) { return TUN_F_USO4 | TUN_F_USO6; }
 
 int chostnet_open_tun(void) {
     int fd = open("/dev/net/tun", O_RDWR | O_NONBLOCK | O_CLOEXEC);

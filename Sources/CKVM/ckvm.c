@@ -110,6 +110,26 @@ int ckvm_get_msr(int vcpu, uint32_t index, uint64_t *value) {
     return r;
 }
 
+int ckvm_get_msrs(int vcpu, const uint32_t *index, uint64_t *value, uint32_t n) {
+    struct { struct kvm_msrs h; struct kvm_msr_entry e[CKVM_MAX_MSRS]; } m;
+    if (n > CKVM_MAX_MSRS) return -EINVAL;
+    memset(&m, 0, sizeof m);
+    m.h.nmsrs = n;
+    for (uint32_t i = 0; i < n; i++) m.e[i].index = index[i];
+    int r = ckvm_ret(ioctl(vcpu, KVM_GET_MSRS, &m));
+    for (int i = 0; i < r; i++) value[i] = m.e[i].data;
+    return r;
+}
+
+int ckvm_set_msrs(int vcpu, const uint32_t *index, const uint64_t *value, uint32_t n) {
+    struct { struct kvm_msrs h; struct kvm_msr_entry e[CKVM_MAX_MSRS]; } m;
+    if (n > CKVM_MAX_MSRS) return -EINVAL;
+    memset(&m, 0, sizeof m);
+    m.h.nmsrs = n;
+    for (uint32_t i = 0; i < n; i++) { m.e[i].index = index[i]; m.e[i].data = value[i]; }
+    return ckvm_ret(ioctl(vcpu, KVM_SET_MSRS, &m));
+}
+
 int ckvm_kvmclock_ctrl(int vcpu) { return ckvm_ret(ioctl(vcpu, KVM_KVMCLOCK_CTRL, 0)); }
 
 int ckvm_get_mp_state(int vcpu, uint32_t *state) {

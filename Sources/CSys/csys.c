@@ -5,8 +5,10 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <sys/epoll.h>
+#include <string.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 #include "csys.h"
@@ -61,4 +63,50 @@ int csys_spawn(char *const argv[], int keep_fd, int as_fd) {
 int csys_waitpid(int pid, int *status, int block) {
     int r = waitpid(pid, status, block ? 0 : WNOHANG);
     return r < 0 ? -errno : r;
+}
+
+int64_t csys_recv_fds(int sock, void *buf, uint64_t len, int *fds, int max_fds, int *nfds) {
+    union { char bytes[CMSG_SPACE(sizeof(int) * 4)]; struct cmsghdr align; } control;
+    struct iovec iov = {buf, len};
+    struct msghdr msg = {0};
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.bytes;
+    msg.msg_controllen = sizeof control.bytes;
+    *nfds = 0;
+    ssize_t n = recvmsg(sock, &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+    if (n < 0) return -errno;
+    for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
+        if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
+        int count = (int)((c->cmsg_len - CMSG_LEN(0)) / sizeof(int));
+        int got[4];
+        memcpy(got, CMSG_DATA(c), sizeof(int) * (size_t)(count > 4 ? 4 : count));
+        for (int i = 0; i < count && i < 4; i++) {
+            if (*nfds < max_fds) fds[(*nfds)++] = got[i];
+            else close(got[i]);
+        }
+    }
+    return n;
+}
+
+int64_t csys_send_fds(int sock, const void *buf, uint64_t len, const int *fds, int nfds) {
+    union { char bytes[CMSG_SPACE(sizeof(int) * 4)]; struct cmsghdr align; } control;
+    if (nfds < 0 || nfds > 4) return -EINVAL;
+    struct iovec iov = {(void *)buf, len};
+    struct msghdr msg = {0};
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    if (nfds > 0) {
+        memset(control.bytes, 0, sizeof control.bytes);
+        msg.msg_control = control.bytes;
+        msg.msg_controllen = CMSG_SPACE(sizeof(int) * (size_t)nfds);
+        struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+        c->cmsg_level = SOL_SOCKET;
+        c->cmsg_type = SCM_RIGHTS;
+        c->cmsg_len = CMSG_LEN(sizeof(int) * (size_t)nfds);
+        memcpy(CMSG_DATA(c), fds, sizeof(int) * (size_t)nfds);
+    }
+    ssize_t n;
+    do { n = sendmsg(sock, &msg, MSG_NOSIGNAL); } while (n < 0 && errno == EINTR);
+    return n < 0 ? -errno : n;
 }

@@ -3,6 +3,8 @@ import NIOCore
 import NIOPosix
 import VMControl
 import VMDefinition
+import CSys
+import Foundation
 
 /// A failure talking to a VMM's control socket (docs/control.md).
 public enum ControlCallError: Error, Sendable, Equatable {
@@ -92,6 +94,49 @@ public struct ControlConnection: Sendable {
         } catch {
             throw .unreachable("\(error)")
         }
+    }
+
+    /// One request with `files` passed along (SCM_RIGHTS; NIO cannot): a snapshot's
+    /// memory and state files, which a jailed VMM cannot create itself. A blocking
+    /// socket on a thread of its own, answered through the continuation.
+    public static func request(path: String, _ request: ControlRequest, passing files: [Int32],
+                               timeoutSeconds: Int32) async throws(ControlCallError) -> JSONValue {
+        let answer: Result<[UInt8], ControlCallError> = await withCheckedContinuation { done in
+            Thread.detachNewThread { done.resume(returning: Self.exchange(path: path, line: request.json.line, files: files, timeoutMs: timeoutSeconds * 1000)) }
+        }
+        return try decodeResponse(try answer.get())
+    }
+
+    /// Connect, send the line with the files, read one response line (blocking, bounded).
+    static func exchange(path: String, line: [UInt8], files: [Int32], timeoutMs: Int32) -> Result<[UInt8], ControlCallError> {
+        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard fd >= 0 else { return .failure(.unreachable("socket: \(String(cString: strerror(errno)))")) }
+        defer { close(fd) }
+        var addr = sockaddr_un()
+        addr.sun_family = sa_family_t(AF_UNIX)
+        let bytes = Array(path.utf8)
+        guard bytes.count < MemoryLayout.size(ofValue: addr.sun_path) else { return .failure(.unreachable("\(path): too long")) }
+        withUnsafeMutableBytes(of: &addr.sun_path) { p in for (i, b) in bytes.enumerated() { p[i] = b } }
+        let rc = withUnsafePointer(to: &addr) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+        }
+        guard rc == 0 else { return .failure(.unreachable("\(path): \(String(cString: strerror(errno)))")) }
+        let sent = line.withUnsafeBytes { b in files.withUnsafeBufferPointer { csys_send_fds(fd, b.baseAddress, UInt64(b.count), $0.baseAddress, Int32($0.count)) } }
+        guard sent == line.count else { return .failure(.unreachable("\(path): the request could not be sent")) }
+        var response: [UInt8] = []
+        let deadline = monotonicNanoseconds() + UInt64(timeoutMs) * 1_000_000
+        var buf = [UInt8](repeating: 0, count: 4096)
+        while !response.contains(0x0A) {
+            let now = monotonicNanoseconds()
+            guard now < deadline else { return .failure(.timedOut) }
+            var p = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+            guard poll(&p, 1, Int32((deadline - now) / 1_000_000) + 1) > 0 else { continue }
+            let n = recv(fd, &buf, buf.count, 0)
+            if n <= 0 { return .failure(.protocolError("connection closed before the response")) }
+            response += buf[0..<n]
+            if response.count > maxLine { return .failure(.protocolError("response longer than \(maxLine) bytes")) }
+        }
+        return .success(Array(response[..<response.firstIndex(of: 0x0A)!]))
     }
 
     /// `{"ok":true,...}` -> the object; `{"ok":false,"error":{...}}` -> `.refused`.

@@ -132,10 +132,24 @@ enum StateFiles {
 }
 
 /// How a VMM run ended, from what it left (exit.json) and how the process died.
+///
+/// Killed by a signal: `{"state":"crashed","reason":"killed by signal N","signal":N,
+/// "signal_name":"SIGKILL"}`, or what a jailed VMM's supervisor wrote for it (it knows an
+/// out-of-memory kill in the VM's cgroup). SIGSYS is a seccomp violation: reason
+/// `seccomp`, and the thread and call from the VMM's report line (its log's last line).
 func endRecord(exitJSON: JSONValue?, end: ProcessEnd, logTail: String) -> (VMState, JSONValue) {
     if case .signaled(let sig) = end {
-        return (.crashed, .object([("state", .string("crashed")), ("reason", .string("killed by signal \(sig)")),
-                                   ("signal", .int(sig))]))
+        var m: [(key: String, value: JSONValue)]
+        if case .object(let written)? = exitJSON, exitJSON?["state"]?.stringValue == "crashed", exitJSON?["signal"] != nil {
+            m = written
+        } else {
+            m = [("state", .string("crashed")), ("reason", .string(sig == SIGSYS ? "seccomp" : "killed by signal \(sig)")),
+                 ("signal", .int(sig)), ("signal_name", .string(signalName(sig)))]
+        }
+        if sig == SIGSYS, let v = SeccompReport(line: logTail) {
+            m.append(contentsOf: [("thread", .string(v.thread)), ("syscall", .string(v.syscall)), ("syscall_nr", .int(v.number))])
+        }
+        return (.crashed, .object(m))
     }
     if let e = exitJSON, let s = e["state"]?.stringValue, let state = VMState(rawValue: s),
        state == .stopped || state == .crashed {
@@ -161,4 +175,33 @@ func lastLogLine(_ path: String) -> String {
     let data = (try? fd.readToEnd()) ?? Data()
     let text = String(decoding: data, as: UTF8.self)
     return text.split(separator: "\n").last.map(String.init) ?? ""
+}
+
+
+/// The line a VMM's SIGSYS handler writes before it dies (Sources/CSeccomp/cseccomp.c):
+/// `pvmm: seccomp: thread vcpu0 made forbidden system call execve (59); the VMM stops`.
+struct SeccompReport: Equatable {
+    let thread: String
+    let syscall: String
+    let number: Int
+
+    init(thread: String, syscall: String, number: Int) {
+        self.thread = thread
+        self.syscall = syscall
+        self.number = number
+    }
+
+    init?(line: String) {
+        let prefix = "pvmm: seccomp: thread "
+        guard line.hasPrefix(prefix) else { return nil }
+        let rest = line.dropFirst(prefix.count)
+        guard let made = rest.range(of: " made forbidden system call ") else { return nil }
+        thread = String(rest[..<made.lowerBound])
+        let call = rest[made.upperBound...]
+        guard let open = call.firstIndex(of: "("), let close = call[open...].firstIndex(of: ")"),
+              let n = Int(call[call.index(after: open)..<close]) else { return nil }
+        syscall = String(call[..<open]).trimmingCharacters(in: .whitespaces)
+        number = n
+        guard !thread.isEmpty, !syscall.isEmpty else { return nil }
+    }
 }

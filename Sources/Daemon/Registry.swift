@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import Sandbox
 import VMControl
 import HostNet
 import Snapshot
@@ -43,9 +44,16 @@ public actor Registry {
     public let streams = StreamSet()
     private var shuttingDown = false
 
-    public init(stateDir: String, vmmExecutable: String, logger: Logger) {
+    /// Given to every VMM (`--jail`), and per VM name for tests (`--test-vmm-args`).
+    let vmmArguments: [String]
+    let testVMMArguments: [String: [String]]
+
+    public init(stateDir: String, vmmExecutable: String, logger: Logger, vmmArguments: [String] = [],
+                testVMMArguments: [String: [String]] = [:]) {
         self.stateDir = stateDir
         self.vmmExecutable = vmmExecutable
+        self.vmmArguments = vmmArguments
+        self.testVMMArguments = testVMMArguments
         self.logger = logger
         hostMemoryMiB = Int(ProcessInfo.processInfo.physicalMemory >> 20)
     }
@@ -297,7 +305,8 @@ public actor Registry {
         let pid: Int32
         do {
             pid = try spawnVMM(executable: vmmExecutable, configJSON: config.jsonBytes, paths: paths,
-                               extraFDs: opened.map(\.fd), extraArguments: restore.map { ["--restore", $0] } ?? [])
+                               extraFDs: opened.map(\.fd),
+                               extraArguments: vmmArguments + (restore.map { ["--restore", $0] } ?? []) + (testVMMArguments[name] ?? []))
         } catch {
             throw APIError(.internalServerError, "cannot start the VMM: \(error)")
         }
@@ -401,6 +410,11 @@ public actor Registry {
         vms[name] = vm
         unlink(paths.pidFile)
         unlink(paths.control)
+        // A jailed VMM's supervisor removes the VM's cgroup, unless it was killed too.
+        if vmmArguments.contains("--jail") {
+            let cgroup = JailCgroup.name(supervisor: pid)
+            Thread.detachNewThread { JailCgroup.removeLeftover(name: cgroup) }  // it may wait: not on the pool
+        }
         persist(name)
         logger.info("VM ended", metadata: ["vm": "\(name)", "pid": "\(pid)", "exit": "\(exit.encoded)"])
         publish(name, extra: [("last_exit", exit)])

@@ -81,9 +81,12 @@ struct API: Sendable {
                 throw APIError(.badRequest, "an absolute directory path", field: "path")
             }
             let t = try await registry.target(n, allowed: [.running, .paused], action: "snapshot")
+            // The daemon makes the files and passes them: a jailed VMM reaches no host path.
+            let files = try SnapshotFiles(directory: path)
             let r: JSONValue
-            do { r = try await ControlConnection.request(path: t.control, .snapshot(path: path), timeout: .seconds(120)) }
-            catch let e as ControlCallError { throw e.api }
+            do { r = try await ControlConnection.request(path: t.control, .snapshot(path: path), passing: files.fds, timeoutSeconds: 120) }
+            catch let e as ControlCallError { files.discard(); throw e.api }
+            try files.commit()
             guard case .object(let m) = r else { throw APIError(.internalServerError, "bad snapshot answer") }
             return jsonResponse(.object([("name", .string(n))] + m.filter { $0.key != "ok" }))
         }

@@ -18,14 +18,20 @@ public struct DaemonOptions: Sendable {
     /// HTTP tools without Unix-socket support (schemathesis) can reach it.
     public var testTCPPort: Int?
     public var vmm: String?
+    /// `--jail`: every VMM runs jailed (`pvmm-vmm --jail`, docs/security.md).
+    public var jail = false
+    /// Test aid only (`--test-vmm-args NAME=ARG,ARG`): extra pvmm-vmm arguments for the
+    /// VM NAME (a debug build's `--seccomp-test-violation`; release VMMs refuse it).
+    public var testVMMArguments: [String: [String]] = [:]
 
     public init() {}
 
     public static let usage = """
-        usage: pvmm daemon [--socket PATH] [--state-dir DIR] [--log-format text|json]
+        usage: pvmm daemon [--socket PATH] [--state-dir DIR] [--log-format text|json] [--jail]
           --socket PATH      the API's Unix socket (default /run/pvmm/pvmm.sock; mode 0600, its directory 0700)
           --state-dir DIR    VM definitions, states and per-VM files (default /var/lib/pvmm)
           --log-format F     text (default) or json: one JSON object per line on stderr
+          --jail             run every VMM jailed (pid/mount/net namespaces, its own root, uid nobody, a cgroup; docs/security.md)
         """
 
     /// Parses the arguments after `daemon`; errors name the flag.
@@ -48,6 +54,11 @@ public struct DaemonOptions: Sendable {
                 guard let p = Int(v), (1...65535).contains(p) else { throw DaemonUsageError("--test-tcp-port: '\(v)' is not a port") }
                 testTCPPort = p
             case "--vmm": vmm = try value("--vmm")
+            case "--jail": jail = true
+            case "--test-vmm-args":
+                let v = try value("--test-vmm-args")
+                guard let eq = v.firstIndex(of: "="), eq != v.startIndex else { throw DaemonUsageError("--test-vmm-args: '\(v)' is not NAME=ARG,ARG") }
+                testVMMArguments[String(v[..<eq]), default: []] += v[v.index(after: eq)...].split(separator: ",").map(String.init)
             case "-h", "--help": throw DaemonUsageError(Self.usage, status: 0)
             case "--version": throw DaemonUsageError(PVMMVersion.text, status: 0)
             case let other: throw DaemonUsageError("\(other): unknown option\n\(Self.usage)")
@@ -105,7 +116,8 @@ public func runDaemon(_ options: DaemonOptions) async throws {
     let vmm = options.vmm ?? siblingExecutable("pvmm-vmm")
     guard access(vmm, X_OK) == 0 else { throw DaemonUsageError("\(vmm) is missing (run Scripts/build)", status: 1) }
 
-    let registry = Registry(stateDir: options.stateDir, vmmExecutable: vmm, logger: logger)
+    let registry = Registry(stateDir: options.stateDir, vmmExecutable: vmm, logger: logger,
+                            vmmArguments: options.jail ? ["--jail"] : [], testVMMArguments: options.testVMMArguments)
     await registry.start()
     let api = API(registry: registry, taps: TapOpener())
 

@@ -15,6 +15,8 @@ public enum VirtioNetSpec {
     public static let headerSize = 12
     public static let headerFlagsOffset = 0
     public static let headerGSOTypeOffset = 1
+    public static let headerHdrLenOffset = 2
+    public static let headerGSOSizeOffset = 4
     public static let headerCsumStartOffset = 6
     public static let headerCsumOffsetOffset = 8
     public static let headerNumBuffersOffset = 10
@@ -25,6 +27,12 @@ public enum VirtioNetSpec {
     /// VIRTIO_NET_HDR_GSO_NONE; ECN (0x80) is a modifier bit.
     public static let gsoNone: UInt8 = 0
     public static let gsoECN: UInt8 = 0x80
+    /// VIRTIO_NET_HDR_GSO_UDP_L4: UDP segmentation offload (with HOST_USO): the frame
+    /// carries one UDP header and payload the host cuts into datagrams of gso_size bytes.
+    public static let gsoUDPL4: UInt8 = 5
+    /// Where a UDP header's checksum field is (csum_offset of a UDP_L4 frame), and its size.
+    public static let udpChecksumOffset = 6
+    public static let udpHeader = 8
 
     /// Ethernet header, and room for one 802.1Q tag, beyond the MTU.
     public static let ethernetHeader = 14
@@ -32,7 +40,8 @@ public enum VirtioNetSpec {
     /// Frames shorter than an Ethernet header carry nothing and are dropped.
     public static let minFrame = 14
     /// A transmit chain whose frame is larger than this cannot be an Ethernet frame even
-    /// with GSO (which pvmm does not offer): a broken driver, so DEVICE_NEEDS_RESET.
+    /// with GSO (the IPv4 total length ends at 64 KiB): a broken driver, so
+    /// DEVICE_NEEDS_RESET.
     public static let maxTransmitChainFrame = 65536
 
     /// struct virtio_net_config (§5.1.4) up to `mtu`: mac[6], status, max_virtqueue_pairs,
@@ -76,8 +85,12 @@ public final class NetStats: Sendable {
     public let txDropShort = StatCounter()
     /// Transmit frames shorter than an Ethernet header, or above MTU + 18.
     public let txDropSize = StatCounter()
-    /// Transmit headers asking for GSO (not offered) or a bad checksum request.
+    /// Transmit headers asking for GSO that was not negotiated (only UDP_L4 is offered,
+    /// HOST_USO), a malformed UDP_L4 request, or a bad checksum request.
     public let txDropHeader = StatCounter()
+    /// Transmit frames sent with UDP segmentation offload (each carries many datagrams;
+    /// `txPackets` counts it once).
+    public let txSegmented = StatCounter()
     /// Transmit chains with device-writable buffers (§5.1.6.2: transmit buffers are
     /// device-readable only).
     public let txDropMalformed = StatCounter()
@@ -89,6 +102,7 @@ public final class NetStats: Sendable {
     public var named: [NamedCounter] {
         [NamedCounter("rx_packets", rxPackets), NamedCounter("rx_bytes", rxBytes),
          NamedCounter("tx_packets", txPackets), NamedCounter("tx_bytes", txBytes),
+         NamedCounter("tx_uso_frames", txSegmented),
          NamedCounter("rx_drop_too_big", rxDropTooBig), NamedCounter("rx_drop_error", rxDropError),
          NamedCounter("rx_no_buffers", rxNoBuffers),
          NamedCounter("tx_drop_short", txDropShort), NamedCounter("tx_drop_size", txDropSize),
@@ -108,8 +122,9 @@ public final class NetStats: Sendable {
 ///
 /// Features: VERSION_1 (transport), RING_EVENT_IDX, INDIRECT_DESC, MAC, STATUS, MTU,
 /// MRG_RXBUF; CSUM and GUEST_CSUM only when the channel carries virtio-net headers (a
-/// tap with IFF_VNET_HDR: the host kernel completes partial checksums). No GSO, no
-/// control queue, no multiqueue.
+/// tap with IFF_VNET_HDR: the host kernel completes partial checksums); HOST_USO and
+/// GUEST_USO4/6 when that tap's kernel segments UDP (one frame, many datagrams, both
+/// ways: the per-frame cost is paid once). No other GSO, no control queue, no multiqueue.
 public struct VirtioNetModel: VirtioBackedModel, Sendable {
     public let backend: VirtioNetBackend
 
@@ -120,6 +135,7 @@ public struct VirtioNetModel: VirtioBackedModel, Sendable {
     public var deviceFeatures: VirtioFeatures {
         var f: VirtioFeatures = [.ringEventIdx, .indirectDesc, .netMAC, .netStatus, .netMTU, .netMergeableRxBuffers]
         if backend.channel.vnetHeader { f.formUnion([.netCsum, .netGuestCsum]) }
+        if backend.channel.vnetHeader && backend.channel.udpSegmentation { f.formUnion([.netHostUSO, .netGuestUSO4, .netGuestUSO6]) }
         return f
     }
 

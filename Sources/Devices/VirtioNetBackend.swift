@@ -9,7 +9,10 @@ import Virtio
 /// Receive (§5.1.6.3-4): the guest's buffers become one iovec list and the frame is read
 /// from the channel straight into them (readv). With MRG_RXBUF a frame may span several
 /// chains: the device takes chains until they hold a maximal frame (header + MTU + 18),
-/// reads, writes `num_buffers`, and gives the unused chains back. While the guest has
+/// reads, writes `num_buffers`, and gives the unused chains back. With GUEST_USO the tap
+/// hands over UDP segmentation frames of up to 64 KiB whole: what did not fit lands in a
+/// device buffer and is copied into as many further chains as it needs (so a small frame
+/// still takes only the chains a maximal one needs). While the guest has
 /// posted no buffers the channel is not watched for input at all (the host side queues
 /// or drops; nothing waits), and notifications on receiveq are enabled so the next post
 /// wakes the device.
@@ -24,8 +27,13 @@ import Virtio
 /// unchanged. A vCPU resetting the device therefore waits only for ring bookkeeping, and
 /// a frame moved across a reset lands in buffers the old driver owned and is not returned.
 ///
+/// UDP segmentation offload (HOST_USO, gso_type UDP_L4): a frame of up to 64 KiB with one
+/// UDP header goes to the tap as it is and the host kernel cuts it into datagrams of
+/// gso_size payload bytes, so one writev carries up to 128 datagrams.
+///
 /// Drops (counted in `NetStats`, the chain returned with used.len 0 on transmit): short
-/// header, runt or oversized frames, GSO requests, bad checksum requests, writable
+/// header, runt or oversized frames, GSO requests other than a well-formed UDP_L4 one
+/// with HOST_USO, bad checksum requests, writable
 /// descriptors on transmit. DEVICE_NEEDS_RESET: any virtqueue rule broken (§2.7), a
 /// receive chain with readable buffers or under a header's worth of room, a transmit
 /// frame above 64 KiB.
@@ -44,6 +52,8 @@ public final class VirtioNetBackend: HostFDBackend, @unchecked Sendable {
     let maxFrame: Int
     /// Frames moved per wake-up before yielding to other work (service re-signals).
     static let budget = 64
+    /// What the driver acks for the tap to hand it UDP segmentation frames.
+    static let guestUSO: VirtioFeatures = [.netGuestCsum, .netGuestUSO4, .netGuestUSO6, .netMergeableRxBuffers]
 
     // Device-thread state.
     // weak: the loop owns the handler that owns the device that owns this backend.
@@ -51,6 +61,8 @@ public final class VirtioNetBackend: HostFDBackend, @unchecked Sendable {
     private let rxIOV = IOVecList(capacity: 1024 + Int(VirtioNetSpec.queueSize))
     private let txIOV = IOVecList(capacity: Int(VirtioNetSpec.queueSize) + 1)
     private let scratch = IOVecList(capacity: Int(VirtioNetSpec.queueSize))
+    /// The chains that take the rest of a UDP segmentation frame.
+    private let extraIOV = IOVecList(capacity: 1024 + 1)
     /// Heads and capacities of the chains gathered for one receive.
     private let rxChains = UnsafeMutablePointer<(head: UInt16, room: UInt32)>.allocate(capacity: Int(VirtioNetSpec.queueSize))
     private let txHeader = UnsafeMutableRawBufferPointer.allocate(byteCount: VirtioNetSpec.headerSize, alignment: 8)
@@ -59,6 +71,10 @@ public final class VirtioNetBackend: HostFDBackend, @unchecked Sendable {
     private let overflow = UnsafeMutableRawBufferPointer.allocate(byteCount: 65536 + VirtioNetSpec.headerSize, alignment: 16)
     private var txBlocked = false
     private var rxWanted = false
+    /// A service request runs receive only after an activation or a pass out of budget;
+    /// else tap readiness and receive notifications drive it (the poller's requests for
+    /// transmit work must not cost a readv that fails with EAGAIN per polled frame).
+    private var rxServiceNeeded = true
     private var closed = false
     private var linkChanged = false
     private var offloadEpoch: UInt64 = .max
@@ -117,11 +133,12 @@ public final class VirtioNetBackend: HostFDBackend, @unchecked Sendable {
     /// Polls the driver-to-device queue (receive buffers are not work).
     public func poll(_ phase: PollPhase) -> Bool { core.poll(phase, queues: [VirtioNetSpec.transmitQueue]) }
 
-    /// After DRIVER_OK (buffers posted early), or when a batch ran out of budget.
+    /// After DRIVER_OK (buffers posted early), when a batch ran out of budget, or when
+    /// the poller found transmit work.
     public func serviceRequested() -> BackendOutcome {
         var out = begin()
         merge(&out, transmit())
-        if out.failure == nil { merge(&out, receive()) }
+        if out.failure == nil && rxServiceNeeded { merge(&out, receive()) }
         return finish(out)
     }
 
@@ -148,12 +165,14 @@ public final class VirtioNetBackend: HostFDBackend, @unchecked Sendable {
         if e != localEpoch {
             localEpoch = e
             txBlocked = channel.hasPendingOutput
+            rxServiceNeeded = true
         }
         if offloadEpoch != e {
             let features = core.state.withLock { $0.active ? $0.features : nil }
             if let features {
                 offloadEpoch = e
-                channel.setGuestChecksum(features.contains(.netGuestCsum))
+                channel.setGuestOffload(checksum: features.contains(.netGuestCsum),
+                                        udpSegmentation: features.isSuperset(of: Self.guestUSO))
             }
         }
         return BackendOutcome(epoch: e)
@@ -210,12 +229,14 @@ public final class VirtioNetBackend: HostFDBackend, @unchecked Sendable {
         let epoch = core.epoch
         var moved = 0
         rxWanted = false
+        rxServiceNeeded = false
         if closed { return result }
         loop: while true {
             if moved == Self.budget {
                 // More may be waiting: come back after the other events.
                 service.signal()
                 rxWanted = true
+                rxServiceNeeded = true
                 break
             }
             switch gather(epoch) {
@@ -246,6 +267,9 @@ public final class VirtioNetBackend: HostFDBackend, @unchecked Sendable {
                     rxWanted = true
                     break loop
                 case .stale:
+                    break loop
+                case .fault(let f):
+                    result.fault = f
                     break loop
                 case .closed:
                     channelClosed()
@@ -325,7 +349,7 @@ public final class VirtioNetBackend: HostFDBackend, @unchecked Sendable {
         }
     }
 
-    private enum ReceiveStep { case delivered, dropped, empty, stale, closed }
+    private enum ReceiveStep { case delivered, dropped, empty, stale, closed, fault(DeviceFault) }
 
     /// Under the lock again: returns the used chains with their lengths and gives the
     /// rest back.
@@ -349,9 +373,28 @@ public final class VirtioNetBackend: HostFDBackend, @unchecked Sendable {
             case .done(let n):
                 length = vnet ? n : n + VirtioNetSpec.headerSize
             }
-            guard length <= room else {
-                // Truncated by the kernel (or the framing): the frame is gone, the buffers
-                // are reused for the next one.
+            var chains = chains
+            if length > room, mergeable, vnet, s.features.isSuperset(of: Self.guestUSO), length - room <= overflow.count,
+               segmentationFrame() {
+                // A segmentation frame: its tail went to `overflow`; more chains take it.
+                // (Any other frame above MTU + 18 is dropped, as without GUEST_USO.)
+                let more: Int?
+                do throws(VirtqueueError) { more = try extend(&q, from: chains, toHold: length - room) } catch {
+                    s.halted = true
+                    return .fault(.queue(error))
+                }
+                guard let more else {
+                    s.halted = true
+                    return .fault(.malformed("receive chain with device-readable buffers or no room"))
+                }
+                if more > 0 {
+                    _ = extraIOV.write(UnsafeRawBufferPointer(rebasing: overflow.prefix(length - room)), at: 0)
+                    chains += more
+                }
+            }
+            guard length <= rxRoom(chains) else {
+                // Truncated by the kernel (or the framing), or no chains for the rest of a
+                // segmentation frame: the frame is gone, the buffers are reused.
                 q.undoPops(UInt16(chains))
                 stats.rxDropTooBig.add()
                 return .dropped
@@ -393,6 +436,36 @@ public final class VirtioNetBackend: HostFDBackend, @unchecked Sendable {
         }
     }
 
+    /// Under the lock: pops chains after the first `from` (in `rxChains`) into `extraIOV`
+    /// until they hold `bytes`; the number taken, 0 (chains given back) when the ring has
+    /// too few, nil for a chain with readable buffers or no room (the device fails).
+    private func extend(_ q: inout SplitQueue, from: Int, toHold bytes: Int) throws(VirtqueueError) -> Int? {
+        extraIOV.removeAll()
+        var taken = 0
+        while extraIOV.totalLength < bytes, from + taken < Int(VirtioNetSpec.queueSize), extraIOV.count < 1024,
+              let head = try q.popAvailable() {
+            scratch.removeAll()
+            let before = extraIOV.totalLength
+            let shape = try q.collect(head: head, readable: scratch, writable: extraIOV)
+            guard shape.readableLength == 0, extraIOV.totalLength > before else { return nil }
+            rxChains[from + taken] = (head, UInt32(extraIOV.totalLength - before))
+            taken += 1
+        }
+        if extraIOV.totalLength >= bytes { return taken }
+        q.undoPops(UInt16(taken))
+        return 0
+    }
+
+    /// The frame just read carries a UDP_L4 header (the tap's, in the first chain).
+    private func segmentationFrame() -> Bool {
+        var gso: UInt8 = 0
+        let ok = withUnsafeMutableBytes(of: &gso) { rxIOV.read(into: $0, at: VirtioNetSpec.headerGSOTypeOffset) }
+        return ok && gso == VirtioNetSpec.gsoUDPL4
+    }
+
+    /// The room of the first `chains` gathered chains.
+    private func rxRoom(_ chains: Int) -> Int { (0..<chains).reduce(0) { $0 + Int(rxChains[$1].room) } }
+
     // MARK: Transmit (§5.1.6.2)
 
     private enum Prepared {
@@ -428,6 +501,7 @@ public final class VirtioNetBackend: HostFDBackend, @unchecked Sendable {
                         return false
                     case .done(let n):
                         stats.txPackets.add()
+                        if txHeader[VirtioNetSpec.headerGSOTypeOffset] == VirtioNetSpec.gsoUDPL4 && channel.vnetHeader { stats.txSegmented.add() }
                         stats.txBytes.add(UInt64(max(0, n - (channel.vnetHeader ? VirtioNetSpec.headerSize : 0))))
                     case .closed, .failed:
                         stats.txDropError.add()
@@ -456,6 +530,7 @@ public final class VirtioNetBackend: HostFDBackend, @unchecked Sendable {
             guard core.epoch == epoch, s.active, !s.halted, var q = s.queues[VirtioNetSpec.transmitQueue] else { return .none }
             defer { s.queues[VirtioNetSpec.transmitQueue] = q }
             let csum = s.features.contains(.netCsum)
+            let uso = csum && s.features.contains(.netHostUSO) && channel.vnetHeader
             do throws(VirtqueueError) {
                 while true {
                     try q.disableNotifications()
@@ -463,7 +538,7 @@ public final class VirtioNetBackend: HostFDBackend, @unchecked Sendable {
                         txIOV.removeAll()
                         scratch.removeAll()
                         let shape = try q.collect(head: head, readable: txIOV, writable: scratch)
-                        if let drop = check(shape, csum: csum) {
+                        if let drop = check(shape, csum: csum, uso: uso) {
                             drop.add()
                             try q.writeUsed(head: head, len: 0)
                             result.requests += 1
@@ -488,32 +563,45 @@ public final class VirtioNetBackend: HostFDBackend, @unchecked Sendable {
 
     /// The drop counter for a transmit chain the device refuses, or nil when it may go
     /// out; fills `txHeader` with the sanitized header.
-    private func check(_ shape: DescriptorChain.Shape, csum: Bool) -> StatCounter? {
+    private func check(_ shape: DescriptorChain.Shape, csum: Bool, uso: Bool) -> StatCounter? {
         if shape.writableLength > 0 { return stats.txDropMalformed }
         guard Int(shape.readableLength) >= VirtioNetSpec.headerSize else { return stats.txDropShort }
         let frame = Int(shape.readableLength) - VirtioNetSpec.headerSize
         if frame > VirtioNetSpec.maxTransmitChainFrame { return nil }  // the caller fails the device
-        guard frame >= VirtioNetSpec.minFrame, frame + VirtioNetSpec.headerSize <= maxFrame else { return stats.txDropSize }
         // One copy of the header: the guest cannot change it between check and send.
         guard txIOV.read(into: txHeader, at: 0) else { return stats.txDropShort }
         let flags = txHeader[VirtioNetSpec.headerFlagsOffset]
         let gso = txHeader[VirtioNetSpec.headerGSOTypeOffset]
-        guard gso & ~VirtioNetSpec.gsoECN == VirtioNetSpec.gsoNone else { return stats.txDropHeader }
+        let segmented = gso == VirtioNetSpec.gsoUDPL4
+        guard frame >= VirtioNetSpec.minFrame, segmented || frame + VirtioNetSpec.headerSize <= maxFrame else { return stats.txDropSize }
+        guard gso & ~VirtioNetSpec.gsoECN == VirtioNetSpec.gsoNone || (segmented && uso) else { return stats.txDropHeader }
         let needsCsum = flags & VirtioNetSpec.flagNeedsCsum != 0
+        let start = Int(txHeader.loadUnaligned(fromByteOffset: VirtioNetSpec.headerCsumStartOffset, as: UInt16.self).littleEndian)
+        let off = Int(txHeader.loadUnaligned(fromByteOffset: VirtioNetSpec.headerCsumOffsetOffset, as: UInt16.self).littleEndian)
         if needsCsum {
-            guard csum else { return stats.txDropHeader }
-            let start = Int(txHeader.loadUnaligned(fromByteOffset: VirtioNetSpec.headerCsumStartOffset, as: UInt16.self).littleEndian)
-            let off = Int(txHeader.loadUnaligned(fromByteOffset: VirtioNetSpec.headerCsumOffsetOffset, as: UInt16.self).littleEndian)
-            guard start + off + 2 <= frame else { return stats.txDropHeader }
+            guard csum, start + off + 2 <= frame else { return stats.txDropHeader }
         }
-        // The header the host sees: only NEEDS_CSUM and its two offsets survive.
-        let start = txHeader.loadUnaligned(fromByteOffset: VirtioNetSpec.headerCsumStartOffset, as: UInt16.self)
-        let off = txHeader.loadUnaligned(fromByteOffset: VirtioNetSpec.headerCsumOffsetOffset, as: UInt16.self)
+        let hdrLen = Int(txHeader.loadUnaligned(fromByteOffset: VirtioNetSpec.headerHdrLenOffset, as: UInt16.self).littleEndian)
+        let segment = Int(txHeader.loadUnaligned(fromByteOffset: VirtioNetSpec.headerGSOSizeOffset, as: UInt16.self).littleEndian)
+        if segmented {
+            // §5.1.6.2.1: NEEDS_CSUM with csum_start at the UDP header, each segment at
+            // most an MTU's worth, the headers inside the frame. The host kernel checks
+            // the packet itself (SKB_GSO_DODGY) and refuses what does not parse.
+            guard needsCsum, off == VirtioNetSpec.udpChecksumOffset, segment >= 1,
+                  segment <= mtu, hdrLen <= frame, start + VirtioNetSpec.udpHeader <= frame else { return stats.txDropHeader }
+        }
+        // The header the host sees: only NEEDS_CSUM with its two offsets, and a UDP_L4
+        // request with its sizes, survive.
         txHeader.initializeMemory(as: UInt8.self, repeating: 0)
         if needsCsum {
             txHeader[VirtioNetSpec.headerFlagsOffset] = VirtioNetSpec.flagNeedsCsum
-            txHeader.storeBytes(of: start, toByteOffset: VirtioNetSpec.headerCsumStartOffset, as: UInt16.self)
-            txHeader.storeBytes(of: off, toByteOffset: VirtioNetSpec.headerCsumOffsetOffset, as: UInt16.self)
+            txHeader.storeBytes(of: UInt16(start).littleEndian, toByteOffset: VirtioNetSpec.headerCsumStartOffset, as: UInt16.self)
+            txHeader.storeBytes(of: UInt16(off).littleEndian, toByteOffset: VirtioNetSpec.headerCsumOffsetOffset, as: UInt16.self)
+        }
+        if segmented {
+            txHeader[VirtioNetSpec.headerGSOTypeOffset] = VirtioNetSpec.gsoUDPL4
+            txHeader.storeBytes(of: UInt16(hdrLen).littleEndian, toByteOffset: VirtioNetSpec.headerHdrLenOffset, as: UInt16.self)
+            txHeader.storeBytes(of: UInt16(segment).littleEndian, toByteOffset: VirtioNetSpec.headerGSOSizeOffset, as: UInt16.self)
         }
         return nil
     }

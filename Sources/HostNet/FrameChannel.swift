@@ -28,8 +28,13 @@ public protocol FrameChannel: AnyObject, Sendable {
     var vnetHeader: Bool { get }
     /// The MTU the device should advertise.
     var mtu: Int { get }
-    /// Whether frames with partial checksums may be handed to the guest (TUNSETOFFLOAD).
-    func setGuestChecksum(_ on: Bool)
+    /// `send` takes frames whose virtio-net header asks for UDP segmentation (gso_type
+    /// UDP_L4: the host cuts one frame into many datagrams). Only with `vnetHeader`.
+    var udpSegmentation: Bool { get }
+    /// What the host may hand the guest (TUNSETOFFLOAD): frames with partial checksums,
+    /// and (with `udpSegmentation`, which needs the checksum) UDP segmentation frames of
+    /// up to 64 KiB holding many datagrams (gso_type UDP_L4).
+    func setGuestOffload(checksum: Bool, udpSegmentation: Bool)
     /// Reads one frame into `iov`.
     func receive(_ iov: UnsafeBufferPointer<iovec>) -> FrameIOResult
     /// Writes one frame from `iov`.
@@ -49,9 +54,12 @@ public final class TapChannel: FrameChannel, @unchecked Sendable {
     public var fd: Int32 { tap.fd }
     public var vnetHeader: Bool { tap.vnetHeader }
     public var mtu: Int { tap.mtu }
+    public var udpSegmentation: Bool { tap.udpSegmentation }
     public var hasPendingOutput: Bool { false }
 
-    public func setGuestChecksum(_ on: Bool) { try? tap.setOffload(checksum: on) }
+    public func setGuestOffload(checksum: Bool, udpSegmentation: Bool) {
+        try? tap.setOffload(checksum: checksum, udpSegmentation: checksum && udpSegmentation)
+    }
 
     public func receive(_ iov: UnsafeBufferPointer<iovec>) -> FrameIOResult {
         while true {

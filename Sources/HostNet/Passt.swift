@@ -15,6 +15,7 @@ public final class PasstChannel: FrameChannel, @unchecked Sendable {
     public private(set) var pid: Int32?
     public let mtu: Int
     public var vnetHeader: Bool { false }
+    public var udpSegmentation: Bool { false }
     var reader: StreamFrameReader
     var writer: StreamFrameWriter
 
@@ -96,7 +97,7 @@ public final class PasstChannel: FrameChannel, @unchecked Sendable {
         _ = csys_waitpid(p, &status, 1)
     }
 
-    public func setGuestChecksum(_ on: Bool) {}
+    public func setGuestOffload(checksum: Bool, udpSegmentation: Bool) {}
 
     public func receive(_ iov: UnsafeBufferPointer<iovec>) -> FrameIOResult {
         while true {

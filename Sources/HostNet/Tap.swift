@@ -56,6 +56,10 @@ public final class Tap: @unchecked Sendable {
     public let vnetHeader: Bool
     /// The interface's MTU when it was opened (1500 if unreadable).
     public let mtu: Int
+    /// The kernel takes frames with VIRTIO_NET_HDR_GSO_UDP_L4 headers (UDP segmentation
+    /// offload, Linux 6.2+) and cuts them into datagrams itself: probed once with
+    /// TUNSETOFFLOAD, which refuses flags it does not know.
+    public private(set) var udpSegmentation = false
     private let owned: Bool
 
     /// The size of struct virtio_net_hdr_v1 (virtio 1.2 §5.1.6), what the tap is told to use.
@@ -99,6 +103,7 @@ public final class Tap: @unchecked Sendable {
             throw .tap(name: name, call: "TUNSETVNETHDRSZ", errno: Errno(rawValue: -hs))
         }
         let tap = Tap(fd: fd, name: name, vnetHeader: true, owned: true)
+        tap.probeUDPSegmentation()
         try tap.setOffload(checksum: false)
         return tap
     }
@@ -124,17 +129,27 @@ public final class Tap: @unchecked Sendable {
         // Never inherited further (passt, other children).
         _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
         let tap = Tap(fd: fd, name: name, vnetHeader: vnet, owned: true)
-        if vnet { try tap.setOffload(checksum: false) }
+        if vnet {
+            tap.probeUDPSegmentation()
+            try tap.setOffload(checksum: false)
+        }
         return tap
     }
 
     /// TUNSETOFFLOAD: with `checksum`, the tap may hand us frames whose checksum is still
     /// to be completed (VIRTIO_NET_HDR_F_NEEDS_CSUM), which only a driver that acked
-    /// VIRTIO_NET_F_GUEST_CSUM accepts; without it the host stack completes them.
-    public func setOffload(checksum: Bool) throws(HostNetError) {
+    /// VIRTIO_NET_F_GUEST_CSUM accepts; without it the host stack completes them. With
+    /// `udpSegmentation` too (the driver acked GUEST_USO4 and GUEST_USO6), it may hand us
+    /// UDP segmentation frames (up to 64 KiB, many datagrams) instead of cutting them up.
+    public func setOffload(checksum: Bool, udpSegmentation: Bool = false) throws(HostNetError) {
         guard vnetHeader else { return }
-        let rc = chostnet_set_offload(fd, checksum ? chostnet_tun_f_csum() : 0)
+        let flags = checksum ? chostnet_tun_f_csum() | (udpSegmentation && self.udpSegmentation ? chostnet_tun_f_uso() : 0) : 0
+        let rc = chostnet_set_offload(fd, flags)
         if rc < 0 { throw .tap(name: name, call: "TUNSETOFFLOAD", errno: Errno(rawValue: -rc)) }
+    }
+
+    private func probeUDPSegmentation() {
+        udpSegmentation = chostnet_set_offload(fd, chostnet_tun_f_csum() | chostnet_tun_f_uso()) == 0
     }
 
     static func interfaceExists(_ name: String) -> Bool {

@@ -51,8 +51,7 @@ extension VCPU {
     public func saveState() throws(KVMError) -> VCPUState {
         var x = [UInt8](repeating: 0, count: ckvm_vcpu_extra_size())
         _ = try check(x.withUnsafeMutableBytes { ckvm_get_vcpu_extra(fd, $0.baseAddress) }, "KVM_GET_LAPIC/VCPU_EVENTS/FPU")
-        var msrs: [UInt64?] = []
-        for i in VCPUState.msrIndices { msrs.append(try msr(i)) }
+        let msrs = try self.msrs(VCPUState.msrIndices)
         var xs = [UInt8](repeating: 0, count: ckvm_vcpu_xstate_size())
         _ = xs.withUnsafeMutableBytes { ckvm_get_vcpu_xstate(fd, $0.baseAddress) }
         return VCPUState(regs: try registers(), sregs: try specialRegisters(), extra: x, xstate: xs, mpState: try mpState(), msrs: msrs)
@@ -66,9 +65,11 @@ extension VCPU {
     public func restoreState(_ state: VCPUState) throws(KVMError) {
         try setSpecialRegisters(state.sregs)
         try setRegisters(state.regs)
+        var entries: [(index: UInt32, value: UInt64)] = []
         for (n, index) in VCPUState.msrIndices.enumerated() where index != VCPUState.tscDeadlineMSR {
-            if n < state.msrs.count, let v = state.msrs[n] { _ = try setMSR(index, v) }
+            if n < state.msrs.count, let v = state.msrs[n] { entries.append((index, v)) }
         }
+        try setMSRs(entries)
         if state.xstate.count == ckvm_vcpu_xstate_size() {
             _ = try check(state.xstate.withUnsafeBytes { ckvm_set_vcpu_xstate(fd, $0.baseAddress) }, "KVM_SET_XCRS/XSAVE")
         }

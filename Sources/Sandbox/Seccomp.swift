@@ -32,18 +32,29 @@ public enum Seccomp {
     /// The mode in force in this process (`.off` before installProcessFilter).
     public static var mode: SeccompMode { active }
 
-    /// The process-wide filter (all threads, TSYNC) and the SIGSYS reporter.
+    /// The process-wide filter (all threads, TSYNC) and the SIGSYS reporter; every role's
+    /// filter is compiled here too, for the threads to apply.
     public static func installProcessFilter(mode: SeccompMode) throws(SeccompError) {
         guard mode != .off else { return }
         let rc = cseccomp_install_reporter()
         if rc < 0 { throw SeccompError(what: "SIGSYS handler", errno: -rc) }
-        // The role filters first (compiled, not loaded): building them takes longer than
-        // loading, and a vCPU thread should not pay that before its first KVM_RUN.
-        for (slot, role) in SeccompRole.allCases.enumerated() {
+        try compileAll(mode: mode)
+        let applied = cseccomp_apply_process(Int32(processSlot))
+        if applied < 0 { throw SeccompError(what: "loading the process filter", errno: -applied) }
+        active = mode
+    }
+
+    /// The compiled process filter's slot (after one per role).
+    static var processSlot: Int { SeccompRole.allCases.count }
+
+    /// Every thread role's filter (compiled, not loaded: a vCPU thread should not pay that
+    /// before its first KVM_RUN) and the process filter, each into its slot. `.main` has
+    /// none: the main thread is never spawned and keeps the process filter only.
+    static func compileAll(mode: SeccompMode) throws(SeccompError) {
+        for (slot, role) in SeccompRole.allCases.enumerated() where role != .main {
             try compile(slot: slot, rules: syscallTable.filter { $0.roles.contains(role) }, mode: mode)
         }
-        try load(rules: syscallTable, mode: mode, allThreads: true)
-        active = mode
+        try compile(slot: processSlot, rules: syscallTable, mode: mode)
     }
 
     /// Narrows the calling thread to its role's rows and names it in violation reports.
@@ -86,18 +97,6 @@ public enum Seccomp {
         if rc < 0 {
             let row = bad >= 0 && Int(bad) < rules.count ? " (row \(rules[Int(bad)].name))" : ""
             throw SeccompError(what: "compiling a thread filter\(row)", errno: -rc)
-        }
-    }
-
-    static func load(rules: [SyscallRule], mode: SeccompMode, allThreads: Bool) throws(SeccompError) {
-        var bad: Int32 = -1
-        let rc: Int32 = withRows(rules) { rows in
-            cseccomp_load(mode == .log ? Int32(CSECCOMP_LOG) : Int32(CSECCOMP_TRAP), rows.baseAddress,
-                          Int32(rows.count), allThreads ? 1 : 0, &bad)
-        }
-        if rc < 0 {
-            let row = bad >= 0 && Int(bad) < rules.count ? " (row \(rules[Int(bad)].name))" : ""
-            throw SeccompError(what: "loading the \(allThreads ? "process" : "thread") filter\(row)", errno: -rc)
         }
     }
 

@@ -14,6 +14,9 @@ public enum SeccompRole: String, Sendable, CaseIterable {
     case device
     /// Console and control: the terminal reader, console output, the control socket.
     case console
+    /// Writes a snapshot's files for the control socket (VMM/SnapshotWriter.swift): the
+    /// one role that may create files, on a thread that parses no input.
+    case snapshot
     /// The main thread (the supervisor): starts and joins the others, restores the
     /// terminal. It keeps only the process-wide filter.
     case main
@@ -47,6 +50,8 @@ public struct SyscallRule: Sendable {
 
 private let all: Set<SeccompRole> = Set(SeccompRole.allCases)
 private let notVCPU: Set<SeccompRole> = [.device, .console, .main]
+/// The snapshot writer joins these: it waits on an eventfd and closes the files it made.
+private let notVCPUWithWriter = notVCPU.union([.snapshot])
 
 private func ioctl(_ request: UInt, _ roles: Set<SeccompRole>, _ why: String) -> SyscallRule {
     // The request is an int in the kernel: compare the low 32 bits only.
@@ -108,40 +113,40 @@ public let syscallTable: [SyscallRule] = [
     SyscallRule("readv", notVCPU, "taps and sockets carry frames in pieces"),
     SyscallRule("writev", notVCPU, "taps, sockets and console output in pieces"),
     SyscallRule("pread64", [.device, .console], "a snapshot settles block I/O on the console thread; virtio-blk reads of the image"),
-    SyscallRule("pwrite64", [.device, .console], "virtio-blk writes of the image; a snapshot's memory image"),
+    SyscallRule("pwrite64", [.device, .console, .snapshot], "virtio-blk writes of the image (and settling them for a snapshot, on the console thread); a snapshot's memory image"),
     SyscallRule("preadv", [.device, .console], "a snapshot settles block I/O on the console thread; virtio-blk reads into several guest buffers"),
     SyscallRule("pwritev", [.device, .console], "a snapshot settles block I/O on the console thread; virtio-blk writes from several guest buffers"),
     SyscallRule("preadv2", [.device, .console], "a snapshot settles block I/O on the console thread; virtio-blk reads into several guest buffers (glibc's preadv)"),
     SyscallRule("pwritev2", [.device, .console], "a snapshot settles block I/O on the console thread; virtio-blk writes from several guest buffers (glibc's pwritev)"),
-    SyscallRule("fsync", [.device, .console], "virtio-blk FLUSH; a snapshot's files before rename"),
+    SyscallRule("fsync", [.device, .console, .snapshot], "virtio-blk FLUSH; disks flushed for a snapshot; a snapshot's files before rename"),
     SyscallRule("fdatasync", [.device, .console], "virtio-blk FLUSH; disks flushed for a snapshot"),
     SyscallRule("fallocate", [.device], "virtio-blk DISCARD and WRITE_ZEROES"),
     SyscallRule("io_uring_enter", [.device, .console], "a snapshot settles block I/O on the console thread; the parallel block backend submits and reaps"),
     SyscallRule("epoll_wait", notVCPU, "device and console event loops"),
     SyscallRule("epoll_pwait", notVCPU, "device and console event loops (newer libc)"),
     SyscallRule("epoll_ctl", notVCPU, "event loops add and remove fds they already own"),
-    SyscallRule("poll", notVCPU, "the terminal reader waits for stdin"),
-    SyscallRule("ppoll", notVCPU, "the terminal reader waits for stdin (newer libc)"),
-    SyscallRule("close", notVCPU, "event loops and connections close their own fds"),
-    SyscallRule("fstat", notVCPU, "stdio buffering looks at stdout"),
-    SyscallRule("newfstatat", notVCPU, "stdio buffering looks at stdout (fstat via newfstatat)"),
-    SyscallRule("lseek", notVCPU, "stdio positions on stdout/stderr"),
+    SyscallRule("poll", notVCPUWithWriter, "the terminal reader waits for stdin"),
+    SyscallRule("ppoll", notVCPUWithWriter, "the terminal reader waits for stdin (newer libc)"),
+    SyscallRule("close", notVCPUWithWriter, "event loops and connections close their own fds"),
+    SyscallRule("fstat", notVCPUWithWriter, "stdio buffering looks at stdout"),
+    SyscallRule("newfstatat", notVCPUWithWriter, "stdio buffering looks at stdout (fstat via newfstatat)"),
+    SyscallRule("lseek", notVCPUWithWriter, "stdio positions on stdout/stderr"),
     SyscallRule("getrandom", all, "Swift's random number generator"),
-    SyscallRule("ftruncate", [.main, .console], "--state-dir: rewriting exit.json/console.log created at start"),
-    SyscallRule("rename", [.main, .console], "--state-dir: publishing exit.json/console.log (written under a temporary name)"),
-    SyscallRule("renameat", [.main, .console], "--state-dir: publishing (libc's rename on newer kernels)"),
-    SyscallRule("renameat2", [.main, .console], "--state-dir: publishing (libc's rename on newer kernels)"),
-    SyscallRule("unlink", [.main, .console], "--state-dir: removing a temporary file that could not be written"),
-    // A snapshot (the control socket's `snapshot`, on the console thread): the one place a
-    // running VMM creates files. openat only with O_CREAT|O_EXCL (DIR/.memory.tmp,
+    SyscallRule("ftruncate", [.main, .snapshot], "--state-dir: rewriting exit.json/console.log created at start; a snapshot's sparse memory image"),
+    SyscallRule("rename", [.main, .snapshot], "publishing a snapshot's files and --state-dir's exit.json/console.log (written under a temporary name)"),
+    SyscallRule("renameat", [.main, .snapshot], "as rename (libc's rename on newer kernels; --state-dir relative to DIR's fd)"),
+    SyscallRule("renameat2", [.main, .snapshot], "as rename (libc's rename on newer kernels)"),
+    SyscallRule("unlink", [.main, .snapshot], "removing a temporary file that could not be written (snapshot, --state-dir)"),
+    // A snapshot (the control socket's `snapshot`, its files written by the snapshot
+    // thread while the console thread waits): the one place a running VMM creates files. openat only with O_CREAT|O_EXCL (DIR/.memory.tmp,
     // DIR/.state.tmp): it fails on any path that exists, so nothing can be opened for
     // reading or writing.
-    SyscallRule("openat", .masked(index: 2, mask: cseccomp_O_CREAT_EXCL, value: cseccomp_O_CREAT_EXCL), [.console],
+    SyscallRule("openat", .masked(index: 2, mask: cseccomp_O_CREAT_EXCL, value: cseccomp_O_CREAT_EXCL), [.snapshot],
                 "snapshot: creating the memory image and the state file"),
-    SyscallRule("mkdir", [.console], "snapshot: the directory"),
-    SyscallRule("mkdirat", [.console], "snapshot: the directory (libc's mkdir on newer kernels)"),
-    SyscallRule("mincore", [.console], "snapshot: skipping guest pages the host never populated"),
-    SyscallRule("unlinkat", [.console], "snapshot: as unlink (newer libc)"),
+    SyscallRule("mkdir", [.snapshot], "snapshot: the directory"),
+    SyscallRule("mkdirat", [.snapshot], "snapshot: the directory (libc's mkdir on newer kernels)"),
+    SyscallRule("mincore", [.snapshot], "snapshot: skipping guest pages the host never populated"),
+    SyscallRule("unlinkat", [.main, .snapshot], "as unlink (newer libc; --state-dir relative to DIR's fd)"),
     // Sockets created before the filter: the control socket and passt.
     SyscallRule("accept4", [.console], "control socket clients (the listening socket exists already)"),
     SyscallRule("accept", [.console], "control socket clients (Swift's Glibc accept)"),
@@ -181,6 +186,7 @@ public let syscallTable: [SyscallRule] = [
     ioctl(cseccomp_KVM_SET_IRQCHIP, [.console, .main], "irqchip power-on state at reboot"),
     ioctl(cseccomp_KVM_GET_CLOCK, [.console, .main], "kvmclock across pause"),
     ioctl(cseccomp_KVM_SET_CLOCK, [.console, .main], "kvmclock across pause"),
+    ioctl(cseccomp_KVM_IOEVENTFD, [.main], "the supervisor adds and removes one scratch ioeventfd once the VM runs, so KVM's frees of the set-up's I/O buses do not delay the exit (VM.settleIOBus)"),
     ioctl(cseccomp_TCGETS, [.console, .main], "isatty and the terminal's mode"),
     ioctl(cseccomp_TCSETS, [.console, .main], "raw mode on, and restored on every exit path"),
     ioctl(cseccomp_TCSETSW, [.console, .main], "terminal mode restored"),

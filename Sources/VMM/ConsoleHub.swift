@@ -23,6 +23,12 @@ public final class ConsoleHub: @unchecked Sendable {
     /// DEVICE_NEEDS_RESET): drained to stderr like the console to stdout, so a slow stderr
     /// never stalls a vCPU.
     public let logRing: ConsoleRing
+    /// The pid `status` reports, the process to signal: taken when the hub is made, before
+    /// a jail forks (then it is the jail's supervisor; the VMM is pid 1 of its namespace).
+    let pid = getpid()
+    /// Writes the files of a control socket's `snapshot` (made by `listen`, before the
+    /// seccomp filter; its thread starts with the loop).
+    var snapshotWriter: SnapshotWriter?
     let loop: EventLoop
     let ringWake: EventFD
     let eventWake: EventFD
@@ -118,8 +124,11 @@ public final class ConsoleHub: @unchecked Sendable {
         }
     }
 
+    /// Starts the loop. With a control socket, also the snapshot writer's thread, from
+    /// this (the main) thread: see SnapshotWriter.
     public func start(vm: VM) throws(VMMError) {
         self.vm = vm
+        try snapshotWriter?.start()
         try loop.start()
     }
 
@@ -248,6 +257,8 @@ final class Connection {
     var closed = false
     /// Bytes of the request line so far (nil once it has been handled).
     var request: [UInt8]? = []
+    /// Files passed with the request (SCM_RIGHTS): a snapshot's; closed once it is handled.
+    var passedFDs: [Int32] = []
     /// Protocol bytes (the response line, event lines) to send before ring bytes.
     var out: [UInt8] = []
     /// Position in the ring when this connection streams console output.
@@ -297,6 +308,8 @@ final class Connection {
         case .stdout(let w): w.close()
         case .socket: Glibc.close(fd)
         }
+        passedFDs.forEach { _ = Glibc.close($0) }
+        passedFDs = []
     }
 }
 

@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import CSys
 import Devices
 import VMControl
 import VMDefinition
@@ -42,6 +43,7 @@ extension ConsoleHub {
         chmod(path, 0o600)
         listener = fd
         socketPath = path
+        snapshotWriter = try SnapshotWriter()
         try loop.add(fd) { [unowned self] in accept() }
     }
 
@@ -63,7 +65,19 @@ extension ConsoleHub {
     /// Something to read from `c`: its request line, console input, or its end.
     func readable(_ c: Connection) {
         var buf = [UInt8](repeating: 0, count: 4096)
-        let n = buf.withUnsafeMutableBytes { recv(c.fd, $0.baseAddress, $0.count, Int32(MSG_DONTWAIT)) }
+        let n: Int
+        if c.request != nil {
+            // The request may come with files (SCM_RIGHTS): a snapshot's two, made by the
+            // client. Later bytes (console input) are read without: the kernel drops any fd.
+            var fds: [Int32] = [0, 0]
+            var count: Int32 = 0
+            let r = buf.withUnsafeMutableBytes { csys_recv_fds(c.fd, $0.baseAddress, UInt64($0.count), &fds, 2, &count) }
+            c.passedFDs += fds[0..<Int(count)]
+            if r < 0 { errno = Int32(-r) }
+            n = r < 0 ? -1 : Int(r)
+        } else {
+            n = buf.withUnsafeMutableBytes { recv(c.fd, $0.baseAddress, $0.count, Int32(MSG_DONTWAIT)) }
+        }
         if n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR) {
             // The client went away (detach): a stream ends, the VM runs on.
             return close(c)
@@ -75,6 +89,9 @@ extension ConsoleHub {
                 c.request = nil
                 let rest = Array(line[(nl + 1)...])
                 handle(c, line: line[..<nl])
+                // Files that came with a request that takes none are not kept.
+                c.passedFDs.forEach { _ = Glibc.close($0) }
+                c.passedFDs = []
                 if !c.closed && c.sendsInput && !rest.isEmpty { deliverInput(c, rest) }
             } else if line.count > ControlRequest.maxLineBytes {
                 c.request = nil
@@ -147,7 +164,16 @@ extension ConsoleHub {
                 try vm.kill()
                 respondAndClose(c, controlOK([("state", .string(vm.state.rawValue))]))
             case .snapshot(let path):
-                let r = try vm.snapshot(to: path, consoleLog: ring.contents(), consoleEnd: ring.end)
+                let files = c.passedFDs
+                c.passedFDs = []
+                defer { files.forEach { _ = Glibc.close($0) } }
+                let target: SnapshotTarget
+                switch files.count {
+                case 0: target = .directory(path)
+                case 2: target = .files(memory: files[0], state: files[1])
+                default: throw .snapshot(.file(path: path, message: "pass no file or two (memory, state) with the request"))
+                }
+                let r = try vm.snapshot(to: target, consoleLog: ring.contents(), consoleEnd: ring.end, writer: snapshotWriter)
                 respondAndClose(c, controlOK([("path", .string(path)), ("state", .string(vm.state.rawValue)),
                                               ("memory_bytes", .int(r.memoryBytes)), ("state_bytes", .int(r.stateBytes)),
                                               ("paused_us", .int(r.pausedNs / 1000)), ("settled_requests", .int(r.settledRequests))]))
@@ -179,7 +205,7 @@ extension ConsoleHub {
     func statusMembers(_ vm: VM) -> [(key: String, value: JSONValue)] {
         let s = vm.status
         var m: [(key: String, value: JSONValue)] = [
-            ("state", .string(s.state.rawValue)), ("pid", .int(getpid())), ("cpus", .int(vm.config.cpus)),
+            ("state", .string(s.state.rawValue)), ("pid", .int(pid)), ("cpus", .int(vm.config.cpus)),
             ("memory_mib", .int(vm.config.memoryMiB)), ("started_ns", .int(s.startedNs)), ("uptime_ns", .int(s.uptimeNs)),
             ("state_seq", .int(s.stateSeq)),
         ]

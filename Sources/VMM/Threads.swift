@@ -15,6 +15,8 @@ public enum ThreadRole: Int, Sendable, CaseIterable {
     case device
     /// Console and control: the console-output/control-socket loop, the terminal reader.
     case console
+    /// Writes a snapshot's files (SnapshotWriter): the one thread that may create files.
+    case snapshot
     /// The process's main thread (the supervisor); never spawned, listed for policies.
     case main
 }
@@ -85,6 +87,7 @@ extension ThreadRole {
         case .vcpu: .vcpu
         case .device: .device
         case .console: .console
+        case .snapshot: .snapshot
         case .main: .main
         }
     }

@@ -37,6 +37,10 @@ public enum ResetPolicy: String, Sendable {
 /// lifecycle state is behind `lifecycle` (a Monitor), lifecycle operations behind `operation`.
 public final class VM: @unchecked Sendable {
     public let config: VMConfig
+    /// The definition a snapshot records, when `config`'s paths are not the host's (a
+    /// jailed VMM sees /kernel and /diskN; a restore must find the real files). Set
+    /// before `start`.
+    public var snapshotDefinition: VMConfig?
     public let flavour: HostFlavour
     public let stats: VMStats
     public let memory: GuestMemory
@@ -63,6 +67,20 @@ public final class VM: @unchecked Sendable {
     let powerOnIRQChips: [UInt8]
     /// The open disk images, in `config.disks` order (a snapshot flushes and records them).
     let disks: [DiskImage]
+
+    /// The scratch eventfd of `settleIOBus`.
+    let ioBusScratch: EventFD
+    /// Where that scratch ioeventfd lives for an instant: the first page of the MMIO hole,
+    /// below the virtio devices (VirtioLayout.base), where nothing else is.
+    static let ioBusScratchAddress: UInt64 = BootLayout.mmioHoleStart
+
+    /// Makes KVM finish freeing the I/O buses its ioeventfd registrations replaced
+    /// (VMHandle.settleIOBus), so that the VM's exit does not wait for them. pvmm-vmm's
+    /// supervisor calls it once the vCPUs run: it blocks for a grace period (~1-4 ms),
+    /// off the way to the guest's first instruction and to its first answer.
+    public func settleIOBus() {
+        try? vm.handle.settleIOBus(eventFD: ioBusScratch.fd, scratch: Self.ioBusScratchAddress)
+    }
 
     /// The kernel of the current boot (nil until `boot`).
     public internal(set) var kernel: LoadedKernel?
@@ -93,10 +111,11 @@ public final class VM: @unchecked Sendable {
     /// Nothing runs until `start()`.
     /// `log` takes what devices report while the VM runs (from vCPU and device threads,
     /// so it must not block: pvmm-vmm passes the console hub's log ring).
+    /// `nets`: the net backends already open (`openNets`), one per `config.nets` entry.
     public init(config: VMConfig, console: any ByteSink, resetPolicy: ResetPolicy = .exit,
                 observer: (@Sendable (VMStateEvent) -> Void)? = nil,
                 log: @escaping @Sendable (String) -> Void = writeStderrLine,
-                restore: SnapshotImage? = nil) throws(VMMError) {
+                restore: SnapshotImage? = nil, nets preopened: [any FrameChannel]? = nil) throws(VMMError) {
         self.config = config
         self.console = console
         self.resetPolicy = resetPolicy
@@ -109,7 +128,9 @@ public final class VM: @unchecked Sendable {
         if let restore { try restore.checkDisks(config.disks) }
         let disks = try Self.openDisks(config.disks)
         self.disks = disks
-        let nets = try Self.openNets(config.nets)
+        // The jail opens them before it enters its namespaces (VM.openNets).
+        let nets: [any FrameChannel]
+        if let preopened { nets = preopened } else { nets = try Self.openNets(config.nets) }
         netChannels = nets
 
         // The kernel's entry decides how virtio interrupts arrive (VirtioLayout, "Delivery"):
@@ -139,6 +160,7 @@ public final class VM: @unchecked Sendable {
         } catch { throw .kvm(error) }
 
         wake = try EventFD()
+        ioBusScratch = try EventFD()
         serial = Serial8250(sink: console, irq: IRQLine(vm: vm.handle, irq: Self.com1IRQ))
         sysctl = SystemControl(memory: memory, irq: IRQLine(vm: vm.handle, irq: UInt32(SysCtl.eventIRQ)))
         (virtioDevices, virtioConsole) = try Self.makeVirtioDevices(config: config, disks: disks, nets: nets, console: console,

@@ -65,6 +65,13 @@ public final class SnapshotImage: @unchecked Sendable {
     }
 }
 
+/// Where a snapshot goes: a directory the VMM creates its files in, or two files a
+/// client made and passed with the request (SCM_RIGHTS), which it renames afterwards.
+enum SnapshotTarget {
+    case directory(String)
+    case files(memory: Int32, state: Int32)
+}
+
 /// What a snapshot cost: bytes of RAM data written, the state file's size, the time the
 /// vCPUs stood still.
 public struct SnapshotResult: Sendable {
@@ -111,7 +118,10 @@ extension VM {
     /// is parked for the duration and runs again afterwards; a paused one stays paused.
     /// Block requests in flight are completed first and the disks flushed, so the
     /// snapshot and the images agree. `consoleLog`/`consoleEnd`: the console ring.
-    public func snapshot(to directory: String, consoleLog: [UInt8] = [], consoleEnd: UInt64 = 0) throws(VMMError) -> SnapshotResult {
+    /// `writer`: the thread that creates the files (the control socket's; without it the
+    /// caller writes them, which its seccomp role may not allow).
+    func snapshot(to target: SnapshotTarget, consoleLog: [UInt8] = [], consoleEnd: UInt64 = 0,
+                  writer: SnapshotWriter?) throws(VMMError) -> SnapshotResult {
         try withOperation { () throws(VMMError) -> SnapshotResult in
             try check(.snapshot)
             let wasRunning = state == .running
@@ -127,7 +137,9 @@ extension VM {
                 }
             }
             let (snap, settled) = try capture(consoleLog: consoleLog, consoleEnd: consoleEnd)
-            let result = try write(snap, to: directory)
+            let result: (UInt64, Int)
+            if let writer { result = try writer.run { () throws(VMMError) -> (UInt64, Int) in try self.write(snap, to: target) } }
+            else { result = try write(snap, to: target) }
             return SnapshotResult(memoryBytes: result.0, stateBytes: result.1, pausedNs: monotonicNanoseconds() - t0,
                                   settledRequests: settled)
         }
@@ -158,11 +170,38 @@ extension VM {
             let clock = try vm.clock()
             // KVM_CLOCK_REALTIME (1 << 2): `realtime` is valid.
             let realtime = clock.flags & (1 << 2) != 0 ? clock.realtime : wallClockNanoseconds()
-            return (VMSnapshot(flavour: flavour.snapshotFlavour, definition: config, memorySize: memory.size, vcpus: states,
+            return (VMSnapshot(flavour: flavour.snapshotFlavour, definition: snapshotDefinition ?? config, memorySize: memory.size, vcpus: states,
                               irqchips: try vm.irqChipState(), clockNs: clock.clock, clockRealtimeNs: realtime,
                               serial: serial.savedRegisters(), sysctlEvents: sysctl.pendingEvents, virtio: devices,
                               disks: identities, consoleLog: consoleLog, consoleEnd: consoleEnd), settled)
         } catch { throw .kvm(error) }
+    }
+
+    /// Writes the snapshot to `target`: a directory, or the two files a client made.
+    func write(_ snap: VMSnapshot, to target: SnapshotTarget) throws(VMMError) -> (UInt64, Int) {
+        switch target {
+        case .directory(let d): return try write(snap, to: d)
+        case .files(let memoryFD, let stateFD): return try write(snap, memory: memoryFD, state: stateFD)
+        }
+    }
+
+    /// Into files the client created (a jailed VMM can reach no directory of the host):
+    /// each emptied, written and synced; the client renames them into place once the
+    /// answer says they are complete.
+    func write(_ snap: VMSnapshot, memory memoryFD: Int32, state stateFD: Int32) throws(VMMError) -> (UInt64, Int) {
+        for (fd, name) in [(memoryFD, SnapshotImage.memoryFile), (stateFD, SnapshotImage.stateFile)] {
+            var st = stat()
+            guard fstat(fd, &st) == 0, st.st_mode & S_IFMT == S_IFREG, ftruncate(fd, 0) == 0, lseek(fd, 0, SEEK_SET) == 0 else {
+                throw .snapshotWrite("the \(name) file passed: \(String(cString: strerror(errno == 0 ? EINVAL : errno)))")
+            }
+        }
+        let written: UInt64
+        do { written = try memory.writeImage(to: memoryFD) } catch { throw .snapshotWrite("the memory file passed: \(error)") }
+        let bytes = snap.encoded()
+        guard fsync(memoryFD) == 0, (bytes.withUnsafeBytes { writeAll(stateFD, $0) }), fsync(stateFD) == 0 else {
+            throw .snapshotWrite("the files passed: \(String(cString: strerror(errno)))")
+        }
+        return (written, bytes.count)
     }
 
     /// Writes `memory` then `state`, each to a temporary name renamed into place, so a

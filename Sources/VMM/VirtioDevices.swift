@@ -196,7 +196,7 @@ extension VM {
     /// missing tap, an fd that is not a tap or a silent passt socket is a usage error
     /// (exit 2) naming --net. pvmm starts passt itself when no socket is given; it ends
     /// with the VMM (PasstChannel).
-    static func openNets(_ nets: [NetConfig]) throws(VMMError) -> [any FrameChannel] {
+    public static func openNets(_ nets: [NetConfig]) throws(VMMError) -> [any FrameChannel] {
         var channels: [any FrameChannel] = []
         for (i, n) in nets.enumerated() {
             do throws(HostNetError) {

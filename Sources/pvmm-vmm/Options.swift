@@ -19,6 +19,9 @@ struct VMMOptions {
     var jail = false
     var uid = Jail.defaultID
     var gid = Jail.defaultID
+    /// `--jail-memory-mib N`: the jail's cgroup memory limit instead of guest RAM plus
+    /// JailLimits.overheadMiB.
+    var jailMemoryMiB: Int?
     /// `--control PATH`: serve the control socket there (docs/control.md).
     var controlPath: String?
     /// `--state-dir DIR`: write DIR/exit.json and DIR/console.log when the VM ends.
@@ -67,6 +70,10 @@ struct VMMOptions {
                 guard let mode = SeccompMode(rawValue: v) else { throw Failure(message: "--seccomp: '\(v)' is not one of: kill, log, off") }
                 seccomp = mode
             case "--jail": jail = true
+            case "--jail-memory-mib":
+                let v = try value("--jail-memory-mib")
+                guard let n = Int(v), n > 0, n <= 1 << 30 else { throw Failure(message: "--jail-memory-mib: '\(v)' is not a number of MiB") }
+                jailMemoryMiB = n
             case "--uid", "--gid":
                 let flag = arguments[i]
                 let v = try value(flag)
@@ -104,6 +111,7 @@ struct VMMOptions {
             }
             i += 1
         }
+        if !jail, jailMemoryMiB != nil { throw Failure(message: "--jail-memory-mib: only with --jail") }
         if let restoreDir {
             do { restore = try SnapshotImage(directory: restoreDir, forceDisks: forceDisks) } catch {
                 throw Failure(message: "--restore \(restoreDir): \(error)")
@@ -122,14 +130,10 @@ struct VMMOptions {
                 config.nets = given.nets
             }
             if !nets.isEmpty { config.nets = try Self.cloneNets(nets, saved: config.nets) }
-            if jail { throw Failure(message: "--restore: not supported with --jail yet (the snapshot's files are outside the jail)") }
             return
         }
         if forceDisks || !nets.isEmpty { throw Failure(message: "\(forceDisks ? "--force-disks" : "--net"): only with --restore") }
         guard let source else { throw Failure(message: "no VM definition: give --config FILE, --config-fd N or --restore DIR") }
-        if jail, let flag = [controlPath.map { _ in "--control" }, stateDir.map { _ in "--state-dir" }].compactMap({ $0 }).first {
-            throw Failure(message: "\(flag): not supported with --jail yet (the path is outside the jail)")
-        }
         do { config = try VMConfig(json: source.bytes) } catch {
             throw Failure(message: flagNames ? error.flagDescription : "\(source.name): \(error)")
         }

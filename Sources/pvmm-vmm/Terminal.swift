@@ -56,6 +56,9 @@ final class Terminal: @unchecked Sendable {
                 Terminal.restoreSaved()
                 signal(s, SIG_DFL)
                 raise(s)
+                // Still alive: the first process of a pid namespace (--jail) ignores the
+                // default action of a signal it raises; its supervisor dies of it instead.
+                _exit(128 + s)
             }
         }
     }

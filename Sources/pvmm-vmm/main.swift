@@ -5,6 +5,7 @@
 // ArgumentParser and Foundation.
 import CKVM
 import Devices
+import HostNet
 import Sandbox
 import VMM
 #if canImport(Glibc)
@@ -24,9 +25,12 @@ let options: VMMOptions
 do { options = try VMMOptions(arguments: Array(CommandLine.arguments.dropFirst())) }
 catch { fail(error.message, status: 2) }
 var config = options.config
-// The jail keeps no fd it did not open itself but stdin, stdout and stderr.
+// The jail keeps no fd it did not open itself but stdin, stdout, stderr and what the
+// VM needs: taps handed over (the daemon's), a snapshot's memory image.
 if options.jail {
-    do { try Jail.closeInheritedFDs() } catch { fail("\(error)", status: 1) }
+    let handed = config.nets.compactMap { n -> Int32? in if case .fd(let fd) = n.backend { fd } else { nil } }
+    do { try Jail.closeInheritedFDs(keeping: handed + (options.restore.map { [$0.memoryFD] } ?? [])) }
+    catch { fail("\(error)", status: 1) }
 }
 let state = options.stateDir.map { StateDirectory(path: $0) }
 
@@ -46,8 +50,27 @@ do {
 } catch { failEarly(error.description, status: error.isUsageError ? 2 : 1) }
 
 // Into the jail before anything is opened by path: the kernel and disks as /kernel and
-// /diskN, /dev/kvm, nothing else.
+// /diskN, /dev/kvm, nothing else. The control socket and the state directory are open
+// already; the VMM becomes the first process of a pid namespace, this process its
+// supervisor (JailSupervisor.swift).
+var preopenedNets: [any FrameChannel]?
+/// The definition with the host's paths, for snapshots of a jailed VM.
+var outside: VMConfig?
 if options.jail {
+    var limits = JailLimits(memoryMiB: config.memoryMiB, cpus: config.cpus)
+    if let mib = options.jailMemoryMiB { limits.memoryBytes = UInt64(mib) << 20 }
+    let terminal = SavedTerminal()
+    state?.startHandOff()
+    let supervisor: Jail.Supervisor?
+    do { supervisor = try Jail.fork(limits: limits) } catch { failEarly("\(error)", status: 1) }
+    if let supervisor { superviseJail(supervisor, options: options, state: state, terminal: terminal) }
+    state?.handOffAsVMM()
+    // Taps are opened and passt started here, in the host's net namespace (passt inside
+    // the VMM's pid namespace, so it ends with it).
+    do { preopenedNets = try VM.openNets(config.nets) } catch {
+        failEarly(options.flagNames ? error.flagDescription : error.description, status: error.isUsageError ? 2 : 1)
+    }
+    outside = config
     do { config = try Jail.enter(config) } catch { failEarly("\(error)", status: 1) }
 }
 
@@ -57,9 +80,10 @@ if let r = options.restore { r.snapshot.consoleLog.withUnsafeBytes { hub.ring.wr
 let vm: VM
 do {
     vm = try VM(config: config, console: hub.ring, resetPolicy: options.onReset, observer: hub.stateChanged, log: hub.log,
-                restore: options.restore)
+                restore: options.restore, nets: preopenedNets)
 }
 catch { failEarly(options.flagNames ? error.flagDescription : error.description, status: error.isUsageError ? 2 : 1) }
+vm.snapshotDefinition = outside
 
 // /dev/kvm and the images are open: the jail gives up root and sets its limits.
 if options.jail {
@@ -83,6 +107,8 @@ do { try vm.start() } catch {
     hub.finish()
     fail("\(error)", status: 1)
 }
+// The guest runs: the supervisor settles KVM's leftovers of the set-up meanwhile.
+vm.settleIOBus()
 let end = vm.wait()
 terminal?.restore()
 terminal?.reportStopKey()

@@ -19,18 +19,24 @@ struct PVMM: ParsableCommand {
     /// ArgumentParser exits 64 on usage errors; pvmm's contract is status 2 for any bad
     /// input (flags, files, host limits), so parsing errors are reported here.
     static func main() {
+        let arguments = CommandLine.arguments
+        if arguments.count > 1, arguments[1] == "run", let flags = RunFlags(fastParsing: arguments[2...]) {
+            do { try flags.run() } catch { report(error) }
+        }
         do {
             var command = try parseAsRoot()
             try command.run()
-        } catch {
-            if exitCode(for: error) == .success { exit(withError: error) }
-            if let e = error as? UsageError {
-                writeStderrLine("pvmm: \(e.message)")
-                Glibc.exit(e.status)
-            }
-            writeStderrLine(fullMessage(for: error))
-            Glibc.exit(2)
+        } catch { report(error) }
+    }
+
+    static func report(_ error: any Error) -> Never {
+        if exitCode(for: error) == .success { exit(withError: error) }
+        if let e = error as? UsageError {
+            writeStderrLine("pvmm: \(e.message)")
+            Glibc.exit(e.status)
         }
+        writeStderrLine(fullMessage(for: error))
+        Glibc.exit(2)
     }
 }
 

@@ -27,18 +27,18 @@ struct Run: ParsableCommand {
     var initrd: String?
 
     @Option(name: .long, help: ArgumentHelp("Kernel command line passed to the guest in the PVH start info.", valueName: "string"))
-    var cmdline: String = ""
+    var cmdline: String = RunFlags.defaults.cmdline
 
     // `.unconditional`: `--memory -5` is a (bad) value, not a flag named -5, so the error
     // says it is out of range, as for `--memory=-5`.
     @Option(name: .long, parsing: .unconditional, help: ArgumentHelp(
         "Guest RAM, from \(VMConfig.minMemoryMiB) MiB to the host's RAM: MiB, or with a suffix K, M, G or T (512M, 2G).",
         valueName: "size"))
-    var memory: String = "128"
+    var memory: String = RunFlags.defaults.memory
 
     @Option(name: .long, parsing: .unconditional,
             help: ArgumentHelp("Number of vCPUs, from 1 to what KVM allows on this host; the guest starts them with INIT/SIPI.", valueName: "n"))
-    var cpus: Int = 1
+    var cpus: Int = RunFlags.defaults.cpus
 
     @Option(name: .long, help: ArgumentHelp(
         "A virtio-blk disk backed by a raw image file (repeatable; disk i is blk<i>). `readonly` opens it read-only; `id=NAME` sets the serial the guest reads (at most 20 characters). A writable image is locked against other VMs.",
@@ -53,7 +53,7 @@ struct Run: ParsableCommand {
     @Option(name: .long, help: ArgumentHelp(
         "The console device: `virtio` adds a virtio-console that takes over input once the guest's driver is up (the 8250 stays for early boot); `serial` keeps only the 8250.",
         valueName: "serial|virtio"))
-    var console: String = ConsoleKind.virtio.rawValue
+    var console: String = RunFlags.defaults.console
 
     @Option(name: .long, help: ArgumentHelp(
         "A VM definition in JSON (docs/config.md: the same format as the daemon's API). Replaces the VM flags above; give one or the other.",
@@ -79,9 +79,9 @@ struct Run: ParsableCommand {
     @Option(name: .long, help: ArgumentHelp(
         "System call filter of the VMM process (docs/security.md): `kill` stops the VMM with SIGSYS on a call outside its thread's allowlist and names it; `log` lets it through and the kernel logs it; `off` installs no filter.",
         valueName: "kill|log|off"))
-    var seccomp: String = SeccompMode.kill.rawValue
+    var seccomp: String = RunFlags.defaults.seccomp
 
-    @Flag(name: .long, help: "Run the VMM jailed (docs/security.md): own mount/ipc/uts namespaces, a root holding only the kernel, the disks and /dev/kvm, an unprivileged uid/gid once they are open.")
+    @Flag(name: .long, help: "Run the VMM jailed (docs/security.md): own pid/mount/ipc/uts/net namespaces, a root holding only the kernel, the disks and /dev/kvm, an unprivileged uid/gid once they are open, a cgroup with memory and pids limits.")
     var jail = false
 
     @Option(name: .long, help: ArgumentHelp("With --jail: the uid the VMM runs as (default 65534, nobody).", valueName: "n"))
@@ -90,82 +90,17 @@ struct Run: ParsableCommand {
     @Option(name: .long, help: ArgumentHelp("With --jail: the gid the VMM runs as (default 65534, nogroup).", valueName: "n"))
     var gid: UInt32?
 
-    var jailArguments: [String] {
-        guard jail else { return [] }
-        return ["--jail"] + (uid.map { ["--uid", String($0)] } ?? []) + (gid.map { ["--gid", String($0)] } ?? [])
+    /// The flags as plain values: what `run` and `pvmm create` work from, and what the
+    /// fast path (RunFlags.swift) fills in without ArgumentParser.
+    var flags: RunFlags {
+        RunFlags(kernel: kernel, initrd: initrd, cmdline: cmdline, memory: memory, cpus: cpus, disk: disk, net: net, console: console,
+                 config: config, pollUs: pollUs, restore: restore, forceDisks: forceDisks, irqProbe: irqProbe,
+                 seccomp: seccomp, jail: jail, uid: uid, gid: gid)
     }
 
-    func run() throws {
-        if !jail, let flag = [uid.map { _ in "--uid" }, gid.map { _ in "--gid" }].compactMap({ $0 }).first {
-            throw UsageError(message: "\(flag): only with --jail")
-        }
-        guard SeccompMode(rawValue: seccomp) != nil else {
-            throw UsageError(message: "--seccomp: '\(seccomp)' is not one of: kill, log, off")
-        }
-        if let restore {
-            let flags = [kernel.map { _ in "--kernel" }, initrd.map { _ in "--initrd" }, cmdline.isEmpty ? nil : "--cmdline",
-                         memory == "128" ? nil : "--memory",
-                         cpus == 1 ? nil : "--cpus", disk.isEmpty ? nil : "--disk", config.map { _ in "--config" },
-                         console == ConsoleKind.virtio.rawValue ? nil : "--console", irqProbe ? "--irq-probe" : nil].compactMap { $0 }
-            if let f = flags.first { throw UsageError(message: "\(f): not allowed with --restore (the snapshot defines the VM)") }
-            // --net gives a clone its own backend (and MAC): one per saved net device.
-            try Executables.exec(Executables.sibling("pvmm-vmm"),
-                                 ["--restore", restore] + (forceDisks ? ["--force-disks"] : []) + net.flatMap { ["--net", $0] })
-        }
-        if forceDisks { throw UsageError(message: "--force-disks: only with --restore") }
-        let (definition, errorsAs) = try definition()
-        // The VM runs in a lean process of its own (see Package.swift): replace this one,
-        // handing it the definition as JSON on an inherited pipe.
-        let fd = try Executables.pipe(definition.jsonBytes)
-        try Executables.exec(Executables.sibling("pvmm-vmm"), ["--config-fd", String(fd), "--errors-as", errorsAs,
-                                                                     "--seccomp", seccomp] + jailArguments)
-    }
+    func run() throws { try flags.run() }
 
-    /// The VM these flags (or --config) define, and how its errors should name fields;
-    /// `pvmm create` takes the same flags.
-    func definition() throws -> (VMConfig, errorsAs: String) {
-        let definition: VMConfig
-        var errorsAs = "flags"
-        if let config {
-            definition = try Self.load(config: config)
-            errorsAs = "json"
-            let flags = [kernel.map { _ in "--kernel" }, initrd.map { _ in "--initrd" }, cmdline.isEmpty ? nil : "--cmdline",
-                         memory == "128" ? nil : "--memory",
-                         cpus == 1 ? nil : "--cpus", disk.isEmpty ? nil : "--disk", net.isEmpty ? nil : "--net",
-                         console == ConsoleKind.virtio.rawValue ? nil : "--console", irqProbe ? "--irq-probe" : nil,
-                         pollUs == nil ? nil : "--poll-us"].compactMap { $0 }
-            if let f = flags.first { throw UsageError(message: "\(f): not allowed with --config (the file defines the whole VM)") }
-        } else {
-            do {
-                definition = VMConfig(kernel: try kernel ?? Executables.bundledGuest(), initrd: initrd, cmdline: cmdline,
-                                      memoryMiB: try VMConfig.memoryMiB(argument: memory), cpus: cpus,
-                                      disks: try disk.map { spec throws(ConfigError) in try DiskConfig(argument: spec) },
-                                      nets: try net.map { spec throws(ConfigError) in try NetConfig(argument: spec) },
-                                      console: try ConsoleKind(argument: console), irqProbe: irqProbe, pollMicroseconds: pollUs)
-            } catch let e as ConfigError {
-                throw UsageError(message: e.flagDescription)
-            }
-        }
-        return (definition, errorsAs)
-    }
-
-    /// Reads and decodes a definition file; errors name the file and the field.
-    static func load(config path: String) throws(UsageError) -> VMConfig {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        if fd < 0 { throw UsageError(message: "--config \(path): \(String(cString: strerror(errno)))") }
-        defer { close(fd) }
-        let bytes: [UInt8]
-        do { bytes = try readAll(fd, limit: VMConfig.maxDefinitionBytes) } catch {
-            throw UsageError(message: "--config \(path): \(error.description)\(error.isTooLarge ? ": not a VM definition" : "")")
-        }
-        do {
-            let c = try VMConfig(json: bytes)
-            try c.validate()
-            return c
-        } catch {
-            throw UsageError(message: "--config \(path): \(error)")
-        }
-    }
+    func definition() throws -> (VMConfig, errorsAs: String) { try flags.definition() }
 }
 
 /// Files that ship next to the pvmm binary (Scripts/build puts them there).

@@ -67,7 +67,8 @@ class Daemon:
         self.prefix = list(prefix)
         self.socket = os.path.join(base, "run", "pvmm.sock")
         self.state = os.path.join(base, "state")
-        self.extra = list(extra)
+        # PVMM_TEST_JAIL=1: every daemon of the suite runs its VMMs jailed.
+        self.extra = list(extra) + (["--jail"] if os.environ.get("PVMM_TEST_JAIL") == "1" and "--jail" not in extra else [])
         self.proc = None
         self.log = os.path.join(base, "daemon.log")
 
@@ -152,9 +153,26 @@ class Daemon:
                     zombie = f.read().rsplit(")", 1)[1].split()[0] == "Z"
             except OSError:
                 continue
-            if not zombie and self.state.encode() + b"/" in cmd and b"pvmm-vmm" in cmd:
+            if not zombie and self.state.encode() + b"/" in cmd and b"pvmm-vmm" in cmd and not is_jail_supervisor(int(p)):
                 pids.append(int(p))
         return pids
+
+
+def is_jail_supervisor(pid):
+    """`pvmm-vmm --jail` forks: the parent (comm pvmm-jail) supervises the VMM."""
+    try:
+        with open(f"/proc/{pid}/comm") as f:
+            return f.read().strip() == "pvmm-jail"
+    except OSError:
+        return False
+
+
+def vmm_process(pid):
+    """The VMM process behind a VM's pid: the jail supervisor's only child, or pid itself."""
+    if not is_jail_supervisor(pid):
+        return pid
+    with open(f"/proc/{pid}/task/{pid}/children") as f:
+        return int(f.read().split()[0])
 
 
 class DaemonTest(unittest.TestCase):

@@ -4,7 +4,7 @@ and its address never touch the host's network; the namespace is deleted afterwa
 import os
 import subprocess
 
-from harness import DaemonTest, say, wait_until
+from harness import DaemonTest, say, vmm_process, wait_until
 
 NS = f"pvd-net-{os.getpid()}"
 TAP = "pvdtap0"
@@ -35,7 +35,7 @@ class TapHandoverTest(DaemonTest):
         self.assertEqual(d.vm("n")["config"]["nets"], [{"tap": TAP, "mac": "52:54:00:aa:bb:01"}])
         vm = d.action("n", "start")
         self.assertEqual(vm["state"], "running")
-        pid = vm["pid"]
+        pid = vmm_process(vm["pid"])
         # The daemon created the tap; the VMM holds it as fd 4 (inherited, not opened by name).
         self.assertEqual(os.readlink(f"/proc/{pid}/fd/4"), "/dev/net/tun")
         with open(f"/proc/{pid}/fdinfo/4") as f:

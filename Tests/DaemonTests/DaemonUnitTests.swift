@@ -45,6 +45,28 @@ import VMDefinition
         #expect(endRecord(exitJSON: .string("x"), end: .exited(status: 0), logTail: "").0 == .crashed)
     }
 
+    @Test func aSeccompKillNamesTheCall() {
+        let line = "pvmm: seccomp: thread vcpu0 made forbidden system call ioctl (16) request 0x0000aead; the VMM stops"
+        #expect(SeccompReport(line: line) == SeccompReport(thread: "vcpu0", syscall: "ioctl", number: 16))
+        for bad in ["", "pvmm: seccomp: thread  made forbidden system call x (1)", "pvmm: seccomp: thread a made forbidden system call x (y)",
+                    "pvmm: seccomp: thread a made forbidden system call (3)", "pvmm: other: thread a made forbidden system call x (1)"] {
+            #expect(SeccompReport(line: bad) == nil, "\(bad)")
+        }
+        let end = endRecord(exitJSON: nil, end: .signaled(signal: 31), logTail: line)
+        #expect(end.0 == .crashed)
+        #expect(end.1["reason"]?.stringValue == "seccomp")
+        #expect(end.1["signal_name"]?.stringValue == "SIGSYS")
+        #expect(end.1["syscall"]?.stringValue == "ioctl")
+        #expect(end.1["syscall_nr"]?.intValue == 16)
+        #expect(end.1["thread"]?.stringValue == "vcpu0")
+        // What a jail's supervisor wrote for a kill it could explain wins over the bare signal.
+        let oom = JSONValue.object([("state", .string("crashed")), ("reason", .string("out of memory: ...")), ("signal", .int(9))])
+        #expect(endRecord(exitJSON: oom, end: .signaled(signal: 9), logTail: "").1 == oom)
+        // A stale or foreign exit.json without a signal does not explain a signal.
+        let stopped = JSONValue.object([("state", .string("stopped")), ("exit_status", .int(0))])
+        #expect(endRecord(exitJSON: stopped, end: .signaled(signal: 9), logTail: "").1["reason"]?.stringValue == "killed by signal 9")
+    }
+
     @Test func methodsOfKnownPaths() {
         #expect(API.allowedMethods(for: "/v1/vms")?.map(\.rawValue) == ["GET", "POST"])
         #expect(API.allowedMethods(for: "/v1/vms/web")?.map(\.rawValue) == ["GET", "DELETE"])

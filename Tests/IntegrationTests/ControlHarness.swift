@@ -1,3 +1,4 @@
+import CSys
 import Foundation
 import Testing
 
@@ -34,6 +35,14 @@ final class ControlConnection {
 
     deinit { close(fd) }
 
+    /// One request with `files` passed along (SCM_RIGHTS), as the daemon sends a snapshot's.
+    func request(_ json: String, passing files: [Int32], timeout: Double = 10) throws -> [String: Any] {
+        let line = Array((json + "\n").utf8)
+        let sent = line.withUnsafeBytes { b in files.withUnsafeBufferPointer { csys_send_fds(fd, b.baseAddress, UInt64(b.count), $0.baseAddress, Int32($0.count)) } }
+        guard sent == line.count else { throw HarnessError(description: "sendmsg: \(sent)") }
+        return try request(nil, timeout: timeout)
+    }
+
     func send(_ s: String) {
         let b = Array(s.utf8)
         var off = 0
@@ -55,8 +64,9 @@ final class ControlConnection {
     }
 
     /// Sends `request` and returns the response line, parsed.
-    func request(_ json: String, timeout: Double = 10) throws -> [String: Any] {
-        send(json + "\n")
+    /// Sends `json` (nil: already sent) and reads the response line.
+    func request(_ json: String?, timeout: Double = 10) throws -> [String: Any] {
+        if let json { send(json + "\n") }
         let deadline = Date().addingTimeInterval(timeout)
         while Date() < deadline {
             if let nl = pending.firstIndex(of: 0x0A) {
@@ -69,10 +79,10 @@ final class ControlConnection {
                 return obj
             }
             if !pump(ms: 20) && !pending.contains(0x0A) {
-                throw HarnessError(description: "closed before a response to \(json): \(String(decoding: pending, as: UTF8.self))")
+                throw HarnessError(description: "closed before a response to \(json ?? "it"): \(String(decoding: pending, as: UTF8.self))")
             }
         }
-        throw HarnessError(description: "no response to \(json) within \(timeout) s")
+        throw HarnessError(description: "no response to \(json ?? "it") within \(timeout) s")
     }
 
     var text: String { String(decoding: stream, as: UTF8.self) }

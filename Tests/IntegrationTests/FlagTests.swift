@@ -17,6 +17,22 @@ private func runGuest(_ args: [String]) throws -> (Int32, String) { try runPVMMT
         }
     }
 
+    /// `pvmm run` takes plain flags without ArgumentParser (RunFlags.swift); the `=` form,
+    /// a repeated flag (ArgumentParser's rule: the last wins) and a missing value must
+    /// come out as ArgumentParser says, whichever path parsed them.
+    @Test func flagFormsBehaveTheSameOnTheFastPath() throws {
+        for args in [["--memory=96", "--cpus=2"], ["--memory", "64", "--memory", "96", "--cpus", "2"]] {
+            let vm = try bootPVMM(args)
+            try vm.expect("pvos> ")
+            let info = try vm.command("info")
+            #expect(info.contains("memory: 95 MiB\r\n") && info.contains("cpus: 2\r\n"), "\(args): \(info)")
+            vm.send("poweroff\n")
+            #expect(try vm.wait() == 0)
+        }
+        let (s, e) = try runGuest(["--cpus"])
+        #expect(s == 2 && e.contains("Missing value for '--cpus"), "\(e)")
+    }
+
     @Test func badMemorySizesNameTheFlag() throws {
         let (s, e) = try runGuest(["--memory", "12Q"])
         #expect(s == 2 && e.hasPrefix("pvmm: --memory: '12Q' has an unknown unit"), "\(e)")

@@ -79,6 +79,30 @@ import VMM
         #expect(!vm.errorText.contains("pvmm: seccomp"), "stderr: \(vm.errorText)")
     }
 
+    @Test func withAControlSocketTheSnapshotWriterIsFilteredToo() throws {
+        let vm = try ControlledVM()
+        _ = try vm.waitForPrompt()
+        let filters = try threadFilters(vm.child.pid)
+        #expect(filters.contains { $0.0 == "pvmm-snapshot" }, "threads: \(filters)")
+        for (name, mode) in filters { #expect(mode == "2", "thread \(name) has Seccomp: \(mode)") }
+        _ = try? vm.request(#"{"op":"kill"}"#)
+        #expect(try vm.child.wait(timeout: 10) == 0)
+    }
+
+    /// Only the snapshot writer may create a file (O_CREAT|O_EXCL): the console/control
+    /// thread, which parses client requests and guest output, dies trying.
+    @Test func consoleThreadCannotCreateFiles() throws {
+        let created = "/tmp/pvmm-seccomp-creat-"
+        let vm = try violate("console:creat")
+        #expect(try vm.wait(timeout: 20) == Self.sigsys, "stderr: \(vm.errorText)")
+        let line = vm.errorText.split(separator: "\n").first { $0.hasPrefix("pvmm: seccomp:") }.map(String.init) ?? ""
+        #expect(line.contains("made forbidden system call openat ("), "stderr: \(vm.errorText)")
+        #expect(line.hasPrefix("pvmm: seccomp: thread pvmm-console") || line.hasPrefix("pvmm: seccomp: thread console-in"), "\(line)")
+        let left = try FileManager.default.contentsOfDirectory(atPath: "/tmp").filter { $0.hasPrefix(String(created.dropFirst(5))) }
+        #expect(left.isEmpty, "created \(left)")
+        for f in left { unlink("/tmp/" + f) }
+    }
+
     @Test func badModeIsAUsageError() throws {
         let (status, stderr) = try runPVMMToEnd(["--seccomp", "maybe"])
         #expect(status == 2)

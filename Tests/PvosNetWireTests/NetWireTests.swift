@@ -61,6 +61,19 @@ func ipv4Header(total: Int, proto: UInt8, src: [UInt8], dst: [UInt8], flags: UIn
         #expect(withBytes([0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0]) { VirtioNetHeader.parse($0, $1) } == nil)   // GSO
         #expect(withBytes([0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0]) { VirtioNetHeader.parse($0, $1) } == nil)
         #expect(withBytes([0, 0, 0]) { VirtioNetHeader.parse($0, $1) } == nil)
+        // UDP_L4 only when the driver takes segmentation frames, with a size and a
+        // partial or checked checksum.
+        let uso: [UInt8] = [1, 5, 42, 0, 0x78, 0x05, 34, 0, 6, 0, 1, 0]
+        #expect(withBytes(uso) { VirtioNetHeader.parse($0, $1) } == nil)
+        let s = withBytes(uso) { VirtioNetHeader.parse($0, $1, udpSegments: true) }
+        #expect(s?.segment == 1400 && s?.flags == 1)
+        var noSize = uso; noSize[4] = 0; noSize[5] = 0
+        #expect(withBytes(noSize) { VirtioNetHeader.parse($0, $1, udpSegments: true) } == nil)
+        var noCsum = uso; noCsum[0] = 0
+        #expect(withBytes(noCsum) { VirtioNetHeader.parse($0, $1, udpSegments: true) } == nil)
+        var tcp = uso; tcp[1] = 1
+        #expect(withBytes(tcp) { VirtioNetHeader.parse($0, $1, udpSegments: true) } == nil)
+        #expect(withBytes([0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0]) { VirtioNetHeader.parse($0, $1, udpSegments: true) }?.segment == 0)
     }
 
     @Test func arpRequest() {

@@ -3,15 +3,21 @@
 // drivers registered here get their used rings walked and timers fire, so packets are
 // answered while the shell sits at its prompt. Pollers run only from these waits, never
 // in interrupt context (irq_entry just records the cause), so they need no locks.
+// Under pvmm with polling on (`pvmm_poll_us=N`) a wait first polls for up to N us with
+// the drivers' interrupts suppressed (Linux's cpuidle-haltpoll: a halt and its wake-up
+// interrupt cost far more than a short spin when the next packet or key is near), then
+// re-arms them (`arm`) and halts.
 
 enum Idle {
     /// `poll` does the work; `pending` says cheaply (no exits) whether there is any, and
     /// runs with interrupts off inside Platform.idle.
-    static var pollers: [(poll: () -> Void, pending: () -> Bool)] = []
+    /// `arm` asks for the driver's interrupt again before the CPU halts (drivers leave
+    /// it suppressed after collecting while `Virtio.polling`).
+    static var pollers: [(poll: () -> Void, pending: () -> Bool, arm: () -> Void)] = []
     static var polling = false
 
-    static func register(poll: @escaping () -> Void, pending: @escaping () -> Bool) {
-        pollers.append((poll, pending))
+    static func register(poll: @escaping () -> Void, pending: @escaping () -> Bool, arm: @escaping () -> Void = {}) {
+        pollers.append((poll, pending, arm))
     }
 
     /// Runs every poller and every due timer once (not re-entrantly: a poller that waits
@@ -40,8 +46,39 @@ enum Idle {
             let t = Timer.tsc(atUptime: next)
             if wake == 0 || t < wake { wake = t }
         }
+        let t0 = rdtsc()
+        if Virtio.polling && haltPoll(until: wake, ready) { runPollers(); return }
+        for p in pollers { p.arm() }
         Platform.idle(SMP.bsp, until: wake) { ready() || workPending }
+        adapt(slept: rdtsc() &- t0)
         runPollers()
+    }
+
+    /// The spin budget (TSC cycles), adapted as Linux's cpuidle-haltpoll does: a halt
+    /// shorter than `Virtio.pollCycles` (a longer spin would have caught its wake-up)
+    /// doubles it, from a 4 us start; a longer one halves it, down to 0. A wait whose
+    /// events come late (or never) so stops spinning, and a CPU shared with the device
+    /// threads is not taken from them for nothing.
+    static var pollBudget: UInt64 = 0
+
+    static func adapt(slept: UInt64) {
+        guard Virtio.polling else { return }
+        let start = 4 * Platform.tscKHz / 1000
+        if slept < Virtio.pollCycles { pollBudget = min(Virtio.pollCycles, max(start, pollBudget * 2)) }
+        else { pollBudget = pollBudget / 2 < start ? 0 : pollBudget / 2 }
+    }
+
+    /// Spins for up to `pollBudget` (not past `wake`, 0 = none) until `ready()` or a
+    /// poller has work; true if so. Interrupts stay on: a spin finds what they bring.
+    static func haltPoll(until wake: UInt64, _ ready: () -> Bool) -> Bool {
+        guard pollBudget > 0 else { return false }
+        var end = rdtsc() &+ pollBudget
+        if wake != 0 && wake < end { end = wake }
+        while rdtsc() < end {
+            if ready() || workPending { return true }
+            cpuPause()
+        }
+        return false
     }
 
     /// Waits until `ready()` or `timeoutMs`; returns whether `ready()` held.

@@ -208,3 +208,30 @@ public func pvosPosixMemalign(_ out: UnsafeMutablePointer<UnsafeMutableRawPointe
 public func pvosFree(_ pointer: UnsafeMutableRawPointer?) {
     if let p = pointer { Heap.release(UInt64(UInt(bitPattern: p))) }
 }
+
+extension Pages {
+    /// `touch MIB`: stores a zero into every page of up to MIB of never-used RAM (still
+    /// zero, so nothing changes for the allocator) and makes the host back each page: the
+    /// jail's memory limit is tested with it (pvmm's JailTests).
+    static func touchCommand(_ args: ArraySlice<[UInt8]>) {
+        guard let a = args.first, let mib = Virtio.parseNumber(a[...]), mib >= 1 else {
+            Console.write("usage: touch MIB\n")
+            return
+        }
+        var left = mib << 20
+        var done: UInt64 = 0
+        let r = rangeTable()
+        for i in 0..<count where left > 0 {
+            var page = r[2 * i]
+            while page < r[2 * i + 1] && left > 0 {
+                word(page).pointee = 0
+                page += pageSize
+                left -= pageSize
+                done += pageSize
+            }
+        }
+        Console.write("touched ")
+        Console.writeDecimal(done >> 20)
+        Console.write(" MiB\n")
+    }
+}

@@ -40,7 +40,7 @@ enum Net {
         }
         guard n.start() else { Console.write("net0: initialisation failed\n"); return }
         device = n
-        Idle.register(poll: { poll() }, pending: { device?.pending ?? false })
+        Idle.register(poll: { poll() }, pending: { device?.pending ?? false }, arm: { device?.armInterrupt() })
         for o in Kernel.options where matches(o.key, "ip") { configure(o.value) }
     }
 
@@ -74,21 +74,22 @@ enum Net {
     static var subnetBroadcast: UInt32 { address | ~mask }
 
     static func poll() {
-        device?.receive { p, n, trusted in input(p, n, trusted) }
+        device?.receive { p, n, trusted, segment in input(p, n, trusted, segment: segment) }
     }
 
     // MARK: receive
 
-    static func input(_ p: UnsafeMutableRawPointer, _ n: Int, _ trusted: Bool) {
+    /// `segment` > 0: a UDP segmentation frame (GUEST_USO) of datagrams of that size.
+    static func input(_ p: UnsafeMutableRawPointer, _ n: Int, _ trusted: Bool, segment: Int = 0) {
         guard let d = device else { return }
         let eth: EthernetHeader
-        switch EthernetHeader.parse(p, n) {
+        switch EthernetHeader.parse(p, n, limit: segment > 0 ? EthernetHeader.maxSegmentedFrame : EthernetHeader.maxFrame) {
         case .success(let h): eth = h
         case .failure(let r): drop(r); return
         }
         guard eth.destination == d.mac || eth.destination == EthernetHeader.broadcast else { drop(.notForUs); return }
         let l3 = p.advanced(by: ethIP)
-        if eth.type == EtherType.arp { ARP.input(l3, n - ethIP); return }
+        if eth.type == EtherType.arp { guard segment == 0 else { drop(.badVirtioHeader); return }; ARP.input(l3, n - ethIP); return }
         let ip: IPv4
         switch IPv4.parse(l3, n - ethIP) {
         case .success(let h): ip = h
@@ -98,12 +99,13 @@ enum Net {
         let l4Length = ip.totalLength - ip.headerLength
         let unicast = address != 0 && ip.destination == address
         let broadcast = ip.destination == 0xFFFF_FFFF || (address != 0 && prefix < 31 && ip.destination == subnetBroadcast)
+        if segment > 0 && ip.proto != IPProtocol.udp { drop(.badVirtioHeader); return }
         switch ip.proto {
         case IPProtocol.icmp where unicast:
             icmp(ip, eth, l4, l4Length)
         case IPProtocol.udp where unicast || broadcast || mode == .dhcp:
             // Before DHCP is bound, an offer may be unicast to the address it offers.
-            udp(ip, eth, l4, l4Length, trusted, unicast: unicast)
+            udp(ip, eth, l4, l4Length, trusted, unicast: unicast, segment: segment)
         default:
             drop(.notForUs)
         }
@@ -123,15 +125,27 @@ enum Net {
         }
     }
 
-    static func udp(_ ip: IPv4, _ eth: EthernetHeader, _ p: UnsafeMutableRawPointer, _ n: Int, _ trusted: Bool, unicast: Bool) {
+    static func udp(_ ip: IPv4, _ eth: EthernetHeader, _ p: UnsafeMutableRawPointer, _ n: Int, _ trusted: Bool, unicast: Bool,
+                    segment: Int = 0) {
         let u: UDPHeader
         switch UDPHeader.parse(p, n, source: ip.source, destination: ip.destination, checked: !trusted) {
         case .success(let h): u = h
         case .failure(let r): drop(r); return
         }
+        // A segmentation frame is the datagrams the sender wrote, `segment` bytes each
+        // (the last one shorter): each is handled as if it had come alone.
+        let total = u.length - UDPHeader.size
+        let step = segment > 0 ? segment : max(total, 1)
+        var offset = 0
+        repeat {
+            datagram(ip, eth, u, p.advanced(by: UDPHeader.size + offset), min(step, total - offset), unicast: unicast)
+            offset += step
+        } while offset < total
+    }
+
+    static func datagram(_ ip: IPv4, _ eth: EthernetHeader, _ u: UDPHeader, _ data: UnsafeMutableRawPointer, _ count: Int,
+                         unicast: Bool) {
         udpIn += 1
-        let data = p.advanced(by: UDPHeader.size)
-        let count = u.length - UDPHeader.size
         udpInBytes += UInt64(count)
         switch u.destinationPort {
         case DHCPMessage.clientPort where mode == .dhcp:
@@ -165,6 +179,29 @@ enum Net {
                         source: source ?? address, destination: dst, offload: offload)
         try sendIPv4(b, to: dst, proto: IPProtocol.udp, payload: UDPHeader.size + count,
                      csum: offload ? (ipPayload, 6) : nil, mac: mac, source: source)
+    }
+
+    /// `segments` datagrams of `segment` bytes each from the `segments * segment` bytes at
+    /// guest address `payload`, to `mac`, in one UDP segmentation frame (the device must
+    /// `segmentsUDP`; the payload stays unchanged until the frame is reclaimed).
+    static func sendUDPSegmented(to dst: UInt32, port: UInt16, from: UInt16, segment: Int, segments: Int,
+                                 payload: UInt64, mac: UInt64) throws(NetError) {
+        guard let d = device else { throw .noDevice }
+        let total = segment * segments
+        guard d.segmentsUDP, address != 0, segment >= 1, IPv4.minHeader + UDPHeader.size + segment <= d.mtu,
+              udpPayload + total <= 65536, IPv4.minHeader + UDPHeader.size + total <= 0xFFFF else { throw .tooLong }
+        guard let b = PacketPool.take() else { drop(.noBuffer); throw .noBuffer }
+        let f = frame(b)
+        // The UDP length and checksum cover the whole payload: the host rewrites both per
+        // datagram from them (as for Linux's UDP_SEGMENT).
+        UDPHeader.write(f.advanced(by: ipPayload), sourcePort: from, destinationPort: port, payload: total,
+                        source: address, destination: dst, offload: true)
+        identification &+= 1
+        IPv4.write(f.advanced(by: ethIP), source: address, destination: dst, proto: IPProtocol.udp,
+                   payloadLength: UDPHeader.size + total, identification: identification)
+        EthernetHeader.write(f, destination: mac, source: d.mac, type: EtherType.ipv4)
+        guard d.transmitSegmented(b, headerLength: udpPayload, payload: payload, payloadLength: total, segment: segment,
+                                  csum: (ipPayload, 6)) else { throw .device }
     }
 
     /// Adds the IPv4 and Ethernet headers around `payload` bytes already in place and

@@ -80,6 +80,8 @@ enum NetShell {
         Console.writeDecimal(c.resets)
         Console.write(", rx merged ")
         Console.writeDecimal(c.rxMerged)
+        Console.write(", rx segmented ")
+        Console.writeDecimal(c.rxSegmented)
         Console.write("\nnet0: udp in ")
         Console.writeDecimal(Net.udpIn)
         Console.write(" echoed ")

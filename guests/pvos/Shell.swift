@@ -12,7 +12,7 @@ enum Shell {
 
     static func execute(_ command: [UInt8], _ args: ArraySlice<[UInt8]>) {
         if matches(command, "help") {
-            Console.write("commands: help echo info cpus bench uptime sleep flood blk virtio net ping udp poweroff reboot panic\n")
+            Console.write("commands: help echo info cpus bench uptime sleep flood touch blk virtio net ping udp poweroff reboot panic\n")
         } else if matches(command, "echo") {
             var first = true
             for a in args {
@@ -29,6 +29,8 @@ enum Shell {
             Console.write(" s\n")
         } else if matches(command, "flood") {
             flood(args)
+        } else if matches(command, "touch") {
+            Pages.touchCommand(args)
         } else if matches(command, "cpus") {
             cpus()
         } else if matches(command, "bench") {

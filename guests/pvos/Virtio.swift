@@ -231,6 +231,13 @@ final class Virtqueue {
         return pending
     }
 
+    /// Asks for an interrupt at the next used entry (used_event = last seen), fenced, so
+    /// a caller that then sees `pending` false may halt.
+    func armInterrupt() {
+        write16(usedEventAddress, lastUsed)
+        memoryFence()
+    }
+
     /// Takes every used entry: `body(head, len)`. Stops and marks the queue corrupt on
     /// an impossible entry. Then asks for an interrupt at the next one (used_event), or
     /// for none (used_event half the index space away), and fences, so a caller that

@@ -31,6 +31,9 @@ enum VirtioConsole {
             staged.reserveCapacity(txSize)
         }
         active = rxBuffers != 0 && txBuffers != 0 && setup()
+        // Input is collected with its interrupt off while the kernel polls: on again
+        // before a halt.
+        if active { Idle.register(poll: {}, pending: { false }, arm: { if active { rx?.armInterrupt() } }) }
     }
 
     /// §3.1.1 with the receive buffers posted before DRIVER_OK (then pvmm routes input here).
@@ -146,7 +149,7 @@ enum VirtioConsole {
                 rx.kick()
             }
             if ready.isEmpty {
-                rx.collect { head, length in ready.append((bufferOf[head], min(Int(length), Int(rxSize)))) }
+                rx.collect(interrupt: !Virtio.polling) { head, length in ready.append((bufferOf[head], min(Int(length), Int(rxSize)))) }
             }
             guard !ready.isEmpty else {
                 checkHealth()

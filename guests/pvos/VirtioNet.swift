@@ -11,6 +11,9 @@
 enum NetFeature {
     static let csum: UInt64 = 1 << 0, guestCsum: UInt64 = 1 << 1, mtu: UInt64 = 1 << 3
     static let mac: UInt64 = 1 << 5, mrgRxbuf: UInt64 = 1 << 15, status: UInt64 = 1 << 16
+    static let guestUSO4: UInt64 = 1 << 54, guestUSO6: UInt64 = 1 << 55, hostUSO: UInt64 = 1 << 56
+    /// What receiving UDP segmentation frames takes: pvmm offers the two together.
+    static let guestUSO = guestCsum | mrgRxbuf | guestUSO4 | guestUSO6
 }
 
 /// Per-device counters (`net`).
@@ -18,11 +21,13 @@ struct NetCounters {
     var rxPackets: UInt64 = 0, rxBytes: UInt64 = 0, txPackets: UInt64 = 0, txBytes: UInt64 = 0
     var txDropped: UInt64 = 0, resets: UInt64 = 0, interrupts: UInt64 = 0
     var rxMerged: UInt64 = 0        // frames the device spread over several buffers
+    var rxSegmented: UInt64 = 0     // UDP segmentation frames (many datagrams each)
 }
 
 final class NetDevice {
     static let wanted = VirtioFeature.version1 | VirtioFeature.eventIdx | NetFeature.csum | NetFeature.guestCsum
-        | NetFeature.mtu | NetFeature.mac | NetFeature.mrgRxbuf | NetFeature.status
+        | NetFeature.mtu | NetFeature.mac | NetFeature.mrgRxbuf | NetFeature.status | NetFeature.hostUSO
+        | NetFeature.guestUSO4 | NetFeature.guestUSO6
     static let queueSize = 256
     static let configMAC: UInt64 = 0, configStatus: UInt64 = 6, configMTU: UInt64 = 10
     static let configGeneration: UInt64 = 0x0FC
@@ -39,7 +44,11 @@ final class NetDevice {
     var counters = NetCounters()
     var lastHealthCheck: UInt64 = 0
     var batch: [(buffer: Int, length: UInt32)] = []
-    var mergeBuffer = -1            // gathers a frame the device spread over buffers
+    /// Gathers a frame the device spread over buffers: 68 KiB, room for a UDP
+    /// segmentation frame (0: none could be allocated; merged frames are then dropped).
+    var mergeArea: UInt64 = 0
+    static let mergeCapacity = 17 * Int(pageSize)
+    var mergeSegment = 0
     /// Bytes of each receive buffer offered to the device: the whole pool buffer, or less
     /// (`netrxbuf=` on the command line, with MRG_RXBUF only) so that frames span several.
     var rxPostSize = PacketPool.bufferSize
@@ -53,6 +62,10 @@ final class NetDevice {
 
     var offloadsTransmitChecksum: Bool { device.features & NetFeature.csum != 0 }
     var mergeable: Bool { device.features & NetFeature.mrgRxbuf != 0 }
+    /// UDP segmentation offload (HOST_USO with CSUM): `transmitSegmented` may be used.
+    /// The device may hand over UDP segmentation frames (GUEST_USO4/6).
+    var receivesSegments: Bool { device.features & NetFeature.guestUSO == NetFeature.guestUSO }
+    var segmentsUDP: Bool { device.features & (NetFeature.csum | NetFeature.hostUSO) == NetFeature.csum | NetFeature.hostUSO }
 
     /// §5.1.5 with §3.1.1: negotiate, both queues, MAC/STATUS/MTU from config, every
     /// receive buffer posted before DRIVER_OK. Also the recovery after a reset.
@@ -65,7 +78,7 @@ final class NetDevice {
         guard let rx, let tx else { device.fail(); return false }
         if rxBuffer.count != rx.size { rxBuffer = [Int32](repeating: -1, count: rx.size) }
         if txBuffer.count != tx.size { txBuffer = [Int32](repeating: -1, count: tx.size) }
-        if mergeBuffer < 0 { mergeBuffer = PacketPool.take() ?? -1 }
+        if mergeArea == 0 { mergeArea = Pages.allocate(UInt64(NetDevice.mergeCapacity) / pageSize) }
         readConfig()
         rxPostSize = mergeable ? requestedRxSize : PacketPool.bufferSize
         mergeRemaining = 0
@@ -125,10 +138,18 @@ final class NetDevice {
         return rx.pending || device.interruptPending
     }
 
-    /// Takes every received frame: `deliver(frame, length, checksumTrusted)`, then posts
+    /// Before the CPU halts: the receive interrupt again (`receive` leaves it off while
+    /// the kernel polls, Idle.haltPoll).
+    func armInterrupt() {
+        guard up, let rx else { return }
+        rx.armInterrupt()
+    }
+
+    /// Takes every received frame: `deliver(frame, length, checksumTrusted, segment)`
+    /// (segment: the datagram size of a UDP segmentation frame, else 0), then posts
     /// the buffers again with one kick. Returns the number of frames delivered.
     @discardableResult
-    func receive(_ deliver: (UnsafeMutableRawPointer, Int, Bool) -> Void) -> Int {
+    func receive(_ deliver: (UnsafeMutableRawPointer, Int, Bool, Int) -> Void) -> Int {
         checkHealth()
         guard up, let rx else { return 0 }
         var delivered = 0
@@ -138,7 +159,7 @@ final class NetDevice {
             // Heads are mapped to their buffers while collecting: posting a buffer again
             // reuses a freed head, possibly one later in this batch.
             batch.removeAll(keepingCapacity: true)
-            rx.collect { head, length in
+            rx.collect(interrupt: !Virtio.polling) { head, length in
                 batch.append((Int(rxBuffer[head]), length))
                 rxBuffer[head] = -1
             }
@@ -154,20 +175,20 @@ final class NetDevice {
     }
 
     /// One used receive buffer: a whole frame, or a piece of a merged one (§5.1.6.4).
-    private func consume(_ b: Int, _ length: Int, _ deliver: (UnsafeMutableRawPointer, Int, Bool) -> Void) -> Int {
+    private func consume(_ b: Int, _ length: Int, _ deliver: (UnsafeMutableRawPointer, Int, Bool, Int) -> Void) -> Int {
         let p = PacketPool.pointer(b)
         let used = min(length, rxPostSize)   // a used.len beyond the buffer is a lie
         if mergeRemaining > 0 {
-            if length > rxPostSize || mergeLength + used > PacketPool.bufferSize { mergeBad = true }
-            else { PacketPool.pointer(mergeBuffer).advanced(by: mergeLength).copyMemory(from: p, byteCount: used) }
+            if length > rxPostSize || mergeLength + used > NetDevice.mergeCapacity { mergeBad = true }
+            else { merged.advanced(by: mergeLength).copyMemory(from: p, byteCount: used) }
             mergeLength += used
             mergeRemaining -= 1
             guard mergeRemaining == 0 else { return 0 }
             if mergeBad { Net.drop(.oversize); return 0 }
             counters.rxMerged += 1
-            return frame(PacketPool.pointer(mergeBuffer), mergeLength, mergeTrusted, deliver)
+            return frame(merged, mergeLength, mergeTrusted, mergeSegment, deliver)
         }
-        guard length <= rxPostSize, let h = VirtioNetHeader.parse(p, length) else {
+        guard length <= rxPostSize, let h = VirtioNetHeader.parse(p, length, udpSegments: receivesSegments) else {
             Net.drop(.badVirtioHeader)
             return 0
         }
@@ -177,20 +198,25 @@ final class NetDevice {
         let frameBytes = length - VirtioNetHeader.size
         let count = mergeable ? Int(h.numBuffers) : 1
         guard count >= 1 && count <= NetDevice.queueSize else { Net.drop(.badVirtioHeader); return 0 }
-        if count == 1 { return frame(p.advanced(by: VirtioNetHeader.size), frameBytes, trusted, deliver) }
-        guard mergeBuffer >= 0 else { Net.drop(.noBuffer); mergeRemaining = count - 1; mergeBad = true; return 0 }
-        PacketPool.pointer(mergeBuffer).copyMemory(from: p.advanced(by: VirtioNetHeader.size), byteCount: frameBytes)
+        if count == 1 { return frame(p.advanced(by: VirtioNetHeader.size), frameBytes, trusted, h.segment, deliver) }
+        guard mergeArea != 0 else { Net.drop(.noBuffer); mergeRemaining = count - 1; mergeBad = true; return 0 }
+        merged.copyMemory(from: p.advanced(by: VirtioNetHeader.size), byteCount: frameBytes)
         mergeLength = frameBytes
         mergeRemaining = count - 1
         mergeTrusted = trusted
+        mergeSegment = h.segment
         mergeBad = false
         return 0
     }
 
-    private func frame(_ p: UnsafeMutableRawPointer, _ n: Int, _ trusted: Bool, _ deliver: (UnsafeMutableRawPointer, Int, Bool) -> Void) -> Int {
+    private var merged: UnsafeMutableRawPointer { UnsafeMutableRawPointer(bitPattern: UInt(mergeArea))! }
+
+    private func frame(_ p: UnsafeMutableRawPointer, _ n: Int, _ trusted: Bool, _ segment: Int,
+                       _ deliver: (UnsafeMutableRawPointer, Int, Bool, Int) -> Void) -> Int {
         counters.rxPackets += 1
         counters.rxBytes += UInt64(n)
-        deliver(p, n, trusted)
+        if segment > 0 { counters.rxSegmented += 1 }
+        deliver(p, n, trusted, segment)
         return 1
     }
 
@@ -207,44 +233,70 @@ final class NetDevice {
 
     /// Sends pool buffer `b` holding a frame of `length` bytes after the header room.
     /// `csum`: where the L4 checksum starts and sits, if the device completes it (the
-    /// caller then stored only the pseudo-header sum). Takes ownership of `b`. When the
-    /// ring is full it waits (interrupt armed, ≤ 1 s) for the device; a stall resets it.
+    /// caller then stored only the pseudo-header sum). Takes ownership of `b`.
     @discardableResult
     func transmit(_ b: Int, _ length: Int, csum: (start: Int, offset: Int)?) -> Bool {
-        guard up, let tx, length >= EthernetHeader.size, length <= EthernetHeader.maxFrame else {
-            PacketPool.release(b)
-            counters.txDropped += 1
-            return false
-        }
-        reclaim()
-        if tx.numFree == 0 {
-            let t0 = rdtsc()
-            while tx.numFree == 0 && !tx.corrupt && rdtsc() &- t0 < Platform.tscKHz * 1000 {
-                reclaim(interrupt: true)
-                if tx.numFree == 0 {
-                    Platform.idle(SMP.bsp, until: t0 &+ Platform.tscKHz * 1000) { tx.pending || device.interruptPending }
-                }
-                _ = device.takeInterrupts()
-            }
-            if tx.numFree == 0 {
-                PacketPool.release(b)
-                counters.txDropped += 1
-                recover()
-                return false
-            }
+        guard up, length >= EthernetHeader.size, length <= EthernetHeader.maxFrame, room(1), let tx else {
+            return dropped(b)
         }
         VirtioNetHeader.write(PacketPool.pointer(b), csum: offloadsTransmitChecksum ? csum : nil)
         let head = tx.nextHead
         guard tx.add(1, { _ in (PacketPool.address(b), UInt32(VirtioNetHeader.size + length), false) }) != nil else {
-            PacketPool.release(b)
-            counters.txDropped += 1
-            return false
+            return dropped(b)
         }
+        return sent(b, head, length)
+    }
+
+    /// One UDP segmentation frame (`segmentsUDP`): pool buffer `b` holds `headerLength`
+    /// bytes of Ethernet, IPv4 and UDP headers (the UDP checksum field with the pseudo
+    /// header sum of the whole payload), `payloadLength` bytes at guest address `payload`
+    /// follow in a second descriptor, and the device sends them as datagrams of `segment`
+    /// bytes each. `payload` must stay unchanged until the chain is reclaimed.
+    @discardableResult
+    func transmitSegmented(_ b: Int, headerLength: Int, payload: UInt64, payloadLength: Int, segment: Int,
+                           csum: (start: Int, offset: Int)) -> Bool {
+        guard up, segmentsUDP, headerLength + payloadLength <= 65536, room(2), let tx else { return dropped(b) }
+        VirtioNetHeader.write(PacketPool.pointer(b), csum: csum, udpSegments: (headerLength, segment))
+        let head = tx.nextHead
+        guard tx.add(2, { k in
+            k == 0 ? (PacketPool.address(b), UInt32(VirtioNetHeader.size + headerLength), false)
+                   : (payload, UInt32(payloadLength), false)
+        }) != nil else { return dropped(b) }
+        return sent(b, head, headerLength + payloadLength)
+    }
+
+    private func dropped(_ b: Int) -> Bool {
+        PacketPool.release(b)
+        counters.txDropped += 1
+        return false
+    }
+
+    private func sent(_ b: Int, _ head: Int, _ length: Int) -> Bool {
+        guard let tx else { return false }
         txBuffer[head] = Int32(b)
         counters.txPackets += 1
         counters.txBytes += UInt64(length)
         tx.kick()
         return true
+    }
+
+    /// Room for a chain of `descriptors` after reclaiming; when the ring is full it waits
+    /// (interrupt armed, ≤ 1 s) for the device, and a stall resets it.
+    private func room(_ descriptors: Int) -> Bool {
+        guard let tx else { return false }
+        reclaim()
+        if tx.numFree >= descriptors { return true }
+        let t0 = rdtsc()
+        while tx.numFree < descriptors && !tx.corrupt && rdtsc() &- t0 < Platform.tscKHz * 1000 {
+            reclaim(interrupt: true)
+            if tx.numFree < descriptors {
+                Platform.idle(SMP.bsp, until: t0 &+ Platform.tscKHz * 1000) { tx.pending || device.interruptPending }
+            }
+            _ = device.takeInterrupts()
+        }
+        if tx.numFree >= descriptors { return true }
+        recover()
+        return false
     }
 
     /// Link changes and DEVICE_NEEDS_RESET: on a config interrupt (QEMU), else (pvmm's

@@ -8,6 +8,8 @@ uint32_t chostnet_iff_tap(void);
 uint32_t chostnet_iff_no_pi(void);
 uint32_t chostnet_iff_vnet_hdr(void);
 uint32_t chostnet_tun_f_csum(void);
+/* TUN_F_USO4 | TUN_F_USO6: the kernel knows UDP segmentation offload (Linux 6.2+). */
+uint32_t chostnet_tun_f_uso(void);
 
 /// open("/dev/net/tun", O_RDWR | O_NONBLOCK | O_CLOEXEC).
 int chostnet_open_tun(void);

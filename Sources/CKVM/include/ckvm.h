@@ -51,6 +51,12 @@ int ckvm_get_tsc_khz(int vcpu);
 /// Sets one MSR; returns the number set (1) or 0 when KVM refused it, or -errno.
 int ckvm_set_msr(int vcpu, uint32_t index, uint64_t value);
 int ckvm_get_msr(int vcpu, uint32_t index, uint64_t *value);
+#define CKVM_MAX_MSRS 64
+/// KVM_GET_MSRS / KVM_SET_MSRS of `n` (<= CKVM_MAX_MSRS) MSRs in one ioctl: KVM handles
+/// them in order and stops at the first it does not know or refuses; returns how many it
+/// handled (values[0..<r] read), or -errno.
+int ckvm_get_msrs(int vcpu, const uint32_t *index, uint64_t *value, uint32_t n);
+int ckvm_set_msrs(int vcpu, const uint32_t *index, const uint64_t *value, uint32_t n);
 
 int ckvm_kvmclock_ctrl(int vcpu);
 int ckvm_get_mp_state(int vcpu, uint32_t *state);

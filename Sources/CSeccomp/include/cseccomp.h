@@ -28,18 +28,20 @@ enum {
     CSECCOMP_LOG = 1,
 };
 
-/// Builds and loads a filter on the calling thread (all threads with `all_threads`:
-/// SECCOMP_FILTER_FLAG_TSYNC). Sets no_new_privs first, as an unprivileged filter needs.
+/// Compiles a filter into `slot` (0-7) without loading it: the role filters and the
+/// process filter are built once (Seccomp.compileAll), then applied with
+/// `cseccomp_apply` (a thread's role) or `cseccomp_apply_process` (all threads).
 /// `clone3` gets ENOSYS so libc falls back to clone(2), whose flags a filter can check.
 /// Returns -EINVAL naming nothing when a row's name is unknown: `bad_row` gets its index.
-int cseccomp_load(int on_violation, const cseccomp_rule *rules, int count, int all_threads, int *bad_row);
-
-/// Compiles a thread's filter into `slot` (0-7) without loading it: built once on the
-/// main thread, applied by every thread of that role with `cseccomp_apply`.
 int cseccomp_compile(int slot, int on_violation, const cseccomp_rule *rules, int count, int *bad_row);
 
 /// Loads the filter compiled into `slot` on the calling thread (one seccomp(2) call).
 int cseccomp_apply(int slot);
+
+/// Loads the filter compiled into `slot` on every thread (SECCOMP_FILTER_FLAG_TSYNC),
+/// setting no_new_privs first, as an unprivileged filter needs. -EAGAIN when a thread
+/// could not take it.
+int cseccomp_apply_process(int slot);
 
 /// Installs the SIGSYS handler that writes "pvmm: seccomp: thread T made forbidden
 /// system call NAME (NR)" to stderr and re-raises SIGSYS with the default action. Also
@@ -59,7 +61,7 @@ extern const unsigned long cseccomp_KVM_RUN, cseccomp_KVM_GET_REGS, cseccomp_KVM
     cseccomp_KVM_GET_LAPIC, cseccomp_KVM_SET_LAPIC, cseccomp_KVM_GET_IRQCHIP, cseccomp_KVM_SET_IRQCHIP,
     cseccomp_KVM_GET_VCPU_EVENTS, cseccomp_KVM_SET_VCPU_EVENTS, cseccomp_KVM_GET_FPU, cseccomp_KVM_SET_FPU,
     cseccomp_KVM_GET_XSAVE, cseccomp_KVM_SET_XSAVE, cseccomp_KVM_GET_XCRS, cseccomp_KVM_SET_XCRS,
-    cseccomp_KVM_GET_CLOCK, cseccomp_KVM_SET_CLOCK,
+    cseccomp_KVM_GET_CLOCK, cseccomp_KVM_SET_CLOCK, cseccomp_KVM_IOEVENTFD,
     cseccomp_KVM_SET_SIGNAL_MASK, cseccomp_TCGETS, cseccomp_TCSETS, cseccomp_TCSETSW, cseccomp_TCSETSF,
     cseccomp_TIOCGWINSZ, cseccomp_FIONREAD, cseccomp_FIONBIO, cseccomp_TUNSETOFFLOAD, cseccomp_TUNSETVNETHDRSZ;
 extern const uint64_t cseccomp_PROT_EXEC, cseccomp_CLONE_THREAD, cseccomp_O_CREAT_EXCL;
@@ -67,4 +69,9 @@ extern const uint64_t cseccomp_PROT_EXEC, cseccomp_CLONE_THREAD, cseccomp_O_CREA
 /// Test builds only (Tests call it through pvmm-vmm's debug trigger): makes the system
 /// call `name` with harmless arguments, so a filter must stop it.
 long cseccomp_attempt(const char *name);
+
+/// Dies of `sig` on the calling thread: its default action, unblocked, raised
+/// (async-signal-safe). Returns if the process ignores it (a pid namespace's first
+/// process does, for a signal it sends itself).
+void cseccomp_die_of(int sig);
 #endif

@@ -34,3 +34,12 @@ int csys_epoll_wait(int ep, int *fds, uint32_t *events, int max, int timeout_ms)
 int csys_spawn(char *const argv[], int keep_fd, int as_fd);
 /// waitpid(pid, &status, WNOHANG if !block): the pid, 0 if still running, or -errno.
 int csys_waitpid(int pid, int *status, int block);
+
+/// recvmsg(2) without waiting: up to `len` bytes into `buf` and the fds passed with them
+/// (SCM_RIGHTS, close-on-exec), at most `max_fds` kept in `fds` (`*nfds`), any more closed.
+/// The byte count, or -errno.
+int64_t csys_recv_fds(int sock, void *buf, uint64_t len, int *fds, int max_fds, int *nfds);
+
+/// sendmsg(2) of `len` bytes with `nfds` (0 to 4) fds passed along (SCM_RIGHTS). The byte
+/// count, or -errno.
+int64_t csys_send_fds(int sock, const void *buf, uint64_t len, const int *fds, int nfds);

@@ -131,25 +131,42 @@ public struct VirtioNetHeader {
     public var csumStart: UInt16
     public var csumOffset: UInt16
     public var numBuffers: UInt16
+    public var gsoSize: UInt16 = 0
 
-    /// Nil unless `count` holds a header; the GSO type must be NONE (no GUEST_TSO/UFO
-    /// was offered to the device).
-    public static func parse(_ p: UnsafeRawPointer, _ count: Int) -> VirtioNetHeader? {
+    /// Nil unless `count` holds a header; the GSO type must be NONE, or with
+    /// `udpSegments` (the driver acked GUEST_USO4/6) UDP_L4: a frame of datagrams of
+    /// gso_size payload bytes each, whose checksum the device left partial or checked.
+    public static func parse(_ p: UnsafeRawPointer, _ count: Int, udpSegments: Bool = false) -> VirtioNetHeader? {
         guard count >= size else { return nil }
         let h = VirtioNetHeader(flags: Wire.u8(p, 0), gsoType: Wire.u8(p, 1), csumStart: Wire.le16(p, 6),
-                                csumOffset: Wire.le16(p, 8), numBuffers: Wire.le16(p, 10))
-        guard h.gsoType == 0, h.flags & ~(needsCsum | dataValid) == 0 else { return nil }
+                                csumOffset: Wire.le16(p, 8), numBuffers: Wire.le16(p, 10), gsoSize: Wire.le16(p, 4))
+        guard h.flags & ~(needsCsum | dataValid) == 0 else { return nil }
+        guard h.gsoType == 0 || (udpSegments && h.gsoType == gsoUDPL4 && h.gsoSize > 0 && h.flags != 0) else { return nil }
         return h
     }
 
-    /// A transmit header: no GSO; with `csum` the device completes the L4 checksum
-    /// from `start` (relative to the frame) and stores it at `start + offset`.
-    public static func write(_ p: UnsafeMutableRawPointer, csum: (start: Int, offset: Int)?) {
+    /// Payload bytes per datagram of a UDP segmentation frame; 0 for a plain frame.
+    public var segment: Int { gsoType == VirtioNetHeader.gsoUDPL4 ? Int(gsoSize) : 0 }
+
+    public static let gsoUDPL4: UInt8 = 5
+
+    /// A transmit header; with `csum` the device completes the L4 checksum from `start`
+    /// (relative to the frame) and stores it at `start + offset`. With `udpSegments`
+    /// (HOST_USO, needs `csum`) the frame is a UDP segmentation request: `headerLength`
+    /// bytes of Ethernet/IP/UDP headers, then payload the device cuts into datagrams of
+    /// `segment` bytes (gso_type UDP_L4, §5.1.6.2).
+    public static func write(_ p: UnsafeMutableRawPointer, csum: (start: Int, offset: Int)?,
+                             udpSegments: (headerLength: Int, segment: Int)? = nil) {
         for i in 0..<size { Wire.set8(p, i, 0) }
         if let c = csum {
             Wire.set8(p, 0, needsCsum)
             Wire.setLE16(p, 6, UInt16(c.start))
             Wire.setLE16(p, 8, UInt16(c.offset))
+            if let g = udpSegments {
+                Wire.set8(p, 1, gsoUDPL4)
+                Wire.setLE16(p, 2, UInt16(g.headerLength))
+                Wire.setLE16(p, 4, UInt16(g.segment))
+            }
         }
         Wire.setLE16(p, 10, 1)
     }
@@ -164,13 +181,16 @@ public struct EthernetHeader {
     /// Largest frame accepted or sent: 1500-byte MTU plus the header (no VLAN tags, no FCS).
     public static let maxFrame = 1514
     public static let broadcast: UInt64 = 0xFFFF_FFFF_FFFF
+    /// A UDP segmentation frame: a whole 64 KiB IPv4 packet behind the header.
+    public static let maxSegmentedFrame = 14 + 65535
     public var destination: UInt64
     public var source: UInt64
     public var type: UInt16
 
-    public static func parse(_ p: UnsafeRawPointer, _ count: Int) -> Result<EthernetHeader, DropReason> {
+    /// `limit`: `maxSegmentedFrame` for a UDP segmentation frame.
+    public static func parse(_ p: UnsafeRawPointer, _ count: Int, limit: Int = maxFrame) -> Result<EthernetHeader, DropReason> {
         guard count >= size else { return .failure(.runt) }
-        guard count <= maxFrame else { return .failure(.oversize) }
+        guard count <= limit else { return .failure(.oversize) }
         let h = EthernetHeader(destination: Wire.mac(p, 0), source: Wire.mac(p, 6), type: Wire.be16(p, 12))
         guard h.type == EtherType.ipv4 || h.type == EtherType.arp else { return .failure(.etherType) }
         return .success(h)
