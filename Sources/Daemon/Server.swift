@@ -18,8 +18,10 @@ public struct DaemonOptions: Sendable {
     /// HTTP tools without Unix-socket support (schemathesis) can reach it.
     public var testTCPPort: Int?
     public var vmm: String?
-    /// `--jail`: every VMM runs jailed (`pvmm-vmm --jail`, docs/security.md).
-    public var jail = false
+    /// Every VMM runs jailed (`pvmm-vmm --jail`, docs/security.md): the default for a
+    /// daemon run as root (the jail needs namespaces and cgroups); `--no-jail` turns it
+    /// off, and `--jail` asks for it explicitly (refused when not root).
+    public var jail = geteuid() == 0
     /// Test aid only (`--test-vmm-args NAME=ARG,ARG`): extra pvmm-vmm arguments for the
     /// VM NAME (a debug build's `--seccomp-test-violation`; release VMMs refuse it).
     public var testVMMArguments: [String: [String]] = [:]
@@ -27,11 +29,13 @@ public struct DaemonOptions: Sendable {
     public init() {}
 
     public static let usage = """
-        usage: pvmm daemon [--socket PATH] [--state-dir DIR] [--log-format text|json] [--jail]
+        usage: pvmm daemon [--socket PATH] [--state-dir DIR] [--log-format text|json] [--jail|--no-jail]
           --socket PATH      the API's Unix socket (default /run/pvmm/pvmm.sock; mode 0600, its directory 0700)
           --state-dir DIR    VM definitions, states and per-VM files (default /var/lib/pvmm)
           --log-format F     text (default) or json: one JSON object per line on stderr
-          --jail             run every VMM jailed (pid/mount/net namespaces, its own root, uid nobody, a cgroup; docs/security.md)
+          --jail             run every VMM jailed (pid/mount/net namespaces, its own root, uid nobody, a cgroup; docs/security.md);
+                             the default when the daemon runs as root
+          --no-jail          run the VMMs unjailed (seccomp still applies)
         """
 
     /// Parses the arguments after `daemon`; errors name the flag.
@@ -54,7 +58,10 @@ public struct DaemonOptions: Sendable {
                 guard let p = Int(v), (1...65535).contains(p) else { throw DaemonUsageError("--test-tcp-port: '\(v)' is not a port") }
                 testTCPPort = p
             case "--vmm": vmm = try value("--vmm")
-            case "--jail": jail = true
+            case "--jail":
+                guard geteuid() == 0 else { throw DaemonUsageError("--jail: needs root (the jail makes namespaces and cgroups); run the daemon as root or drop --jail") }
+                jail = true
+            case "--no-jail": jail = false
             case "--test-vmm-args":
                 let v = try value("--test-vmm-args")
                 guard let eq = v.firstIndex(of: "="), eq != v.startIndex else { throw DaemonUsageError("--test-vmm-args: '\(v)' is not NAME=ARG,ARG") }

@@ -67,8 +67,11 @@ class Daemon:
         self.prefix = list(prefix)
         self.socket = os.path.join(base, "run", "pvmm.sock")
         self.state = os.path.join(base, "state")
-        # PVMM_TEST_JAIL=1: every daemon of the suite runs its VMMs jailed.
-        self.extra = list(extra) + (["--jail"] if os.environ.get("PVMM_TEST_JAIL") == "1" and "--jail" not in extra else [])
+        # A root daemon jails its VMMs by default; the suite runs once with --no-jail and
+        # once (PVMM_TEST_JAIL=1) with the default, jailed, unless a test asks otherwise.
+        jailed = os.environ.get("PVMM_TEST_JAIL") == "1"
+        chosen = "--jail" in extra or "--no-jail" in extra
+        self.extra = list(extra) + ([] if chosen or jailed or os.geteuid() != 0 else ["--no-jail"])
         self.proc = None
         self.log = os.path.join(base, "daemon.log")
 

@@ -1,4 +1,7 @@
 import Testing
+#if canImport(Glibc)
+import Glibc
+#endif
 import VMControl
 import VMDefinition
 @testable import Daemon
@@ -87,6 +90,14 @@ import VMDefinition
         #expect((o.socket, o.stateDir, o.logFormat, o.testTCPPort == nil) == ("/tmp/a.sock", "/tmp/s", "json", true))
         let d = try DaemonOptions(arguments: [])
         #expect((d.socket, d.stateDir) == ("/run/pvmm/pvmm.sock", "/var/lib/pvmm"))
+        // Jailed by default when the daemon can jail (root); --no-jail opts out.
+        #expect(d.jail == (geteuid() == 0))
+        #expect(try DaemonOptions(arguments: ["--no-jail"]).jail == false)
+        if geteuid() == 0 {
+            #expect(try DaemonOptions(arguments: ["--no-jail", "--jail"]).jail)
+        } else {
+            #expect(throws: DaemonUsageError.self) { try DaemonOptions(arguments: ["--jail"]) }
+        }
         for bad in [["--log-format", "xml"], ["--socket"], ["--frobnicate"], ["--test-tcp-port", "0"],
                     ["--socket", "/" + String(repeating: "s", count: 120)], ["--state-dir", "/" + String(repeating: "d", count: 40)]] {
             #expect(throws: DaemonUsageError.self) { try DaemonOptions(arguments: bad) }
