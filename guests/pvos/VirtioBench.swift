@@ -1,6 +1,7 @@
 // `blk bench DISK read|write seq|rand BS DEPTH SECONDS`: keeps DEPTH requests in flight
 // (each with its own data buffer), refills every completed slot, then one kick per
-// batch; the CPU sleeps until the device's single interrupt for the batch.
+// batch; the CPU sleeps until half of what is in flight has completed (one interrupt),
+// so the device never runs dry while the CPU wakes.
 
 enum BlockBench {
     static func usage() {
@@ -65,7 +66,7 @@ enum BlockBench {
             }
             if n > 0 {
                 last = rdtsc()
-            } else if !disk.waitFor(timeoutMs: 5000, { q.pending }) {
+            } else if !disk.waitFor(timeoutMs: 5000, wakeAfter: max(1, inFlight / 2), { q.pending }) {
                 failed = true
                 break
             }
