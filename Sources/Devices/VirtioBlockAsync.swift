@@ -181,8 +181,9 @@ extension VirtioBlockBackend {
     /// with notifications still off: the next completion serves the queue again.
     ///
     /// With EVENT_IDX the driver names the completion it waits for (used_event,
-    /// §2.7.10); when a completion done here reaches it, the batch ends at once with the
-    /// interrupt and `more` (served again right away) instead of after the last chain.
+    /// §2.7.10); when a completion done here reaches it and more chains wait, the batch
+    /// ends at once with the interrupt and `more` (served again right away) instead of
+    /// after the last chain.
     /// A driver that sleeps until its first completion (a halted vCPU) then refills its
     /// ring while the device works through the rest; waiting for the batch's end drained
     /// the ring every batch (128 KiB reads at depth 8: 8 requests, one interrupt, an
@@ -200,7 +201,10 @@ extension VirtioBlockBackend {
                     if let len = try start(chain, features: features, ring: ring) {
                         try vq { () throws(VirtqueueError) in try q.addUsed(head: head, len: len) }
                         result.requests += 1
-                        if q.eventIdx, try vq({ () throws(VirtqueueError) in try q.needsNotification() }) {
+                        // Only with more chains waiting behind it: else the batch's own end
+                        // (notifications back on, then the interrupt) comes as soon.
+                        if q.eventIdx, try vq({ () throws(VirtqueueError) in try q.availIndex() }) != q.nextAvail,
+                           try vq({ () throws(VirtqueueError) in try q.needsNotification() }) {
                             (result.interrupt, result.more) = (true, true)
                             break pop
                         }
