@@ -36,6 +36,8 @@ struct ServeResult {
     var fault: DeviceFault?
     /// The queue `fault` happened on (logs name it).
     var faultQueue: Int?
+    /// Ended early for `interrupt`; work may be left (BackendOutcome.more).
+    var more = false
 
     mutating func merge(_ other: ServeResult) {
         requests += other.requests
@@ -163,7 +165,7 @@ final class BackendState: Sendable {
             guard s.active, !s.halted else { return BackendOutcome(epoch: epoch) }
             let r = body(&s)
             return BackendOutcome(epoch: epoch, requests: r.requests, interrupt: r.interrupt,
-                                  failure: r.failure)
+                                  failure: r.failure, more: r.more && r.fault == nil)
         }
     }
 }

@@ -78,14 +78,18 @@ public struct BackendOutcome: Equatable, Sendable {
     /// The device changed its config space (virtio-net: link status): bump
     /// ConfigGeneration and send a configuration change notification.
     public var configChanged = false
+    /// The batch ended early to deliver `interrupt` to a driver waiting for one of its
+    /// completions (EVENT_IDX) while work is still queued: serve again at once.
+    public var more = false
 
     public init(epoch: UInt64, requests: Int = 0, interrupt: Bool = false, failure: String? = nil,
-                configChanged: Bool = false) {
+                configChanged: Bool = false, more: Bool = false) {
         self.epoch = epoch
         self.requests = requests
         self.interrupt = interrupt
         self.failure = failure
         self.configChanged = configChanged
+        self.more = more
     }
 }
 
@@ -274,11 +278,22 @@ public final class VirtioMMIODevice<Model: VirtioBackedModel>: VirtioDeviceContr
 
     public func queueNotified(_ queue: Int, count: UInt64 = 1) {
         stats.notifications.add(count)
-        complete(backend.queueNotified(queue))
+        completeAll(backend.queueNotified(queue))
     }
 
     public func serviceRequested() {
-        complete(backend.serviceRequested())
+        completeAll(backend.serviceRequested())
+    }
+
+    /// `complete`, then serve again as long as the backend cut its batch short to get an
+    /// interrupt out first (`BackendOutcome.more`).
+    func completeAll(_ first: BackendOutcome) {
+        var outcome = first
+        complete(outcome)
+        while outcome.more {
+            outcome = backend.serviceRequested()
+            complete(outcome)
+        }
     }
 
     public func poll(_ phase: PollPhase) -> Bool {

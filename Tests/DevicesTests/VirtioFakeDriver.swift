@@ -4,10 +4,16 @@ import Synchronization
 import Testing
 import Virtio
 
-/// Counts signals instead of writing an eventfd.
+/// Counts signals instead of writing an eventfd; `onSignal` runs at each (a test looks
+/// at guest memory the moment an interrupt goes out).
 final class RecordingNotifier: Notifier {
     let count = Mutex(0)
-    func signal() { count.withLock { $0 += 1 } }
+    let hook = Mutex<(@Sendable () -> Void)?>(nil)
+    func signal() {
+        count.withLock { $0 += 1 }
+        hook.withLock { $0 }?()
+    }
+    func onSignal(_ body: @escaping @Sendable () -> Void) { hook.withLock { $0 = body } }
     var signals: Int { count.withLock { $0 } }
     /// Signals since the last call.
     func take() -> Int { count.withLock { c in defer { c = 0 }; return c } }

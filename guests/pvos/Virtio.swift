@@ -214,6 +214,18 @@ final class Virtqueue {
 
     /// The device has returned something since `collect` last looked.
     var pending: Bool { read16(used + 2) != lastUsed }
+    /// How many entries the device has returned since `collect` last looked.
+    var completed: Int { Int(read16(used + 2) &- lastUsed) }
+
+    /// Asks for the used-buffer interrupt only at the `count`th completion from now
+    /// (used_event = last seen + count - 1, §2.7.10), then fences, so a check of
+    /// `completed` after this sees every entry published before the device read it.
+    /// A driver with several requests in flight sleeps through the first completions
+    /// and wakes while the device still has work, instead of once per completion.
+    func armInterrupt(after count: Int) {
+        write16(usedEventAddress, lastUsed &+ UInt16(truncatingIfNeeded: max(count, 1) - 1))
+        memoryFence()
+    }
 
     /// Watches the used ring for up to `cycles` with the used-buffer interrupt suppressed
     /// (used_event half the index space away, §2.7.10), as Linux's cpuidle-haltpoll does

@@ -57,8 +57,10 @@ final class BlockDevice {
 
     /// Waits until `done()`; false on a broken device (NEEDS_RESET, impossible used
     /// entries) or after `timeoutMs`. Status is read only on a config interrupt, or every
-    /// 50 ms when polling.
-    func waitFor(timeoutMs: UInt64 = 30_000, _ done: () -> Bool) -> Bool {
+    /// 50 ms when polling. With `wakeAfter` > 1 (requests in flight), a halt lasts until
+    /// that many have completed (`Virtqueue.armInterrupt`), so the device keeps the rest
+    /// to work on while this CPU wakes and refills the ring.
+    func waitFor(timeoutMs: UInt64 = 30_000, wakeAfter: Int = 1, _ done: () -> Bool) -> Bool {
         guard let q = queue else { return false }
         let t0 = rdtsc()
         var lastCheck = t0
@@ -74,8 +76,12 @@ final class BlockDevice {
             // Tickless: wake for the timeout, or every 10 ms to poll a device without
             // an interrupt line.
             let wake = device.interrupts ? t0 &+ timeoutMs * Platform.tscKHz : now &+ 10 * Platform.tscKHz
-            if device.interrupts && q.poll(cycles: Virtio.pollCycles) { continue }
-            Platform.idle(SMP.bsp, until: wake) { q.pending || device.interruptPending }
+            // Polling pays when the next completion is the one awaited; with several in
+            // flight the device has work left while this CPU wakes, and a spinning vCPU
+            // only takes host CPU from the device thread.
+            if device.interrupts && wakeAfter == 1 && q.poll(cycles: Virtio.pollCycles) { continue }
+            if device.interrupts && wakeAfter > 1 { q.armInterrupt(after: wakeAfter) }
+            Platform.idle(SMP.bsp, until: wake) { q.completed >= wakeAfter || device.interruptPending }
         }
         return true
     }
