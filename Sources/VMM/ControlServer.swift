@@ -149,20 +149,20 @@ extension ConsoleHub {
             case .stats: respondAndClose(c, controlOK(statsMembers(vm)))
             case .pause:
                 try vm.pause()
-                respondAndClose(c, controlOK([("state", .string(vm.state.rawValue))]))
+                respondAndClose(c, controlOK(stateMembers(vm)))
             case .resume:
                 try vm.resume()
-                respondAndClose(c, controlOK([("state", .string(vm.state.rawValue))]))
+                respondAndClose(c, controlOK(stateMembers(vm)))
             case .reboot:
                 try vm.reboot()
-                respondAndClose(c, controlOK([("state", .string(vm.state.rawValue))]))
+                respondAndClose(c, controlOK(stateMembers(vm)))
             case .stop(let timeout):
                 try vm.requestStop(timeoutSeconds: timeout)
                 // The state the request entered: a quick guest may be gone already.
                 respondAndClose(c, controlOK([("state", .string(VMState.stopping.rawValue))]))
             case .kill:
                 try vm.kill()
-                respondAndClose(c, controlOK([("state", .string(vm.state.rawValue))]))
+                respondAndClose(c, controlOK(stateMembers(vm)))
             case .snapshot(let path):
                 let files = c.passedFDs
                 c.passedFDs = []
@@ -200,6 +200,14 @@ extension ConsoleHub {
         } catch {
             respondAndClose(c, error.controlError.response)
         }
+    }
+
+    /// The state an operation left the VM in, with the seq of the change that entered it
+    /// (read together): an answer can reach the daemon before an event of an earlier
+    /// change (a reboot's `starting` after its `running`), which the seq lets it drop.
+    func stateMembers(_ vm: VM) -> [(key: String, value: JSONValue)] {
+        let s = vm.status
+        return [("state", .string(s.state.rawValue)), ("state_seq", .int(s.stateSeq))]
     }
 
     func statusMembers(_ vm: VM) -> [(key: String, value: JSONValue)] {
