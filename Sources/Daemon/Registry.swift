@@ -375,12 +375,15 @@ public actor Registry {
     public func observe(_ name: String, token: UInt64, status: JSONValue, fromEvents: Bool = true) {
         if fromEvents, vms[name]?.token == token { vms[name]!.eventSeq += 1 }
         guard var vm = vms[name], vm.token == token, vm.record.state.isActive,
-              let s = status["state"]?.stringValue, let new = VMState(rawValue: s), new.isActive,
-              new != vm.record.state || status["uptime_ns"] != nil else { return }
+              let s = status["state"]?.stringValue, let new = VMState(rawValue: s), new.isActive else { return }
+        // The seq is kept even when the state is the one recorded: a reboot answers
+        // `running` (seq N+2) while its `starting` event (N+1) may still be on its way.
         if let seq = (status["seq"] ?? status["state_seq"]).flatMap(uint64) {
             if seq <= vm.vmmSeq { return }
             vm.vmmSeq = seq
+            vms[name] = vm
         }
+        guard new != vm.record.state || status["uptime_ns"] != nil else { return }
         let now = monotonicNanoseconds()
         if let up = status["uptime_ns"].flatMap(uint64) {
             // The VMM's own count (re-adoption): trust it over ours.
