@@ -42,9 +42,8 @@ struct RunFlags {
             throw UsageError(message: "--seccomp: '\(seccomp)' is not one of: kill, log, off")
         }
         if let restore {
-            let flags = [kernel.map { _ in "--kernel" }, initrd.map { _ in "--initrd" }, cmdline.isEmpty ? nil : "--cmdline", memory == "128" ? nil : "--memory",
-                         cpus == 1 ? nil : "--cpus", disk.isEmpty ? nil : "--disk", config.map { _ in "--config" },
-                         console == ConsoleKind.virtio.rawValue ? nil : "--console", irqProbe ? "--irq-probe" : nil].compactMap { $0 }
+            // --net is allowed (below); --poll-us is neither refused nor passed on.
+            let flags = definitionFlags(except: ["--net", "--poll-us"])
             if let f = flags.first { throw UsageError(message: "\(f): not allowed with --restore (the snapshot defines the VM)") }
             // --net gives a clone its own backend (and MAC): one per saved net device.
             try Executables.exec(Executables.sibling("pvmm-vmm"),
@@ -68,10 +67,7 @@ struct RunFlags {
         if let config {
             definition = try Self.load(config: config)
             errorsAs = "json"
-            let flags = [kernel.map { _ in "--kernel" }, initrd.map { _ in "--initrd" }, cmdline.isEmpty ? nil : "--cmdline", memory == "128" ? nil : "--memory",
-                         cpus == 1 ? nil : "--cpus", disk.isEmpty ? nil : "--disk", net.isEmpty ? nil : "--net",
-                         console == ConsoleKind.virtio.rawValue ? nil : "--console", irqProbe ? "--irq-probe" : nil,
-                         pollUs == nil ? nil : "--poll-us"].compactMap { $0 }
+            let flags = definitionFlags(except: ["--config"])
             if let f = flags.first { throw UsageError(message: "\(f): not allowed with --config (the file defines the whole VM)") }
         } else {
             do {
@@ -85,6 +81,19 @@ struct RunFlags {
             }
         }
         return (definition, errorsAs)
+    }
+
+    /// The flags that define the VM which were given (differ from `defaults`), minus
+    /// `excluded`, in the order an error names the first: --config and --restore refuse them.
+    func definitionFlags(except excluded: Set<String>) -> [String] {
+        let d = Self.defaults
+        let given: [(flag: String, isGiven: Bool)] = [
+            ("--kernel", kernel != nil), ("--initrd", initrd != nil), ("--cmdline", cmdline != d.cmdline),
+            ("--memory", memory != d.memory), ("--cpus", cpus != d.cpus), ("--disk", !disk.isEmpty), ("--net", !net.isEmpty),
+            ("--config", config != nil), ("--console", console != d.console), ("--irq-probe", irqProbe),
+            ("--poll-us", pollUs != nil),
+        ]
+        return given.filter { $0.isGiven && !excluded.contains($0.flag) }.map(\.flag)
     }
 
     /// Reads and decodes a definition file; errors name the file and the field.
